@@ -1,0 +1,57 @@
+"""Calibration samples as token ids, from the demo corpus, a local text file, or a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from sweep.spec import CalibrationSpec
+
+
+class CalibrationError(ValueError):
+    """Calibration text that is missing, empty, or too short for one sample."""
+
+
+def _texts(spec: CalibrationSpec) -> list[str]:
+    if spec.source == "dataset":
+        from datasets import load_dataset
+
+        data = load_dataset(spec.dataset, spec.dataset_config, split=spec.split, streaming=True)
+        texts = []
+        for row in data:
+            texts.append(row[spec.text_field])
+            if len(texts) >= spec.samples * 4:
+                break
+        return texts
+    if spec.source == "demo":
+        from sweep.demo import CALIBRATION_FILE
+
+        path = CALIBRATION_FILE
+    else:
+        path = Path(spec.path)
+    if not path.is_file():
+        raise CalibrationError(f"calibration file {path} does not exist")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if not lines:
+        raise CalibrationError(f"calibration file {path} is empty")
+    return lines
+
+
+def calibration_batches(spec: CalibrationSpec, tokenizer) -> torch.Tensor:
+    """``spec.samples`` windows of ``spec.seq_len`` tokens: (samples, seq_len), deterministic.
+
+    The texts are joined into one token stream and cut into consecutive windows, so short lines
+    (the demo corpus) and long documents are used alike.
+    """
+    texts = _texts(spec)
+    sep = tokenizer.eos_token or "\n"
+    ids = tokenizer(sep.join(texts), add_special_tokens=False)["input_ids"]
+    n = len(ids) // spec.seq_len
+    if n == 0:
+        raise CalibrationError(
+            f"calibration text has {len(ids)} tokens, fewer than one sample of seq_len "
+            f"{spec.seq_len}"
+        )
+    windows = torch.tensor(ids[: n * spec.seq_len]).view(n, spec.seq_len)
+    return windows[: spec.samples]

@@ -1,0 +1,280 @@
+"""Study specs (``studies/*.yaml``): loading and validation with errors that name the field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sweep.compress.config import ORDERS, SUPPORTED_BITS, parse_pattern
+from sweep.compress.registry import PRUNERS, QUANTIZERS, unknown_name_message
+
+DEMO_MODEL = "demo"
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+OBJECTIVES = ("srcr", "sr", "tcr", "real_ratio")
+
+
+class SpecError(ValueError):
+    """A study spec that cannot be used; the message names the field and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparsityRange(_Strict):
+    """Sparsity values to search: ``low`` to ``high`` by ``step``, or a ``values`` list."""
+
+    low: float = Field(0.0, ge=0.0, lt=1.0)
+    high: float = Field(0.5, ge=0.0, lt=1.0)
+    step: float = Field(0.1, gt=0.0, lt=1.0)
+    values: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SparsityRange:
+        if self.values is None and self.high < self.low:
+            raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
+        if self.values is not None and not self.values:
+            raise ValueError("values must not be empty")
+        return self
+
+    def grid(self) -> list[float]:
+        if self.values is not None:
+            return sorted({round(v, 6) for v in self.values})
+        n = int(round((self.high - self.low) / self.step))
+        return [round(self.low + i * self.step, 6) for i in range(n + 1)]
+
+
+class SearchSpace(_Strict):
+    """The variables of the search. Each list is the set of choices offered to the sampler."""
+
+    sparsity: SparsityRange = SparsityRange()
+    patterns: list[str] = ["unstructured"]
+    prune_methods: list[str] = ["magnitude"]
+    bits: list[int] = [4, 16]
+    group_sizes: list[int | None] = [128]
+    symmetric: list[bool] = [False]
+    quant_methods: list[str] = ["rtn"]
+    orders: list[str] = ["prune_first"]
+    cases: list[Literal["A", "B"]] = ["B"]
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for p in v:
+            parse_pattern(p)
+        return _non_empty(v)
+
+    @field_validator("prune_methods")
+    @classmethod
+    def _pruners(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in PRUNERS:
+                raise ValueError(unknown_name_message("pruning method", name, PRUNERS.names()))
+        return _non_empty(v)
+
+    @field_validator("quant_methods")
+    @classmethod
+    def _quantizers(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if name not in QUANTIZERS:
+                raise ValueError(
+                    unknown_name_message("quantization method", name, QUANTIZERS.names())
+                )
+        return _non_empty(v)
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, v: list[int]) -> list[int]:
+        bad = [b for b in v if b not in SUPPORTED_BITS]
+        if bad:
+            raise ValueError(f"unsupported bit-width {bad[0]}; allowed: {list(SUPPORTED_BITS)}")
+        return _non_empty(v)
+
+    @field_validator("group_sizes")
+    @classmethod
+    def _groups(cls, v: list[int | None]) -> list[int | None]:
+        bad = [g for g in v if g is not None and g <= 0]
+        if bad:
+            raise ValueError(f"group size {bad[0]} must be positive, or null for per-channel")
+        return _non_empty(v)
+
+    @field_validator("orders")
+    @classmethod
+    def _orders(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if o not in ORDERS:
+                raise ValueError(unknown_name_message("order", o, list(ORDERS)))
+        return _non_empty(v)
+
+    @field_validator("symmetric", "cases")
+    @classmethod
+    def _non_empty_list(cls, v: list) -> list:
+        return _non_empty(v)
+
+
+def _non_empty(v: list) -> list:
+    if not v:
+        raise ValueError("must list at least one choice")
+    return v
+
+
+class TaskSpec(_Strict):
+    """An lm-eval task: its name, the metric to read, and optionally its random-guess score."""
+
+    name: str
+    metric: str | None = None  # default: acc, then acc_norm, then exact_match
+    random_score: float | None = Field(None, ge=0.0, lt=1.0)
+
+
+class CalibrationSpec(_Strict):
+    """Calibration text for methods that need activations.
+
+    ``source``: ``demo`` (the bundled corpus), ``file`` (a local text file, one sample a line or
+    paragraph) or ``dataset`` (a Hugging Face dataset, for machines with network access).
+    """
+
+    source: Literal["demo", "file", "dataset"] = "demo"
+    path: Path | None = None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    samples: int = Field(64, gt=0)
+    seq_len: int = Field(128, gt=0)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> CalibrationSpec:
+        if self.source == "file" and self.path is None:
+            raise ValueError("source 'file' needs a path")
+        if self.source == "dataset" and not self.dataset:
+            raise ValueError("source 'dataset' needs a dataset name")
+        return self
+
+
+class EvaluationSpec(_Strict):
+    """What to measure: lm-eval tasks for Sr, and an optional perplexity task."""
+
+    tasks: list[TaskSpec]
+    include_path: Path | None = None  # a folder of local lm-eval task YAMLs
+    perplexity_task: str | None = None
+    batch_size: int = Field(32, gt=0)
+    limit: int | None = Field(None, gt=0)  # questions per task, for quick looks
+    max_length: int | None = Field(None, gt=0)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _names(cls, v: object) -> object:
+        if isinstance(v, list):
+            return [{"name": t} if isinstance(t, str) else t for t in v]
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _some(cls, v: list[TaskSpec]) -> list[TaskSpec]:
+        return _non_empty(v)
+
+
+class SamplerSpec(_Strict):
+    name: str = "tpe"
+    seed: int | None = 0
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in SAMPLERS:
+            raise ValueError(unknown_name_message("sampler", v, list(SAMPLERS)))
+        return v
+
+
+class StudySpec(_Strict):
+    """A whole study: model, data, tasks, search space, objectives, sampler, budget, storage."""
+
+    name: str
+    model: str = DEMO_MODEL  # "demo", a Hugging Face id, or a local folder
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    seed: int = 0
+    calibration: CalibrationSpec = CalibrationSpec()
+    evaluation: EvaluationSpec
+    search: SearchSpace = SearchSpace()
+    objectives: list[str] = ["srcr", "tcr"]
+    sampler: SamplerSpec = SamplerSpec()
+    trials: int = Field(12, gt=0)
+    storage: str | None = None  # default: sqlite:///runs/<name>.db
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError(
+                "must be letters, digits, '_', '.' or '-', starting with a letter/digit"
+            )
+        return v
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        for o in v:
+            if o not in OBJECTIVES:
+                raise ValueError(unknown_name_message("objective", o, list(OBJECTIVES)))
+        if len(set(v)) != len(v):
+            raise ValueError("objectives must not repeat")
+        return _non_empty(v)
+
+    def storage_url(self, root: Path = Path("runs")) -> str:
+        return self.storage or f"sqlite:///{root / self.name}.db"
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid study spec {source}:"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        given = e.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field"
+        lines.append(f"  {field}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: object, source: str = "<spec>") -> StudySpec:
+    if not isinstance(data, dict):
+        raise SpecError(f"invalid study spec {source}: expected a mapping of fields at the top")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(_format_errors(err, source)) from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read and validate a study spec; relative paths inside it are taken from the spec's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"study spec {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise SpecError(f"study spec {path} is not valid YAML: {err}") from None
+    spec = parse_spec(data, str(path))
+    return _resolve_paths(spec, path.parent)
+
+
+def _resolve_paths(spec: StudySpec, base: Path) -> StudySpec:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else (base / p).resolve()
+
+    cal, ev = spec.calibration, spec.evaluation
+    updates = {}
+    if (p := absolute(cal.path)) is not None:
+        updates["calibration"] = cal.model_copy(update={"path": p})
+    if (p := absolute(ev.include_path)) is not None:
+        updates["evaluation"] = ev.model_copy(update={"include_path": p})
+    model_dir = base / spec.model
+    if spec.model != DEMO_MODEL and spec.model.startswith(".") and model_dir.exists():
+        updates["model"] = str(model_dir.resolve())
+    return spec.model_copy(update=updates) if updates else spec

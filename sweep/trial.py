@@ -1,0 +1,157 @@
+"""One trial: restore the base weights, compress by a config, evaluate, score."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from sweep.compress import CompressionConfig, compress_model
+from sweep.evaluate import Evaluator, Scores
+from sweep.metrics import (
+    Tensor2D,
+    real_compression_ratio,
+    semantic_retention,
+    srcr,
+    theoretical_compression_rate,
+)
+from sweep.model import WeightSnapshot
+
+
+class TrialError(RuntimeError):
+    """A trial that produced no usable result (NaN scores, a broken layer...)."""
+
+
+@dataclass(frozen=True)
+class BaseReference:
+    """The uncompressed model's scores and each task's random-guess score: Sr's denominator."""
+
+    scores: dict[str, float]
+    random_scores: dict[str, float]
+    perplexity: float | None = None
+
+
+@dataclass
+class TrialResult:
+    """Everything a trial measured, flat enough to store as Optuna user attributes."""
+
+    config: CompressionConfig
+    sparsity: float  # measured fraction pruned by the pruning step
+    zero_fraction: float
+    bits: int
+    tcr: float
+    real_ratio: float
+    sr: float
+    srcr: float
+    task_scores: dict[str, float]
+    perplexity: float | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def objective(self, name: str) -> float:
+        return {"srcr": self.srcr, "sr": self.sr, "tcr": self.tcr, "real_ratio": self.real_ratio}[
+            name
+        ]
+
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "config_key": self.config.key(),
+            "sparsity": self.sparsity,
+            "zero_fraction": self.zero_fraction,
+            "bits": self.bits,
+            "tcr": self.tcr,
+            "real_ratio": self.real_ratio,
+            "sr": self.sr,
+            "srcr": self.srcr,
+            "task_scores": self.task_scores,
+            "perplexity": self.perplexity,
+            "timings": self.timings,
+        }
+
+
+def score_trial(
+    config: CompressionConfig,
+    sparsity: float,
+    zero_fraction: float,
+    scores: Scores,
+    base: BaseReference,
+    inventory: list[Tensor2D],
+    timings: dict[str, float],
+) -> TrialResult:
+    """Turn measured scores into the project's metrics (see ``sweep.metrics``)."""
+    bad = {t: v for t, v in scores.tasks.items() if not math.isfinite(v)}
+    if bad:
+        raise TrialError(f"non-finite task scores: {bad}")
+    sr = semantic_retention(scores.tasks, base.scores, base.random_scores)
+    return TrialResult(
+        config=config,
+        sparsity=sparsity,
+        zero_fraction=zero_fraction,
+        bits=config.bits,
+        tcr=theoretical_compression_rate(sparsity, config.bits),
+        real_ratio=real_compression_ratio(
+            inventory, config.bits, config.group_size, config.symmetric
+        ),
+        sr=sr,
+        srcr=srcr(sr, sparsity, config.bits),
+        task_scores=scores.tasks,
+        perplexity=scores.perplexity,
+        timings=timings,
+    )
+
+
+class TrialRunner:
+    """Holds the loaded model; runs trials on it, restoring the base weights before each."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        evaluator: Evaluator,
+        inventory: list[Tensor2D],
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.evaluator = evaluator
+        self.inventory = inventory
+        self.progress = progress
+        self.snapshot = WeightSnapshot(model)
+
+    def evaluate_base(self) -> BaseReference:
+        self.snapshot.restore()
+        scores = self.evaluator.score()
+        return BaseReference(scores.tasks, dict(self.evaluator.random_scores), scores.perplexity)
+
+    def run(
+        self,
+        config: CompressionConfig,
+        base: BaseReference,
+        on_phase: Callable[[str], None] = lambda phase: None,
+    ) -> TrialResult:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        on_phase("restore")
+        self.snapshot.restore()
+        timings["restore_s"] = time.perf_counter() - start
+
+        on_phase("compress")
+        result = compress_model(self.model, config, progress=self.progress)
+        timings["compress_s"] = result.seconds
+
+        on_phase("evaluate")
+        t = time.perf_counter()
+        scores = self.evaluator.score()
+        timings["evaluate_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - start
+        return score_trial(
+            config,
+            result.pruned_fraction,
+            result.zero_fraction,
+            scores,
+            base,
+            self.inventory,
+            timings,
+        )

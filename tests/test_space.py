@@ -1,0 +1,57 @@
+import optuna
+import pytest
+
+from sweep.compress.config import CompressionConfig
+from sweep.space import all_configs, grid_space, suggest_config
+from sweep.spec import SearchSpace
+
+
+def _configs(space: SearchSpace, n: int) -> list[CompressionConfig]:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(suggest_config(trial, space))
+        study.tell(trial, 0.0)
+    return out
+
+
+def test_suggested_configs_stay_inside_the_space():
+    space = SearchSpace(
+        sparsity={"low": 0.1, "high": 0.5, "step": 0.2},
+        patterns=["unstructured", "2:4"],
+        bits=[3, 16],
+        orders=["prune_first", "quant_first"],
+        cases=["A", "B"],
+    )
+    for cfg in _configs(space, 60):
+        assert cfg.pattern in space.patterns and cfg.bits in space.bits
+        if cfg.pattern == "unstructured":
+            assert cfg.sparsity in (0.1, 0.3, 0.5)
+        assert cfg.canonical() in all_configs(space)
+
+
+def test_parameters_without_effect_are_not_suggested():
+    space = SearchSpace(sparsity={"values": [0.0, 0.5]}, bits=[4, 16], cases=["A", "B"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(30):
+        trial = study.ask()
+        cfg = suggest_config(trial, space)
+        params = set(trial.params)
+        assert ("case" in params) == (cfg.prunes and cfg.quantizes)
+        study.tell(trial, 0.0)
+
+
+def test_space_size_counts_distinct_configs():
+    # 3 sparsities x 2 bit-widths; (0.25, 4-bit) and (0.5, 4-bit) come in two cases -> 8
+    space = SearchSpace(sparsity={"values": [0.0, 0.25, 0.5]}, bits=[4, 16], cases=["A", "B"])
+    configs = all_configs(space)
+    assert len(configs) == 3 * 2 + 2
+    assert grid_space(space) == {"sparsity": [0.0, 0.25, 0.5], "bits": [4, 16], "case": ["A", "B"]}
+
+
+@pytest.mark.parametrize("step", [0.1, 0.05])
+def test_sparsity_grid_hits_both_ends(step):
+    grid = SearchSpace(sparsity={"low": 0.0, "high": 0.7, "step": step}).sparsity.grid()
+    assert grid[0] == 0.0 and grid[-1] == pytest.approx(0.7)
+    assert len(grid) == round(0.7 / step) + 1
