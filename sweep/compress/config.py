@@ -1,0 +1,132 @@
+"""What one trial asks of the compression engine."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+from sweep.compress.registry import JOINT_PRUNERS
+
+UNSTRUCTURED = "unstructured"
+ORDERS = ("prune_first", "quant_first", "joint")
+CASES = ("A", "B")
+SUPPORTED_BITS = (2, 3, 4, 8, 16)
+_NM = re.compile(r"^(\d+):(\d+)$")
+
+
+def parse_pattern(pattern: str) -> tuple[int, int] | None:
+    """``"unstructured"`` -> None; ``"N:M"`` -> (N, M): at most N of every M weights kept."""
+    if pattern == UNSTRUCTURED:
+        return None
+    match = _NM.match(pattern)
+    if not match:
+        raise ValueError(f"pattern must be 'unstructured' or 'N:M' (e.g. '2:4'), got {pattern!r}")
+    n, m = int(match[1]), int(match[2])
+    if not 0 < n < m:
+        raise ValueError(f"an N:M pattern needs 0 < N < M, got {pattern!r}")
+    return n, m
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """One point of the search space.
+
+    ``sparsity`` is the fraction of compressible weights to prune (ignored by N:M patterns, whose
+    sparsity is 1 - N/M). ``bits = 16`` means no quantization; ``group_size = None`` means one
+    scale per output channel. ``order`` says whether pruning or quantization comes first, or both
+    in one pass; ``case`` applies to prune-then-quantize: A quantizes every weight, B keeps the
+    pruning mask so pruned weights stay exactly zero.
+    """
+
+    sparsity: float = 0.0
+    pattern: str = UNSTRUCTURED
+    prune_method: str = "magnitude"
+    bits: int = 16
+    group_size: int | None = 128
+    symmetric: bool = False
+    quant_method: str = "rtn"
+    act_order: bool = False
+    order: str = "prune_first"
+    case: str = "B"
+
+    def __post_init__(self) -> None:
+        nm = parse_pattern(self.pattern)
+        if nm is None and not 0.0 <= self.sparsity < 1.0:
+            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
+        if self.bits not in SUPPORTED_BITS:
+            raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {self.bits}")
+        if self.group_size is not None and self.group_size <= 0:
+            raise ValueError(f"group_size must be positive or None, got {self.group_size}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        if self.case not in CASES:
+            raise ValueError(f"case must be one of {CASES}, got {self.case!r}")
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        return parse_pattern(self.pattern)
+
+    @property
+    def target_sparsity(self) -> float:
+        nm = self.nm
+        return self.sparsity if nm is None else 1.0 - nm[0] / nm[1]
+
+    @property
+    def prunes(self) -> bool:
+        return self.target_sparsity > 0.0
+
+    @property
+    def quantizes(self) -> bool:
+        return self.bits < 16
+
+    def canonical(self) -> CompressionConfig:
+        """The same compression with every field that has no effect set to its default.
+
+        A joint SparseGPT pass quantizes with GPTQ-style error feedback whatever the quantizer's
+        name, so its ``quant_method`` becomes "gptq" (and ``act_order`` False).
+
+        Two configs with equal ``canonical()`` produce the same model, so a study computes them
+        once.
+        """
+        defaults = CompressionConfig()
+        fields = asdict(self)
+        if not self.prunes:
+            fields.update(sparsity=0.0, pattern=UNSTRUCTURED, prune_method=defaults.prune_method)
+        elif self.nm is not None:
+            fields.update(sparsity=0.0)
+        if not self.quantizes:
+            fields.update(
+                bits=16,
+                group_size=defaults.group_size,
+                symmetric=defaults.symmetric,
+                quant_method=defaults.quant_method,
+                act_order=defaults.act_order,
+            )
+        if not (self.prunes and self.quantizes):
+            fields.update(order=defaults.order, case=defaults.case)
+        elif self.order != "prune_first":
+            fields.update(case=defaults.case)
+        joint = self.prunes and self.quantizes and self.order == "joint"
+        if joint and self.prune_method in JOINT_PRUNERS:
+            fields.update(quant_method="gptq", act_order=False)
+        fields["sparsity"] = round(fields["sparsity"], 6)
+        return CompressionConfig(**fields)
+
+    def key(self) -> str:
+        """A short, stable text naming the canonical config, for logs and deduplication."""
+        c = self.canonical()
+        parts = []
+        if c.prunes:
+            amount = c.pattern if c.nm else f"{c.sparsity:.0%}"
+            parts.append(f"{c.prune_method}-{amount}")
+        if c.quantizes:
+            group = "ch" if c.group_size is None else f"g{c.group_size}"
+            sym = "sym" if c.symmetric else "asym"
+            act = "-act" if c.act_order else ""
+            parts.append(f"{c.quant_method}-w{c.bits}-{group}-{sym}{act}")
+        if c.prunes and c.quantizes:
+            parts.append(c.order + (f"-case{c.case}" if c.order == "prune_first" else ""))
+        return " ".join(parts) or "base"
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,303 @@
+"""Walk a causal LM block by block and compress the Linear layers inside its blocks.
+
+Data-free configs (magnitude, RTN) compress each Linear on its own. Configs that need
+calibration statistics walk the blocks as the reference GPTQ/SparseGPT drivers do: capture the
+inputs of block 0 (a forward stopped by a hook), then for each block collect its Linears' input
+statistics with forward hooks, compress, and run the block to get the next block's inputs. Only
+one block's activations are held at a time.
+
+- ``mode="sequential"``: each block is calibrated on the outputs of the blocks already
+  compressed (the reference behaviour); the statistics depend on the config.
+- ``mode="cached"``: every block is calibrated on the base model's activations; the statistics
+  are computed once per (model, calibration set) and kept in a ``CalibrationCache``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from sweep.compress.calibration import (
+    CalibrationCache,
+    LayerStats,
+    StatsCollector,
+    calibration_key,
+    move_stats,
+)
+from sweep.compress.config import CompressionConfig
+from sweep.compress.layer import compress_weight, needed_stats
+
+MODES = ("cached", "sequential")
+
+
+def find_blocks(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks: the largest ModuleList whose items hold Linear layers."""
+    best: nn.ModuleList | None = None
+    best_size = 0
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            holds_linear = any(isinstance(m, nn.Linear) for m in module[0].modules())
+            size = sum(p.numel() for p in module.parameters())
+            if holds_linear and size > best_size:
+                best, best_size = module, size
+    if best is None:
+        raise ValueError(f"found no transformer blocks in {type(model).__name__}")
+    return best
+
+
+def block_linears(model: nn.Module) -> list[dict[str, nn.Linear]]:
+    """For each transformer block, its Linear layers by their full name in ``model``."""
+    blocks = find_blocks(model)
+    prefix = {id(m): name for name, m in model.named_modules()}
+    out = []
+    for block in blocks:
+        name = prefix[id(block)]
+        out.append(
+            {
+                f"{name}.{sub_name}": sub
+                for sub_name, sub in block.named_modules()
+                if isinstance(sub, nn.Linear)
+            }
+        )
+    return out
+
+
+def compressible_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every Linear inside the transformer blocks, by its full name in ``model``."""
+    return {name: layer for linears in block_linears(model) for name, layer in linears.items()}
+
+
+@dataclass
+class CompressionResult:
+    """What the engine did: the measured sparsity of the pruning step and of the final weights."""
+
+    pruned_fraction: (
+        float  # fraction removed by the pruning step (the mask), over compressible weights
+    )
+    zero_fraction: float  # fraction of exact zeros in the final compressible weights
+    seconds: float
+    layers: dict[str, float] = field(default_factory=dict)  # per-layer pruned fraction
+    calibration_s: float = 0.0  # time spent on calibration forward passes and statistics
+    stats_from_cache: bool = False  # statistics reused from a CalibrationCache (no forward pass)
+
+
+class _Tally:
+    """Counts pruned and zero weights while layers are compressed."""
+
+    def __init__(self) -> None:
+        self.total = self.pruned = self.zeros = 0
+        self.layers: dict[str, float] = {}
+
+    def compress(
+        self, name: str, layer: nn.Linear, config: CompressionConfig, stats: LayerStats | None
+    ) -> None:
+        weight, keep = compress_weight(layer.weight.data, config, stats)
+        layer.weight.data.copy_(weight)
+        n = keep.numel()
+        n_pruned = n - int(keep.sum())
+        self.total += n
+        self.pruned += n_pruned
+        self.zeros += int((weight == 0).sum())
+        self.layers[name] = n_pruned / n
+
+    def result(self, start: float, calibration_s: float, from_cache: bool) -> CompressionResult:
+        return CompressionResult(
+            pruned_fraction=self.pruned / self.total,
+            zero_fraction=self.zeros / self.total,
+            seconds=time.perf_counter() - start,
+            layers=self.layers,
+            calibration_s=calibration_s,
+            stats_from_cache=from_cache,
+        )
+
+
+# --- the layer-wise walk ------------------------------------------------------------------------
+
+
+class _StopForward(Exception):
+    """Raised by the hook on block 0 once its inputs are captured."""
+
+
+@dataclass
+class _BlockCall:
+    """One calibration batch as a block receives it: hidden states, other args, kwargs."""
+
+    hidden: torch.Tensor  # (batch, seq, hidden)
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def _move(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_move(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _move(v, device) for k, v in obj.items()}
+    return obj
+
+
+def capture_block_inputs(
+    model: nn.Module, calibration: torch.Tensor, batch_size: int
+) -> list[_BlockCall]:
+    """Run ``model`` on ``calibration`` (samples, seq_len) up to its first block, per batch."""
+    block0 = find_blocks(model)[0]
+    calls: list[_BlockCall] = []
+
+    def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        calls.append(_BlockCall(hidden, tuple(args[1:]), kwargs))
+        raise _StopForward
+
+    device = model.get_input_embeddings().weight.device
+    handle = block0.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        for batch in calibration.split(batch_size):
+            with contextlib.suppress(_StopForward):
+                model(input_ids=batch.to(device), use_cache=False)
+    finally:
+        handle.remove()
+    return calls
+
+
+def _run_block(
+    block: nn.Module, calls: list[_BlockCall], collector: StatsCollector | None, keep: bool
+) -> None:
+    """Run ``block`` on every batch; with ``keep`` its outputs become the next block's inputs."""
+    device = _device(block)
+    for call in calls:
+        out = block(call.hidden.to(device), *_move(call.args, device), **_move(call.kwargs, device))
+        if collector is not None:
+            collector.end_batch()
+        if keep:
+            call.hidden = out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def collect_stats(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    hessian: bool = True,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[str, LayerStats]:
+    """Input statistics of every compressible Linear of ``model`` as it is, on the CPU.
+
+    One forward per block over ``calibration`` (samples, seq_len); ``hessian=False`` collects
+    only the squared norms (Wanda).
+    """
+    calls = capture_block_inputs(model, calibration, batch_size)
+    stats: dict[str, LayerStats] = {}
+    walk = tqdm(block_linears(model), desc="calibrate", disable=not progress)
+    for block, linears in zip(find_blocks(model), walk, strict=True):
+        with StatsCollector(linears, hessian) as collector:
+            _run_block(block, calls, collector, keep=True)
+        stats.update(move_stats(collector.result(), "cpu"))
+    return stats
+
+
+def _check_calibration(calibration: torch.Tensor | None, mode: str) -> torch.Tensor:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if calibration is None:
+        raise ValueError(
+            "this config needs calibration data: pass calibration=<token ids (samples, seq_len)>"
+        )
+    if calibration.dim() != 2 or calibration.is_floating_point() or calibration.numel() == 0:
+        raise ValueError(
+            f"calibration must be integer token ids of shape (samples, seq_len), "
+            f"got {tuple(calibration.shape)} {calibration.dtype}"
+        )
+    return calibration
+
+
+@torch.no_grad()
+def compress_model(
+    model: nn.Module,
+    config: CompressionConfig,
+    progress: bool = True,
+    *,
+    calibration: torch.Tensor | None = None,
+    mode: str = "cached",
+    cache: CalibrationCache | None = None,
+    batch_size: int = 8,
+) -> CompressionResult:
+    """Compress ``model`` in place by ``config``.
+
+    Data-free configs ignore ``calibration``, ``mode`` and ``cache``. Others need
+    ``calibration`` (token ids, (samples, seq_len)). In cached mode statistics come from
+    ``cache`` when it holds them for this (model, calibration) and are stored there otherwise;
+    without a cache they are computed for this call only. ``batch_size`` samples go through the
+    model at a time.
+    """
+    start = time.perf_counter()
+    tally = _Tally()
+    need = needed_stats(config)
+    if not need:
+        linears = compressible_linears(model)
+        for name, layer in tqdm(linears.items(), desc="compress", disable=not progress):
+            tally.compress(name, layer, config, None)
+        return tally.result(start, 0.0, False)
+
+    calibration = _check_calibration(calibration, mode)
+    hessian = "hessian" in need
+    if mode == "sequential":
+        calibration_s = _compress_sequential(model, config, calibration, hessian, batch_size, tally)
+        return tally.result(start, calibration_s, False)
+
+    key = None if cache is None else calibration_key(model, calibration)
+    stats = None if cache is None else cache.get(key)
+    from_cache = stats is not None and not (
+        hessian and any(s.hessian is None for s in stats.values())
+    )
+    calibration_s = 0.0
+    if not from_cache:
+        t = time.perf_counter()
+        stats = collect_stats(model, calibration, hessian, batch_size, progress)
+        calibration_s = time.perf_counter() - t
+        if cache is not None:
+            cache.put(key, stats)
+    for linears in tqdm(block_linears(model), desc="compress", disable=not progress):
+        device = _device(next(iter(linears.values())))
+        block_stats = move_stats({n: stats[n] for n in linears}, device)
+        for name, layer in linears.items():
+            tally.compress(name, layer, config, block_stats[name])
+    return tally.result(start, calibration_s, from_cache)
+
+
+def _compress_sequential(
+    model: nn.Module,
+    config: CompressionConfig,
+    calibration: torch.Tensor,
+    hessian: bool,
+    batch_size: int,
+    tally: _Tally,
+) -> float:
+    """Calibrate each block on the compressed blocks before it; returns the calibration time."""
+    t = time.perf_counter()
+    calls = capture_block_inputs(model, calibration, batch_size)
+    calibration_s = time.perf_counter() - t
+    for block, linears in zip(find_blocks(model), block_linears(model), strict=True):
+        t = time.perf_counter()
+        with StatsCollector(linears, hessian) as collector:
+            _run_block(block, calls, collector, keep=False)
+        stats = collector.result()
+        calibration_s += time.perf_counter() - t
+        for name, layer in linears.items():
+            tally.compress(name, layer, config, stats[name])
+        del stats
+        t = time.perf_counter()
+        _run_block(block, calls, None, keep=True)  # the compressed block feeds the next
+        calibration_s += time.perf_counter() - t
+    return calibration_s

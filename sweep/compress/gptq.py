@@ -1,0 +1,77 @@
+"""GPTQ (Frantar et al. 2022): quantize column by column, feeding each column's rounding error
+forward to the columns not yet quantized through the inverse Hessian (lazy batch updates).
+
+The grid is RTN's (``rtn.quant_params``/``rtn.quantize``), so both quantizers share one format.
+Groups are runs of ``group_size`` consecutive input columns in the weight's own order. With
+``act_order`` columns are *visited* by decreasing H_jj but the groups stay those contiguous runs
+("static groups": each group's grid is fitted on the weights before any update), so the result
+needs no g_idx and exports like any grouped weight.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sweep.compress.hessian import inverse_hessian_cholesky, prepare
+from sweep.compress.rtn import quant_params, quantize
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    group_size: int | None = None,
+    symmetric: bool = False,
+    act_order: bool = False,
+    mask: torch.Tensor | None = None,
+    block_size: int = 128,
+    damp: float = 0.01,
+) -> torch.Tensor:
+    """GPTQ-quantize ``weight`` (out, in) with the input Hessian ``hessian`` (in, in).
+
+    With ``mask`` (out, in; True = kept, Case B) pruned weights end exactly zero, each grid is
+    fitted on the kept weights of its group, and a pruned weight's error is not fed forward (the
+    updates it received are dropped). Returns the dequantized weight, in ``weight``'s dtype.
+    """
+    w, h, _ = prepare(weight, hessian)  # (out, in), (in, in)
+    cols = w.shape[1]
+    keep = torch.ones_like(w, dtype=torch.bool) if mask is None else mask.to(w.device).bool()
+    w *= keep
+    gs = cols if group_size is None else group_size
+
+    perm = None
+    static: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if act_order:
+        static = [
+            quant_params(w[:, g : g + gs], bits, symmetric, keep[:, g : g + gs])
+            for g in range(0, cols, gs)
+        ]
+        perm = torch.argsort(h.diagonal(), descending=True, stable=True)  # (in,)
+        w, h, keep = w[:, perm], h[perm][:, perm], keep[:, perm]
+        group_of = (perm // gs).tolist()
+    hinv = inverse_hessian_cholesky(h, damp)  # (in, in), upper
+
+    q = torch.zeros_like(w)  # (out, in)
+    for b0 in range(0, cols, block_size):
+        b1 = min(b0 + block_size, cols)
+        w1 = w[:, b0:b1].clone()  # (out, B)
+        err1 = torch.zeros_like(w1)  # (out, B)
+        hinv1 = hinv[b0:b1, b0:b1]  # (B, B)
+        for i in range(b1 - b0):
+            col = b0 + i
+            if perm is not None:
+                scale, zero = static[group_of[col]]
+            elif col % gs == 0:  # fit the group's grid on its current (updated) weights
+                ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
+                scale, zero = quant_params(ahead, bits, symmetric, keep[:, col : col + gs])
+            kept = keep[:, col]  # (out,)
+            qc = quantize(w1[:, i : i + 1], scale, zero, bits)[:, 0] * kept  # (out,)
+            err = (w1[:, i] - qc) / hinv1[i, i] * kept  # (out,)
+            w1[:, i:] -= err[:, None] * hinv1[i, i:][None, :]
+            err1[:, i] = err
+            q[:, col] = qc
+        w[:, b1:] -= err1 @ hinv[b0:b1, b1:]  # lazy update of the later columns
+
+    if perm is not None:
+        q = q[:, torch.argsort(perm)]
+    return q.to(weight.dtype)

@@ -1,0 +1,87 @@
+"""Compress one weight matrix by a config: the orderings and Case A/B, on top of the methods."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from sweep.compress.config import CompressionConfig
+from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS
+from sweep.compress.rtn import QuantSpec
+
+if TYPE_CHECKING:
+    from sweep.compress.calibration import LayerStats
+
+
+def uses_joint_pass(config: CompressionConfig) -> bool:
+    """True when ``config`` prunes and quantizes in one pass (order "joint", a joint pruner)."""
+    return (
+        config.prunes
+        and config.quantizes
+        and config.order == "joint"
+        and config.prune_method in JOINT_PRUNERS
+    )
+
+
+def needed_stats(config: CompressionConfig) -> frozenset[str]:
+    """The calibration statistics ("hessian", "sq_norms") that ``config``'s methods read."""
+    need: frozenset[str] = frozenset()
+    if config.prunes:
+        need |= PRUNERS.needs(config.prune_method)
+    if config.quantizes:
+        need |= QUANTIZERS.needs(config.quant_method)
+    if uses_joint_pass(config):
+        need |= JOINT_PRUNERS.needs(config.prune_method)
+    return need
+
+
+def requires_calibration(config: CompressionConfig) -> bool:
+    """Whether ``config`` needs calibration data (False for magnitude pruning and RTN)."""
+    return bool(needed_stats(config))
+
+
+def compress_weight(
+    weight: torch.Tensor, config: CompressionConfig, stats: LayerStats | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return (compressed weight, keep-mask of the pruning step) for ``weight`` (out, in).
+
+    Orders, when the config both prunes and quantizes:
+
+    - ``prune_first``: prune, then quantize. Case A quantizes every weight (GPTQ's error feedback
+      may make pruned weights non-zero again); Case B passes the keep-mask to the quantizer, so
+      pruned weights stay exactly zero.
+    - ``quant_first``: quantize every weight, then prune the quantized weight by the pruner's mask
+      (the pruner's own weight update is dropped so kept weights stay on the grid): the result
+      has exactly the target sparsity.
+    - ``joint``: with a joint pruner (SparseGPT), one pass that prunes and quantizes each column
+      with error feedback (Optimal Brain Compression); the quantizer's method and ``act_order``
+      are not used, its grid (bits, group size, symmetry) is. Other pruners fall back to
+      ``prune_first`` Case B.
+
+    ``stats`` carries calibration statistics for methods that need them (None for data-free ones).
+    """
+    w = weight.float()  # (out, in)
+    keep = torch.ones_like(w, dtype=torch.bool)
+    if not (config.prunes or config.quantizes):
+        return weight.clone(), keep
+    prune = PRUNERS.get(config.prune_method)
+    quantize = QUANTIZERS.get(config.quant_method)
+    qargs = (config.bits, config.group_size, config.symmetric)
+
+    if config.prunes and config.quantizes and config.order == "quant_first":
+        w = quantize(w, *qargs, None, stats, act_order=config.act_order)
+        _, keep = prune(w, config.target_sparsity, config.nm, stats)
+        return (w * keep).to(weight.dtype), keep
+
+    if uses_joint_pass(config):
+        joint = JOINT_PRUNERS.get(config.prune_method)
+        w, keep = joint(w, config.target_sparsity, config.nm, stats, QuantSpec(*qargs))
+        return w.to(weight.dtype), keep
+
+    if config.prunes:
+        w, keep = prune(w, config.target_sparsity, config.nm, stats)
+    if config.quantizes:
+        case_b = config.prunes and (config.case == "B" or config.order == "joint")
+        w = quantize(w, *qargs, keep if case_b else None, stats, act_order=config.act_order)
+    return w.to(weight.dtype), keep

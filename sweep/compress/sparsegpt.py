@@ -1,0 +1,74 @@
+"""SparseGPT (Frantar & Alistarh 2023): prune column by column and let the inverse Hessian move
+the weights not yet visited to absorb the error (lazy batch updates, as GPTQ).
+
+Unstructured: the mask of each block of ``block_size`` columns is chosen at the block's start by
+the OBS saliency w^2 / [H^-1]_jj^2 over all its rows (the reference's adaptive mask), with the
+number pruned per block fixed so the layer ends at exactly ``round(sparsity * numel)`` zeros.
+N:M: each run of M columns keeps its N most salient weights per row, chosen when reached.
+
+With a ``quantizer`` every kept weight is also rounded onto an RTN grid as its column is visited,
+and that error is fed forward too: pruning and quantization in one pass (Optimal Brain
+Compression). Each group's grid is fitted, when the group is reached, on its current weights.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sweep.compress.hessian import inverse_hessian_cholesky, prepare
+from sweep.compress.magnitude import drop_lowest, nm_mask
+from sweep.compress.rtn import QuantSpec, quant_params, quantize
+
+
+def sparsegpt_prune(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    quantizer: QuantSpec | None = None,
+    block_size: int = 128,
+    damp: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune (and optionally quantize) ``weight`` (out, in) with the input Hessian (in, in).
+
+    Returns (new weight in ``weight``'s dtype, keep-mask (out, in)); pruned weights are exactly 0.
+    """
+    w, h, _ = prepare(weight, hessian)  # (out, in), (in, in)
+    rows, cols = w.shape
+    if nm is not None:
+        n, m = nm
+        if cols % m:
+            raise ValueError(f"an {n}:{m} pattern needs the input size ({cols}) divisible by {m}")
+        block_size = m * max(1, block_size // m)  # an N:M run never straddles two blocks
+    gs = cols if quantizer is None or quantizer.group_size is None else quantizer.group_size
+    hinv = inverse_hessian_cholesky(h, damp)  # (in, in), upper
+
+    out = torch.zeros_like(w)  # (out, in)
+    keep = torch.ones_like(w, dtype=torch.bool)  # (out, in)
+    for b0 in range(0, cols, block_size):
+        b1 = min(b0 + block_size, cols)
+        w1 = w[:, b0:b1].clone()  # (out, B)
+        err1 = torch.zeros_like(w1)  # (out, B)
+        hinv1 = hinv[b0:b1, b0:b1]  # (B, B)
+        d1 = hinv1.diagonal()  # (B,)
+        keep1 = keep[:, b0:b1]  # (out, B), a view
+        if nm is None:
+            n_drop = round(sparsity * rows * b1) - round(sparsity * rows * b0)
+            keep1.copy_(drop_lowest(w1.square() / d1.square()[None, :], n_drop))
+        for i in range(b1 - b0):
+            col = b0 + i
+            if nm is not None and i % m == 0:
+                saliency = w1[:, i : i + m].square() / d1[i : i + m].square()[None, :]
+                keep1[:, i : i + m] = nm_mask(saliency, n, m)
+            qc = w1[:, i] * keep1[:, i]  # (out,)
+            if quantizer is not None:
+                if col % gs == 0:
+                    ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
+                    scale, zero = quant_params(ahead, quantizer.bits, quantizer.symmetric)
+                qc = quantize(qc[:, None], scale, zero, quantizer.bits)[:, 0]
+            err = (w1[:, i] - qc) / d1[i]  # (out,)
+            w1[:, i:] -= err[:, None] * hinv1[i, i:][None, :]
+            err1[:, i] = err
+            out[:, col] = qc
+        w[:, b1:] -= err1 @ hinv[b0:b1, b1:]  # lazy update of the later columns
+    return out.to(weight.dtype), keep
