@@ -20,10 +20,11 @@ else
 STUDY ?= studies/paper.yaml
 endif
 
+WORKERS ?= 1
 SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $(TRIALS)) \
-              $(if $(STORAGE),--storage $(STORAGE))
+              $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
-.PHONY: install sweep test lint dashboard demo-model clean
+.PHONY: install sweep test lint dashboard status demo-model bench bench-engine bench-search clean
 
 install: $(STAMP)
 
@@ -42,11 +43,23 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sweep tests
-	$(VENV)/bin/ruff format --check sweep tests
+	$(VENV)/bin/ruff check sweep tests bench
+	$(VENV)/bin/ruff format --check sweep tests bench
+
+status: $(STAMP)
+	$(VENV)/bin/sweep status $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
 
 dashboard: $(STAMP)
 	$(VENV)/bin/sweep dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --port $(PORT)
+
+# Benchmarks print ratios measured side by side in one run, and write bench-results/*.json.
+bench: bench-engine bench-search
+
+bench-engine: $(STAMP)
+	$(PY) -m bench.engine
+
+bench-search: $(STAMP)
+	$(PY) -m bench.search
 
 # Regenerates the demo corpus, tasks and model (about 10 minutes on 2 CPU cores).
 demo-model: $(STAMP)

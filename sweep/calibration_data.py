@@ -46,7 +46,7 @@ def calibration_batches(spec: CalibrationSpec, tokenizer) -> torch.Tensor:
     """
     texts = _texts(spec)
     sep = tokenizer.eos_token or "\n"
-    ids = tokenizer(sep.join(texts), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(sep.join(texts), add_special_tokens=False, verbose=False)["input_ids"]
     n = len(ids) // spec.seq_len
     if n == 0:
         raise CalibrationError(

@@ -1,4 +1,4 @@
-"""The command line: ``sweep run``, ``sweep dashboard``."""
+"""The command line: ``sweep run``, ``sweep worker``, ``sweep status``, ``sweep dashboard``."""
 
 from __future__ import annotations
 
@@ -15,15 +15,50 @@ app = typer.Typer(
     help="Search the best mix of pruning and quantization for an LLM.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 DEFAULT_STUDY = Path("studies/demo.yaml")
 
+StorageOpt = Annotated[
+    str | None, typer.Option(help="SQLAlchemy URL of the study (default: the spec's).")
+]
+
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep the libraries' own logs and progress bars to what a user needs to see."""
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean "bad input": reported in one line, exit code 2, nothing written."""
+    from sweep.calibration_data import CalibrationError
+    from sweep.evaluate import TaskError
+    from sweep.model import ModelLoadError
+    from sweep.study import SpecChangedError, StorageError
+
+    return (SpecError, StorageError, SpecChangedError, ModelLoadError, TaskError, CalibrationError)
 
 
 def _study_for(spec_path: Path, model: str | None) -> StudySpec:
@@ -35,14 +70,46 @@ def _study_for(spec_path: Path, model: str | None) -> StudySpec:
     return spec
 
 
-def _storage(spec: StudySpec, storage: str | None) -> str:
-    return storage or spec.storage_url()
-
-
 def _report_path(storage_url: str, name: str) -> Path:
     if storage_url.startswith("sqlite:///"):
         return Path(storage_url.removeprefix("sqlite:///")).parent / f"{name}-pareto.html"
     return Path("runs") / f"{name}-pareto.html"
+
+
+class _Worker:
+    """This process's model and tasks, loaded once, and the study's base reference."""
+
+    def __init__(self, spec: StudySpec, device: str | None, progress: bool) -> None:
+        from sweep.workers import prepare_runner
+
+        self.spec = spec
+        self.runner = prepare_runner(spec, console, progress, device)
+
+    def run(self, study, url: str, base=None) -> None:
+        from sweep.compress.calibration import model_fingerprint
+        from sweep.results import ResultsTable, result_context
+        from sweep.study import TARGET_ATTR, run_worker
+
+        base = base or self.ensure_base(study)
+        context = result_context(self.spec, model_fingerprint(self.runner.model))
+        results = ResultsTable(url)
+        target = int(study.user_attrs[TARGET_ATTR])
+        try:
+            run_worker(study, self.spec, self.runner, base, results, context, target, console)
+        finally:
+            self.runner.evaluator.close()
+
+    def ensure_base(self, study):
+        from sweep.study import store_base, stored_base
+
+        base = stored_base(study)
+        if base is None:
+            with console.status("evaluating the base model (once per study)"):
+                base = self.runner.evaluate_base()
+            store_base(study, base)
+        scores = ", ".join(f"{t} {s:.3f}" for t, s in base.scores.items())
+        console.print(f"base model: {scores}")
+        return base
 
 
 @app.command()
@@ -51,51 +118,55 @@ def run(
     model: Annotated[
         str | None, typer.Option(help="Hugging Face id or local folder; overrides the spec.")
     ] = None,
-    trials: Annotated[int | None, typer.Option(min=1, help="Trials to run now.")] = None,
-    storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the study.")] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Complete trials to add (default: the spec's).")
+    ] = None,
+    storage: StorageOpt = None,
+    study_name: Annotated[
+        str | None, typer.Option(help="Study name in the storage (default: the spec's).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per GPU).")] = 1,
     progress: Annotated[bool, typer.Option(help="Show per-layer progress bars.")] = True,
 ) -> None:
-    """Run (or continue) a study: compress, evaluate and score one configuration per trial."""
-    from sweep.evaluate import Evaluator, TaskError
-    from sweep.model import ModelLoadError, load_model, resolve_device, tensor_inventory
+    """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
+    from optuna.trial import TrialState
+
     from sweep.report import front_table, trials_frame, write_pareto_html
-    from sweep.study import StorageError, open_study, run_trials, store_base, stored_base
-    from sweep.trial import TrialRunner
+    from sweep.study import TARGET_ATTR, count, open_study, preflight
+    from sweep.workers import spawn_workers, worker_devices
 
     try:
         spec = _study_for(study, model)
-        url = _storage(spec, storage)
+        if study_name:
+            spec = spec.model_copy(update={"name": study_name})
+        url = storage or spec.storage_url()
+        preflight(spec, url)  # fails before the model is loaded, and writes nothing
+        devices = worker_devices(workers, spec.device)
+        me = _Worker(spec, devices[0], progress)
         optuna_study = open_study(spec, url)
-        device = resolve_device(spec.device)
-        console.print(f"study [bold]{spec.name}[/] on {url} · model {spec.model} · {device}")
-        with console.status("loading model"):
-            lm, tokenizer = load_model(spec.model, spec.dtype, device)
-        from sweep.demo import TASKS_DIR
-
-        with console.status("preparing lm-eval tasks"):
-            evaluator = Evaluator(spec.evaluation, lm, tokenizer, [TASKS_DIR], device=device)
-    except (SpecError, StorageError, ModelLoadError, TaskError) as err:
+    except _user_errors() as err:
         raise _fail(str(err)) from None
 
-    runner = TrialRunner(lm, evaluator, tensor_inventory(lm), progress=progress)
-    base = stored_base(optuna_study)
-    if base is None:
-        with console.status("evaluating the base model (once per study)"):
-            base = runner.evaluate_base()
-        store_base(optuna_study, base, spec)
-    scores = ", ".join(f"{t} {s:.3f}" for t, s in base.scores.items())
-    console.print(f"base model: {scores}")
-
-    n_trials = trials or spec.trials
-    before = len(optuna_study.trials)
-    console.print(f"{before} trials stored; running {n_trials} more")
+    done = count(optuna_study, TrialState.COMPLETE)
+    target = done + (trials or spec.trials)
+    optuna_study.set_user_attr(TARGET_ATTR, target)
+    console.print(
+        f"study [bold]{spec.name}[/] on {url} · model {spec.model} · {done} trials complete, "
+        f"running until {target} · {workers} worker(s) on {', '.join(sorted(set(devices)))}"
+    )
+    procs = []
     try:
-        run_trials(optuna_study, spec, runner, base, n_trials, console)
+        base = me.ensure_base(optuna_study)  # before the other workers start: they find it stored
+        procs = spawn_workers(url, spec.name, devices[1:])
+        me.run(optuna_study, url, base)
+    except _user_errors() as err:
+        raise _fail(str(err)) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted: the running trial is marked failed, others kept[/]")
+        console.print("[yellow]interrupted: the running trial is stored FAIL, others kept[/]")
         raise typer.Exit(130) from None
     finally:
-        evaluator.close()
+        for p in procs:
+            p.wait()
 
     frame = trials_frame(optuna_study)
     if frame.empty:
@@ -104,14 +175,66 @@ def run(
     html = write_pareto_html(frame, _report_path(url, spec.name), title=f"study {spec.name}")
     console.print(f"Pareto plot: {html}")
     console.print(
-        f"Inspect the trials: make dashboard STUDY={study} (optuna-dashboard on 127.0.0.1)"
+        f"Inspect the trials: make dashboard STUDY={study}  (optuna-dashboard, 127.0.0.1)"
     )
+
+
+@app.command()
+def worker(
+    storage: Annotated[str, typer.Option(help="SQLAlchemy URL of the study.")],
+    study: Annotated[str, typer.Option(help="Name of the study to join.")],
+    device: Annotated[str | None, typer.Option(help="Device (default: the spec's).")] = None,
+    index: Annotated[int, typer.Option(help="Worker number, offsets the sampler seed.")] = 1,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show per-layer progress bars.")] = True,
+) -> None:
+    """Join a study from this process (on this machine or another) until it is complete."""
+    import optuna
+    import torch
+
+    from sweep.study import TARGET_ATTR, make_sampler, make_storage, stored_spec
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        backend = make_storage(storage)
+        names = {s.study_name for s in backend.get_all_studies()}
+        if study not in names:
+            from sweep.study import StorageError
+
+            raise StorageError(f"no study {study!r} in {storage}; it has: {sorted(names)}")
+        loaded = optuna.load_study(study_name=study, storage=backend)
+        spec = stored_spec(loaded)
+        loaded.sampler = make_sampler(spec, index)
+        if TARGET_ATTR not in loaded.user_attrs:
+            loaded.set_user_attr(TARGET_ATTR, spec.trials)
+        _Worker(spec, device, progress).run(loaded, storage)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except _user_errors() as err:
+        raise _fail(str(err)) from None
+
+
+@app.command()
+def status(
+    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
+    storage: StorageOpt = None,
+    study_name: Annotated[str | None, typer.Option(help="Study name in the storage.")] = None,
+) -> None:
+    """Show a study's progress: complete, running, failed (with reasons), best so far."""
+    from sweep.status import print_status
+
+    try:
+        spec = load_spec(study)
+        print_status(storage or spec.storage_url(), study_name or spec.name, console)
+    except _user_errors() as err:
+        raise _fail(str(err)) from None
 
 
 @app.command()
 def dashboard(
     study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
-    storage: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the study.")] = None,
+    storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
 ) -> None:
@@ -121,11 +244,11 @@ def dashboard(
     from sweep.study import StorageError, make_storage
 
     try:
-        url = _storage(load_spec(study), storage)
+        url = storage or load_spec(study).storage_url()
         if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             raise StorageError(f"no study database at {url}: run `make sweep` first")
-        backend = make_storage(url)
-    except (SpecError, StorageError) as err:
+        backend = make_storage(url, heartbeat=False)
+    except _user_errors() as err:
         raise _fail(str(err)) from None
     console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
     run_server(backend, host=host, port=port)

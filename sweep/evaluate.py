@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -93,17 +92,22 @@ class Evaluator:
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
 
-        logging.getLogger("lm_eval").setLevel(logging.WARNING)
         self.spec = spec
         self._tmp = tempfile.TemporaryDirectory(prefix="sweep-tasks-")
         folders = list(extra_task_folders)
         if spec.include_path is not None:
             folders.append(spec.include_path)
-        include = [str(materialise_task_folder(f, Path(self._tmp.name))) for f in folders]
-        manager = TaskManager(include_path=include or None)
+        include = [
+            str(materialise_task_folder(f, Path(self._tmp.name) / str(i)))
+            for i, f in enumerate(folders)
+        ]
         names = [t.name for t in spec.tasks]
         if spec.perplexity_task:
             names.append(spec.perplexity_task)
+        # Indexing lm-eval's own thousands of tasks takes seconds: skip it when local ones suffice.
+        manager = TaskManager(include_path=include, include_defaults=False) if include else None
+        if manager is None or not set(names) <= set(manager.all_tasks):
+            manager = TaskManager(include_path=include or None)
         known = set(manager.all_tasks)
         for name in names:
             if name not in known:
@@ -151,6 +155,13 @@ class Evaluator:
             name = self.spec.perplexity_task
             ppl = _pick_metric(name, self._run(name), PERPLEXITY_METRIC)
         return Scores(tasks=tasks, perplexity=ppl)
+
+    def perplexity(self) -> float:
+        """Word perplexity of the model on the spec's ``perplexity_task`` (no other task runs)."""
+        name = self.spec.perplexity_task
+        if not name:
+            raise TaskError("this evaluation has no perplexity_task")
+        return _pick_metric(name, self._run(name), PERPLEXITY_METRIC)
 
     def close(self) -> None:
         self._tmp.cleanup()

@@ -28,7 +28,7 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             row[name] = a.get(name)
         for task, score in a.get("task_scores", {}).items():
             row[f"score:{task}"] = score
-        row["reused_from"] = a.get("reused_from")
+        row["reused"] = bool(a.get("reused", False))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -51,7 +51,7 @@ def front(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> pd.DataFrame:
     """The Pareto front of ``y`` against ``x``, one row per configuration, sorted by ``x``."""
     if df.empty:
         return df
-    unique = df[df["reused_from"].isna()] if "reused_from" in df else df
+    unique = df.drop_duplicates("config")
     return unique[pareto_mask(unique, x, y)].sort_values([x, y])
 
 

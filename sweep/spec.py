@@ -13,7 +13,7 @@ from sweep.compress.config import ORDERS, SUPPORTED_BITS, parse_pattern
 from sweep.compress.registry import PRUNERS, QUANTIZERS, unknown_name_message
 
 DEMO_MODEL = "demo"
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
 OBJECTIVES = ("srcr", "sr", "tcr", "real_ratio")
 
 
@@ -145,6 +145,11 @@ class CalibrationSpec(_Strict):
     text_field: str = "text"
     samples: int = Field(64, gt=0)
     seq_len: int = Field(128, gt=0)
+    # cached: per-layer statistics of the base model computed once and reused by every trial;
+    # sequential: each block calibrated on the already-compressed blocks before it (slower).
+    mode: Literal["cached", "sequential"] = "cached"
+    cache_dir: Path | None = None  # default: runs/calibration-cache
+    batch_size: int = Field(8, gt=0)
 
     @model_validator(mode="after")
     def _source_fields(self) -> CalibrationSpec:
@@ -190,6 +195,44 @@ class SamplerSpec(_Strict):
         return v
 
 
+class Band(_Strict):
+    """An inclusive range; either end may be left open."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.min is not None and self.max is not None and self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be >= min ({self.min})")
+        return self
+
+
+class Constraints(_Strict):
+    """Feasibility of a trial's result; infeasible trials are stored as such and steer the
+    sampler (TPE, NSGA-II and GP read them; random and grid ignore them)."""
+
+    tcr: Band | None = None
+    real_ratio: Band | None = None
+    sr: Band | None = None
+
+    def violations(self, metrics: dict[str, float]) -> list[float]:
+        """Optuna's convention: one value per bound, feasible when every value is <= 0."""
+        out = []
+        for name in ("tcr", "real_ratio", "sr"):
+            band = getattr(self, name)
+            if band is None:
+                continue
+            if band.min is not None:
+                out.append(band.min - metrics[name])
+            if band.max is not None:
+                out.append(metrics[name] - band.max)
+        return out
+
+    def active(self) -> bool:
+        return any(getattr(self, n) is not None for n in ("tcr", "real_ratio", "sr"))
+
+
 class StudySpec(_Strict):
     """A whole study: model, data, tasks, search space, objectives, sampler, budget, storage."""
 
@@ -197,11 +240,11 @@ class StudySpec(_Strict):
     model: str = DEMO_MODEL  # "demo", a Hugging Face id, or a local folder
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
-    seed: int = 0
     calibration: CalibrationSpec = CalibrationSpec()
     evaluation: EvaluationSpec
     search: SearchSpace = SearchSpace()
     objectives: list[str] = ["srcr", "tcr"]
+    constraints: Constraints = Constraints()
     sampler: SamplerSpec = SamplerSpec()
     trials: int = Field(12, gt=0)
     storage: str | None = None  # default: sqlite:///runs/<name>.db
@@ -270,8 +313,10 @@ def _resolve_paths(spec: StudySpec, base: Path) -> StudySpec:
 
     cal, ev = spec.calibration, spec.evaluation
     updates = {}
-    if (p := absolute(cal.path)) is not None:
-        updates["calibration"] = cal.model_copy(update={"path": p})
+    cal_paths = {k: absolute(getattr(cal, k)) for k in ("path", "cache_dir")}
+    cal_paths = {k: v for k, v in cal_paths.items() if v is not None}
+    if cal_paths:
+        updates["calibration"] = cal.model_copy(update=cal_paths)
     if (p := absolute(ev.include_path)) is not None:
         updates["evaluation"] = ev.model_copy(update={"include_path": p})
     model_dir = base / spec.model

@@ -8,10 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from sweep.compress import CompressionConfig, compress_model
-from sweep.evaluate import Evaluator, Scores
+from sweep.compress.calibration import CalibrationCache
+from sweep.compress.layer import requires_calibration
+from sweep.evaluate import Evaluator, Scores, TaskError
 from sweep.metrics import (
     Tensor2D,
     real_compression_ratio,
@@ -20,6 +23,16 @@ from sweep.metrics import (
     theoretical_compression_rate,
 )
 from sweep.model import WeightSnapshot
+
+
+@dataclass
+class Calibration:
+    """Calibration token ids, and how the engine uses them (see ``compress_model``)."""
+
+    token_ids: torch.Tensor  # (samples, seq_len)
+    mode: str = "cached"
+    cache: CalibrationCache | None = None
+    batch_size: int = 8
 
 
 class TrialError(RuntimeError):
@@ -112,18 +125,29 @@ class TrialRunner:
         model: nn.Module,
         evaluator: Evaluator,
         inventory: list[Tensor2D],
+        calibration: Calibration | None = None,
         progress: bool = True,
     ) -> None:
         self.model = model
         self.evaluator = evaluator
         self.inventory = inventory
+        self.calibration = calibration
         self.progress = progress
         self.snapshot = WeightSnapshot(model)
 
     def evaluate_base(self) -> BaseReference:
+        """Score the uncompressed model; refuse tasks it cannot do (retention undefined there)."""
         self.snapshot.restore()
         scores = self.evaluator.score()
-        return BaseReference(scores.tasks, dict(self.evaluator.random_scores), scores.perplexity)
+        random = dict(self.evaluator.random_scores)
+        at_chance = {t: s for t, s in scores.tasks.items() if s <= random[t]}
+        if at_chance:
+            shown = ", ".join(f"{t} {s:.3f} (chance {random[t]:.3f})" for t, s in at_chance.items())
+            raise TaskError(
+                f"the base model is at or below chance on: {shown}; semantic retention is "
+                "undefined there, so drop these tasks from the study"
+            )
+        return BaseReference(scores.tasks, random, scores.perplexity)
 
     def run(
         self,
@@ -137,9 +161,21 @@ class TrialRunner:
         self.snapshot.restore()
         timings["restore_s"] = time.perf_counter() - start
 
-        on_phase("compress")
-        result = compress_model(self.model, config, progress=self.progress)
-        timings["compress_s"] = result.seconds
+        on_phase("calibrate + compress" if requires_calibration(config) else "compress")
+        cal = self.calibration
+        if requires_calibration(config) and cal is None:
+            raise TrialError(f"{config.key()} needs calibration data, and the study has none")
+        result = compress_model(
+            self.model,
+            config,
+            progress=self.progress,
+            calibration=None if cal is None else cal.token_ids,
+            mode="cached" if cal is None else cal.mode,
+            cache=None if cal is None else cal.cache,
+            batch_size=8 if cal is None else cal.batch_size,
+        )
+        timings["calibration_s"] = result.calibration_s
+        timings["compress_s"] = result.seconds - result.calibration_s
 
         on_phase("evaluate")
         t = time.perf_counter()

@@ -103,10 +103,10 @@ class StatsCollector:
         return {n: leaders[self._alias.get(n, n)] for n in self._names}
 
 
-def calibration_key(model: nn.Module, calibration: torch.Tensor) -> str:
-    """sha256 naming (model, calibration set): the model's name and config, a fingerprint of its
-    weights (a strided sample of every parameter), and the calibration token ids."""
-    digest = hashlib.sha256(f"sweep-calibration-v{FORMAT_VERSION}".encode())
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 naming a model's weights: its name and config, and a strided sample of every
+    parameter (256 values each), cheap enough to compute for a 8B model."""
+    digest = hashlib.sha256(f"sweep-model-v{FORMAT_VERSION}".encode())
     config = getattr(model, "config", None)
     if config is not None:
         digest.update(str(getattr(config, "_name_or_path", "")).encode())
@@ -116,6 +116,13 @@ def calibration_key(model: nn.Module, calibration: torch.Tensor) -> str:
         sample = flat[:: max(1, flat.numel() // 256)][:256].float().cpu()
         digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
         digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def calibration_key(model: nn.Module, calibration: torch.Tensor) -> str:
+    """sha256 naming (model, calibration set): the model's fingerprint and the token ids."""
+    digest = hashlib.sha256(f"sweep-calibration-v{FORMAT_VERSION}".encode())
+    digest.update(model_fingerprint(model).encode())
     ids = calibration.detach().to("cpu", torch.int64).contiguous()
     digest.update(str(tuple(ids.shape)).encode())
     digest.update(ids.numpy().tobytes())

@@ -83,7 +83,8 @@ class CompressionConfig:
         """The same compression with every field that has no effect set to its default.
 
         A joint SparseGPT pass quantizes with GPTQ-style error feedback whatever the quantizer's
-        name, so its ``quant_method`` becomes "gptq" (and ``act_order`` False).
+        name, so its ``quant_method`` becomes "gptq" (and ``act_order`` False); a joint order with
+        any other pruner is prune-then-quantize, Case B.
 
         Two configs with equal ``canonical()`` produce the same model, so a study computes them
         once.
@@ -109,6 +110,8 @@ class CompressionConfig:
         joint = self.prunes and self.quantizes and self.order == "joint"
         if joint and self.prune_method in JOINT_PRUNERS:
             fields.update(quant_method="gptq", act_order=False)
+        elif joint:  # a pruner without a one-pass form runs prune-then-quantize, Case B
+            fields.update(order="prune_first", case="B")
         fields["sparsity"] = round(fields["sparsity"], 6)
         return CompressionConfig(**fields)
 

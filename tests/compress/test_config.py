@@ -41,3 +41,9 @@ def test_joint_sparsegpt_configs_share_a_key_whatever_the_quantizer_name():
     assert a.key() == b.key() == "sparsegpt-50% gptq-w4-g128-asym joint"
     wanda = dict(common, prune_method="wanda")
     assert CompressionConfig(**wanda).key() != CompressionConfig(**wanda, quant_method="gptq").key()
+
+
+def test_joint_order_without_a_one_pass_pruner_is_prune_first_case_b():
+    joint = CompressionConfig(sparsity=0.5, prune_method="wanda", bits=4, order="joint", case="A")
+    two_step = CompressionConfig(sparsity=0.5, prune_method="wanda", bits=4, case="B")
+    assert joint.key() == two_step.key() == "wanda-50% rtn-w4-g128-asym prune_first-caseB"

@@ -1,0 +1,211 @@
+"""A table of computed configurations beside Optuna's, so that each is computed once.
+
+A row is keyed by a hash of everything that determines a result: the model, the calibration
+set, the evaluation, the canonical compression config and the engine's version. A worker
+*claims* a key before computing it; a second worker asking for the same key waits for the
+result instead of computing it again, or takes the claim over when the first one stopped
+beating (it died). Rows live in the study's own database (any SQLAlchemy URL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from sweep.compress.config import CompressionConfig
+from sweep.spec import StudySpec
+
+ENGINE_VERSION = "1"  # bump when a change to the engine or metrics changes stored results
+
+metadata = sa.MetaData()
+results_table = sa.Table(
+    "sweep_results",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("config_key", sa.String(200), nullable=False),
+    sa.Column("context", sa.Text, nullable=False),  # what besides the config the key covers
+    sa.Column("status", sa.String(16), nullable=False),  # running | done | failed
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("heartbeat", sa.DateTime, nullable=False),
+    sa.Column("result", sa.Text),  # JSON of the trial's measured attributes
+    sa.Column("reason", sa.Text),
+    sa.Column("study", sa.String(200)),
+    sa.Column("trial", sa.Integer),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+def result_context(spec: StudySpec, model_fingerprint: str) -> dict[str, Any]:
+    """What, besides the compression config, determines a trial's result."""
+    cal = spec.calibration
+    ev = spec.evaluation
+    return {
+        "engine": ENGINE_VERSION,
+        "model": spec.model,
+        "model_fingerprint": model_fingerprint,
+        "dtype": spec.dtype,
+        "calibration": {
+            "source": cal.source,
+            "path": str(cal.path) if cal.path else None,
+            "dataset": [cal.dataset, cal.dataset_config, cal.split, cal.text_field],
+            "samples": cal.samples,
+            "seq_len": cal.seq_len,
+            "mode": cal.mode,
+        },
+        "evaluation": {
+            "tasks": [t.model_dump() for t in ev.tasks],
+            "include_path": str(ev.include_path) if ev.include_path else None,
+            "perplexity_task": ev.perplexity_task,
+            "limit": ev.limit,
+            "max_length": ev.max_length,
+        },
+    }
+
+
+def result_key(context: dict[str, Any], config: CompressionConfig) -> str:
+    blob = json.dumps({"context": context, "config": config.canonical().to_dict()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class Claim:
+    """The answer to "may I compute this key?": yes (``owned``), or here is its ``result``."""
+
+    key: str
+    owned: bool
+    result: dict[str, Any] | None = None
+
+
+class ResultsTable:
+    """Claim, fill and read rows of ``sweep_results`` in the database at ``url``."""
+
+    def __init__(self, url: str, stale_after_s: float = 60.0, poll_s: float = 2.0) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 60}
+        self.engine = sa.create_engine(url, **kwargs)
+        metadata.create_all(self.engine, checkfirst=True)
+        self.stale_after = timedelta(seconds=stale_after_s)
+        self.poll_s = poll_s
+        self.owner = worker_id()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(results_table).where(results_table.c.key == key)).first()
+        return None if row is None else row._asdict()
+
+    def claim(self, key: str, config_key: str, context: dict, study: str, trial: int) -> Claim:
+        """Own ``key``, or wait until its owner stores a result (or dies, and take it over)."""
+        while True:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        results_table.insert().values(
+                            key=key,
+                            config_key=config_key,
+                            context=json.dumps(context),
+                            status="running",
+                            owner=self.owner,
+                            heartbeat=_now(),
+                            study=study,
+                            trial=trial,
+                        )
+                    )
+                return Claim(key, owned=True)
+            except IntegrityError:
+                pass
+            row = self.get(key)
+            if row is None:
+                continue  # removed in between: try again
+            if row["status"] == "done":
+                return Claim(key, owned=False, result=json.loads(row["result"]))
+            stale = _now() - row["heartbeat"] > self.stale_after
+            if row["status"] == "failed" or stale:
+                if self._take_over(row, study, trial):
+                    return Claim(key, owned=True)
+                continue
+            time.sleep(self.poll_s)
+
+    def _take_over(self, row: dict, study: str, trial: int) -> bool:
+        """Compare-and-swap the claim from a dead or failed owner; True if this worker won."""
+        t = results_table.c
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                results_table.update()
+                .where(
+                    t.key == row["key"], t.owner == row["owner"], t.heartbeat == row["heartbeat"]
+                )
+                .values(
+                    status="running",
+                    owner=self.owner,
+                    heartbeat=_now(),
+                    study=study,
+                    trial=trial,
+                    reason=None,
+                )
+            )
+        return done.rowcount == 1
+
+    def beat(self, key: str) -> None:
+        t = results_table.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                results_table.update()
+                .where(t.key == key, t.owner == self.owner)
+                .values(heartbeat=_now())
+            )
+
+    @contextmanager
+    def beating(self, key: str, every_s: float = 10.0) -> Iterator[None]:
+        """Keep the claim on ``key`` alive while the body runs."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                self.beat(key)
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def finish(self, key: str, result: dict[str, Any]) -> None:
+        self._close(key, status="done", result=json.dumps(result))
+
+    def fail(self, key: str, reason: str) -> None:
+        self._close(key, status="failed", reason=reason)
+
+    def _close(self, key: str, **values: Any) -> None:
+        t = results_table.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                results_table.update()
+                .where(t.key == key, t.owner == self.owner)
+                .values(heartbeat=_now(), **values)
+            )
+
+    def rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(sa.select(results_table))]

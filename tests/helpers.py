@@ -1,0 +1,69 @@
+"""Shared test helpers: a small, fast demo spec, running the CLI, and database fingerprints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEP = [sys.executable, "-m", "sweep.cli"]
+
+
+def small_spec(tmp: Path, name: str = "t", **search) -> Path:
+    """The demo study with 20 questions a task and data-free methods: a trial takes seconds."""
+    spec = yaml.safe_load((REPO / "studies/demo.yaml").read_text())
+    spec["name"] = name
+    spec["evaluation"]["limit"] = 20
+    spec["search"].update(
+        {
+            "sparsity": {"values": [0.0, 0.3, 0.5]},
+            "patterns": ["unstructured"],
+            "prune_methods": ["magnitude"],
+            "quant_methods": ["rtn"],
+            "orders": ["prune_first", "quant_first"],
+            "cases": ["B"],
+            "bits": [2, 3, 4, 8, 16],
+        }
+    )
+    spec["search"].update(search)
+    spec["sampler"] = {"name": "random", "seed": 0}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def sweep(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SWEEP, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def sweep_async(*args: str, cwd: Path) -> subprocess.Popen:
+    """Start the CLI in the background, its output going to ``cwd/sweep.log``."""
+    log = (cwd / "sweep.log").open("w")
+    return subprocess.Popen([*SWEEP, *args], cwd=cwd, env=env(), stdout=log, stderr=log)
+
+
+def db_contents(url: str) -> str | None:
+    """Every row of every table, as one digest; None when a SQLite file does not exist."""
+    import sqlalchemy as sa
+
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    engine = sa.create_engine(url)
+    digest = hashlib.sha256()
+    with engine.connect() as conn:
+        for table in sorted(sa.inspect(engine).get_table_names()):
+            rows = conn.execute(sa.text(f'SELECT * FROM "{table}"')).all()
+            digest.update(table.encode() + repr(sorted(map(repr, rows))).encode())
+    engine.dispose()
+    return digest.hexdigest()

@@ -1,0 +1,130 @@
+"""Several workers share one study through SQLite or PostgreSQL; a dead one loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import sqlalchemy as sa
+from optuna.trial import TrialState
+
+from sweep.results import results_table
+
+from .helpers import small_spec, sweep, sweep_async
+
+PG_URL = os.environ.get("SWEEP_TEST_POSTGRES")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test (CI starts the server: see .ci/run)."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL through SWEEP_TEST_POSTGRES")
+        pytest.skip("no PostgreSQL: set SWEEP_TEST_POSTGRES (see .ci/run)")
+    name = f"sweep_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def _computed_keys(url: str) -> list[str]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
+    engine.dispose()
+    return [key for key, status in rows if status == "done"]
+
+
+def _check_three_workers(url: str, tmp: Path) -> None:
+    spec = small_spec(tmp, "multi")
+    result = sweep("run", str(spec), "--workers", "3", "--trials", "6", "--storage", url, cwd=tmp)
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = optuna.load_study(study_name="multi", storage=url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 6
+    computed = [t for t in complete if not t.user_attrs.get("reused")]
+    keys = [t.user_attrs["config_key"] for t in computed]
+    assert len(keys) == len(set(keys)), "a configuration was computed twice"
+    assert sorted(_computed_keys(url)) == sorted(keys)
+    workers = {t.user_attrs.get("worker") for t in complete}
+    assert len(workers) >= 2, f"trials ran on {workers}"
+
+
+def test_three_workers_on_sqlite(tmp_path: Path):
+    _check_three_workers(f"sqlite:///{tmp_path / 'multi.db'}", tmp_path)
+
+
+def test_three_workers_on_postgres(tmp_path: Path, postgres_url: str):
+    _check_three_workers(postgres_url, tmp_path)
+
+
+def _wait_for_running_trial(url: str, name: str, timeout: float = 240) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+            complete = study.get_trials(states=(TrialState.COMPLETE,))
+            running = [
+                t
+                for t in study.get_trials(states=(TrialState.RUNNING,))
+                if "config_key" in t.user_attrs
+            ]
+            if complete and running:
+                return running[0].number
+        except (KeyError, sa.exc.OperationalError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started")
+
+
+def test_killed_worker_loses_nothing(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    spec = small_spec(tmp_path, "kill")
+    first = sweep_async("run", str(spec), "--trials", "4", "--storage", url, cwd=tmp_path)
+    victim = _wait_for_running_trial(url, "kill")
+    study = optuna.load_study(study_name="kill", storage=url)
+    kept = {
+        t.number: (t.values, t.user_attrs) for t in study.get_trials(states=(TrialState.COMPLETE,))
+    }
+    params = study.trials[victim].params
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+
+    second = sweep("worker", "--storage", url, "--study", "kill", "--no-progress", cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+
+    study = optuna.load_study(study_name="kill", storage=url)
+    assert study.trials[victim].state == TrialState.FAIL
+    retried = [
+        t for t in study.trials[victim + 1 :] if t.system_attrs.get("failed_trial") == victim
+    ]
+    assert retried and retried[0].params == params, "the dead trial's configuration was not retried"
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 4
+    for number, (values, attrs) in kept.items():
+        assert study.trials[number].values == values
+        assert study.trials[number].user_attrs == attrs
+
+
+def test_a_failing_trial_is_stored_with_its_reason_and_the_study_goes_on(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'fail.db'}"
+    # the demo model's input sizes are not multiples of 7: every 3:7 trial raises
+    spec = small_spec(tmp_path, "fail", patterns=["3:7", "unstructured"], bits=[4, 16])
+    result = sweep("run", str(spec), "--trials", "3", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = optuna.load_study(study_name="fail", storage=url)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    assert failed, "no 3:7 trial was sampled"
+    assert all("divisible by 7" in t.user_attrs["fail_reason"] for t in failed)
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+    assert max(t.number for t in failed) < max(t.number for t in study.trials)
