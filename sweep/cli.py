@@ -20,6 +20,7 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 DEFAULT_STUDY = Path("studies/demo.yaml")
+WAIT_FOR_BASE_S = 600.0  # a joining worker's wait for the launcher's base evaluation
 
 StorageOpt = Annotated[
     str | None, typer.Option(help="SQLAlchemy URL of the study (default: the spec's).")
@@ -76,6 +77,13 @@ def _report_path(storage_url: str, name: str) -> Path:
     return Path("runs") / f"{name}-pareto.html"
 
 
+def optuna_reload(study):
+    """The same study read again from its storage (user attributes included)."""
+    import optuna
+
+    return optuna.load_study(study_name=study.study_name, storage=study._storage)
+
+
 class _Worker:
     """This process's model and tasks, loaded once, and the study's base reference."""
 
@@ -85,12 +93,12 @@ class _Worker:
         self.spec = spec
         self.runner = prepare_runner(spec, console, progress, device)
 
-    def run(self, study, url: str, base=None) -> None:
+    def run(self, study, url: str, base=None, wait_for_base_s: float = 0.0) -> None:
         from sweep.compress.calibration import model_fingerprint
         from sweep.results import ResultsTable, result_context
         from sweep.study import TARGET_ATTR, run_worker
 
-        base = base or self.ensure_base(study)
+        base = base or self.ensure_base(study, wait_for_base_s)
         context = result_context(self.spec, model_fingerprint(self.runner.model))
         results = ResultsTable(url)
         target = int(study.user_attrs[TARGET_ATTR])
@@ -99,10 +107,18 @@ class _Worker:
         finally:
             self.runner.evaluator.close()
 
-    def ensure_base(self, study):
+    def ensure_base(self, study, wait_s: float = 0.0):
+        """The stored base reference; a joining worker first waits ``wait_s`` for the launcher
+        to store it, then evaluates the base model itself."""
+        import time
+
         from sweep.study import store_base, stored_base
 
+        deadline = time.monotonic() + wait_s
         base = stored_base(study)
+        while base is None and time.monotonic() < deadline:
+            time.sleep(1.0)
+            base = stored_base(optuna_reload(study))
         if base is None:
             with console.status("evaluating the base model (once per study)"):
                 base = self.runner.evaluate_base()
@@ -156,8 +172,9 @@ def run(
     )
     procs = []
     try:
-        base = me.ensure_base(optuna_study)  # before the other workers start: they find it stored
+        # the other workers load their model meanwhile, and wait for this base reference
         procs = spawn_workers(url, spec.name, devices[1:])
+        base = me.ensure_base(optuna_study)
         me.run(optuna_study, url, base)
     except _user_errors() as err:
         raise _fail(str(err)) from None
@@ -208,7 +225,7 @@ def worker(
         loaded.sampler = make_sampler(spec, index)
         if TARGET_ATTR not in loaded.user_attrs:
             loaded.set_user_attr(TARGET_ATTR, spec.trials)
-        _Worker(spec, device, progress).run(loaded, storage)
+        _Worker(spec, device, progress).run(loaded, storage, wait_for_base_s=WAIT_FOR_BASE_S)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except _user_errors() as err:

@@ -38,7 +38,8 @@ def prepare_runner(
     with console.status(f"loading model {spec.model} on {device}"):
         model, tokenizer = load_model(spec.model, spec.dtype, device)
     with console.status("preparing lm-eval tasks"):
-        evaluator = Evaluator(spec.evaluation, model, tokenizer, [TASKS_DIR], device=device)
+        demo_tasks = [TASKS_DIR] if TASKS_DIR.is_dir() else []
+        evaluator = Evaluator(spec.evaluation, model, tokenizer, demo_tasks, device=device)
     calibration = None
     if space_needs_calibration(spec):
         cal = spec.calibration

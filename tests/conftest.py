@@ -13,3 +13,14 @@ os.environ.setdefault("HF_HOME", str(_CACHE))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory) -> Path:
+    """The toy model, task and calibration text (see tests/toy.py), built once per session."""
+    from .toy import build_toy
+
+    return build_toy(tmp_path_factory.mktemp("toy"))

@@ -1,4 +1,4 @@
-"""Shared test helpers: a small, fast demo spec, running the CLI, and database fingerprints."""
+"""Shared test helpers: running the command line, and fingerprints of a database."""
 
 from __future__ import annotations
 
@@ -8,33 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parent.parent
 SWEEP = [sys.executable, "-m", "sweep.cli"]
-
-
-def small_spec(tmp: Path, name: str = "t", **search) -> Path:
-    """The demo study with 20 questions a task and data-free methods: a trial takes seconds."""
-    spec = yaml.safe_load((REPO / "studies/demo.yaml").read_text())
-    spec["name"] = name
-    spec["evaluation"]["limit"] = 20
-    spec["search"].update(
-        {
-            "sparsity": {"values": [0.0, 0.3, 0.5]},
-            "patterns": ["unstructured"],
-            "prune_methods": ["magnitude"],
-            "quant_methods": ["rtn"],
-            "orders": ["prune_first", "quant_first"],
-            "cases": ["B"],
-            "bits": [2, 3, 4, 8, 16],
-        }
-    )
-    spec["search"].update(search)
-    spec["sampler"] = {"name": "random", "seed": 0}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
 
 
 def env() -> dict[str, str]:

@@ -5,14 +5,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .helpers import db_contents, small_spec, sweep
+from .helpers import db_contents, sweep
+from .toy import toy_spec
 
 
 @pytest.fixture(scope="module")
-def study_db(tmp_path_factory):
+def study_db(tmp_path_factory, toy_dir):
     """A study with one complete trial, that every bad run below must leave as it is."""
     tmp = tmp_path_factory.mktemp("bad")
-    spec = small_spec(tmp, "bad")
+    spec = toy_spec(toy_dir, "bad")
     url = f"sqlite:///{tmp / 'bad.db'}"
     first = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -42,8 +43,8 @@ def _set(*keys_and_value):
 CASES = {
     "missing model path": (_set("model", "./no/such/model"), ["model folder", "does not exist"]),
     "unknown task": (
-        _set("evaluation", "tasks", ["demo_recal"]),
-        ["unknown lm-eval task 'demo_recal'", "demo_recall"],
+        _set("evaluation", "tasks", ["toy_recal"]),
+        ["unknown lm-eval task 'toy_recal'", "toy_recall"],
     ),
     "sparsity outside [0, 1)": (
         _set("search", "sparsity", {"values": [0.5, 1.0]}),
