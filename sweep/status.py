@@ -31,27 +31,29 @@ def print_status(url: str, name: str, console: Console) -> None:
     console.print(f"study [bold]{name}[/] on {url}: {summary}; target {target} complete")
 
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    if running:
-        table = Table(title="running", title_justify="left")
-        for col in ("trial", "configuration", "started"):
-            table.add_column(col)
-        for t in running:
-            started = t.datetime_start.strftime("%H:%M:%S") if t.datetime_start else "?"
-            table.add_row(str(t.number), t.user_attrs.get("config_key", "?"), started)
-        console.print(table)
-
+    _print_trials(console, "running", running, "started", _started)
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    if failed:
-        table = Table(title="failed", title_justify="left")
-        for col in ("trial", "configuration", "reason"):
-            table.add_column(col)
-        for t in failed:
-            reason = t.user_attrs.get("fail_reason") or t.system_attrs.get(
-                "fail_reason", "worker stopped (no heartbeat)"
-            )
-            table.add_row(str(t.number), t.user_attrs.get("config_key", "?"), reason)
-        console.print(table)
+    _print_trials(console, "failed", failed, "reason", _reason)
 
     frame = trials_frame(study)
     if not frame.empty:
         console.print(front_table(frame))
+
+
+def _started(t: optuna.trial.FrozenTrial) -> str:
+    return t.datetime_start.strftime("%H:%M:%S") if t.datetime_start else "?"
+
+
+def _reason(t: optuna.trial.FrozenTrial) -> str:
+    return t.user_attrs.get("fail_reason", "worker stopped (no heartbeat)")
+
+
+def _print_trials(console: Console, title: str, trials: list, last: str, cell) -> None:
+    if not trials:
+        return
+    table = Table(title=title, title_justify="left")
+    for col in ("trial", "configuration", last):
+        table.add_column(col)
+    for t in trials:
+        table.add_row(str(t.number), t.user_attrs.get("config_key", "?"), cell(t))
+    console.print(table)

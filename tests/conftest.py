@@ -24,3 +24,14 @@ def toy_dir(tmp_path_factory) -> Path:
     from .toy import build_toy
 
     return build_toy(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture
+def one_thread():
+    """Small ops in Python loops run faster on one thread than with two fighting a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

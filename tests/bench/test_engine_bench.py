@@ -16,13 +16,7 @@ TEXT = "the cat sat on a mat and the dog ran to the red barn by the old mill"
 WORDS = TEXT.split(" ")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matrices in Python loops: one thread is faster than contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tokenizer():

@@ -5,12 +5,8 @@ from sweep.compress.hessian import accumulate_hessian, accumulate_sq_norms
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """The engine's tests run small ops in Python loops: one thread is faster than contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every engine test runs on one thread (see ``one_thread`` in tests/conftest.py)."""
 
 
 def calibration_like(tokens=1024, d_in=128, d_out=64, seed=0):
