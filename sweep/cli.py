@@ -77,13 +77,6 @@ def _report_path(storage_url: str, name: str) -> Path:
     return Path("runs") / f"{name}-pareto.html"
 
 
-def optuna_reload(study):
-    """The same study read again from its storage (user attributes included)."""
-    import optuna
-
-    return optuna.load_study(study_name=study.study_name, storage=study._storage)
-
-
 class _Worker:
     """This process's model and tasks, loaded once, and the study's base reference."""
 
@@ -118,7 +111,7 @@ class _Worker:
         base = stored_base(study)
         while base is None and time.monotonic() < deadline:
             time.sleep(1.0)
-            base = stored_base(optuna_reload(study))
+            base = stored_base(study)  # user attributes are read from the storage each time
         if base is None:
             with console.status("evaluating the base model (once per study)"):
                 base = self.runner.evaluate_base()
