@@ -7,12 +7,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweep.demo import MODEL_DIR
-
 from .helpers import REPO, sweep
 from .toy import toy_spec
-
-DEMO_BUILT = (MODEL_DIR / "model.safetensors").exists()
 
 
 @pytest.fixture(params=["demo", "toy"])
@@ -26,8 +22,6 @@ def small_spec(request, tmp_path_factory) -> Path:
         toy = yaml.safe_load(toy_spec(request.getfixturevalue("toy_dir"), "toy-e2e").read_text())
         spec["search"]["group_sizes"] = [32]
         spec = {**spec, **{k: toy[k] for k in ("model", "calibration", "evaluation")}}
-    elif not DEMO_BUILT:
-        pytest.skip("the demo model is not built yet (python -m sweep.demo.build, issue 2)")
     spec["name"] = "e2e"
     path = tmp_path_factory.mktemp("spec") / "e2e.yaml"
     path.write_text(yaml.safe_dump(spec))

@@ -1,6 +1,7 @@
 """Build the embedded demo: corpus -> tasks and calibration -> train -> save -> evaluate.
 
-Run with `python -m sweep.demo.build` (about 12 minutes on 2 CPU cores). Writes
+Run with `python -m sweep.demo.build` (about 12 minutes on 2 idle CPU cores; `--monitor`
+prints the three accuracies every 200 steps). Writes
 `sweep/demo/tasks/`, `sweep/demo/data/calibration.txt` and `sweep/demo/model/` (weights,
 tokenizer and `scores.json` with the base model's scores).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from transformers import PreTrainedTokenizerFast
 
 from sweep.demo import (
     CALIBRATION_FILE,
@@ -24,13 +26,12 @@ from sweep.demo import (
     MODEL_DIR,
     PERPLEXITY_TASK,
     TASKS_DIR,
+    corpus,
 )
-from sweep.demo import corpus as C
 from sweep.demo.train import TrainConfig, build_tokenizer, describe, pack, save, train
 
 SEED = 0
 N_CALIBRATION = 512
-AVG_DOC_TOKENS = 19  # measured mean tokens per training document, with <s> and </s>
 
 ACC = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
 PERPLEXITY_METRICS = [
@@ -73,23 +74,23 @@ def write_task(name: str, rows: list[dict[str, object]], multiple_choice: bool) 
     (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def write_data(world: C.World) -> list[C.Question]:
-    """Write the four task folders and the calibration file; returns all eval questions."""
+def write_data(world: corpus.World) -> dict[str, list[corpus.Question]]:
+    """Write the four task folders and the calibration file; returns the questions by task."""
     questions = {
-        "demo_recall": C.recall_questions(world, SEED),
-        "demo_arithmetic": C.arithmetic_questions(C.arithmetic_pairs(SEED)[1], SEED),
-        "demo_reasoning": C.reasoning_questions(SEED),
+        "demo_recall": corpus.recall_questions(world, SEED),
+        "demo_arithmetic": corpus.arithmetic_questions(corpus.arithmetic_pairs(SEED)[1], SEED),
+        "demo_reasoning": corpus.reasoning_questions(SEED),
     }
     for name, qs in questions.items():
         rows = [{"context": q.context, "choices": q.choices, "answer": q.answer} for q in qs]
         write_task(name, rows, multiple_choice=True)
-    texts = C.perplexity_lines(world, SEED)
+    texts = corpus.perplexity_lines(world, SEED)
     write_task(PERPLEXITY_TASK, [{"text": t} for t in texts], multiple_choice=False)
-    eval_puzzles = {C.puzzle_key(q) for q in questions["demo_reasoning"]}
-    calibration = C.take(C.documents(world, SEED + 2, eval_puzzles), N_CALIBRATION)
+    eval_puzzles = {corpus.puzzle_key(q) for q in questions["demo_reasoning"]}
+    stream = corpus.documents(world, SEED + 100, corpus.BALANCED, eval_puzzles)
     CALIBRATION_FILE.parent.mkdir(parents=True, exist_ok=True)
-    CALIBRATION_FILE.write_text("\n".join(calibration) + "\n")
-    return [q for qs in questions.values() for q in qs]
+    CALIBRATION_FILE.write_text("\n".join(corpus.take(stream, N_CALIBRATION)) + "\n")
+    return questions
 
 
 def materialize_tasks(dest: Path) -> Path:
@@ -107,17 +108,17 @@ def materialize_tasks(dest: Path) -> Path:
 
 def evaluate(model_dir: Path = MODEL_DIR, batch_size: int = 32) -> dict[str, dict[str, float]]:
     """Score the saved model (float32 compute) on the demo tasks with lm-eval, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("HF_HOME", str(Path(tmp) / "hf"))
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HOME", str(Path(tmp) / "hf"))  # read when datasets is imported
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device="cpu",
                   max_length=tokenizer.model_max_length)  # fmt: skip
         manager = TaskManager(include_path=str(materialize_tasks(Path(tmp) / "tasks")))
@@ -138,20 +139,61 @@ def print_table(scores: dict[str, dict[str, float]]) -> None:
             print(f"{task:<18} {metric:<16} {value:>10.4f}")
 
 
-def build(cfg: TrainConfig, skip_train: bool = False) -> dict[str, object]:
+def training_blocks(
+    world: corpus.World,
+    tokenizer: PreTrainedTokenizerFast,
+    cfg: TrainConfig,
+    eval_puzzles: set[str],
+) -> torch.Tensor:
+    """The curriculum as (steps * batch_size, seq_len) token blocks, in training order."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    phases = []
+    for i, (share, mixture) in enumerate(corpus.CURRICULUM):
+        n_blocks = round(share * cfg.steps) * cfg.batch_size
+        stream = corpus.documents(world, SEED + 1 + i, mixture, eval_puzzles)
+        blocks = torch.empty(0, cfg.seq_len, dtype=torch.long)
+        while len(blocks) < n_blocks:
+            blocks = torch.cat([blocks, pack(corpus.take(stream, 4000), tokenizer, cfg.seq_len)])
+        phases.append(blocks[torch.randperm(len(blocks), generator=generator)[:n_blocks]])
+    return torch.cat(phases)
+
+
+def quick_accuracy(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerFast, questions: list[corpus.Question]
+) -> float:
+    """Multiple-choice accuracy by summed log-likelihood, like lm-eval's `acc` (for monitoring)."""
+    correct = 0
+    with torch.no_grad():
+        for q in questions:
+            n_ctx = len(tokenizer(q.context, add_special_tokens=False)["input_ids"])
+            texts = [f"{q.context} {choice}" for choice in q.choices]
+            enc = tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+            ids, mask = enc["input_ids"], enc["attention_mask"]  # (4, T)
+            logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+            token_logp = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # (4, T-1)
+            token_logp = token_logp * mask[:, 1:]
+            scores = token_logp[:, n_ctx - 1 :].sum(-1)
+            correct += int(scores.argmax().item() == q.answer)
+    return correct / len(questions)
+
+
+def build(cfg: TrainConfig, skip_train: bool = False, monitor: bool = False) -> dict[str, object]:
     """Run the whole pipeline; returns what it writes to `model/scores.json`."""
-    world = C.make_world(SEED)
+    world = corpus.make_world(SEED)
     questions = write_data(world)
-    eval_puzzles = {C.puzzle_key(q) for q in C.reasoning_questions(SEED)}
     info: dict[str, object] = {}
     if not skip_train:
-        docs = C.take(C.documents(world, SEED + 1, eval_puzzles),
-                      int(1.05 * cfg.tokens / AVG_DOC_TOKENS))  # fmt: skip
-        vocab_texts = docs + [f"{q.context} {c}" for q in questions for c in q.choices]
-        vocab_texts += C.perplexity_lines(world, SEED)
-        tokenizer = build_tokenizer(vocab_texts, max_length=cfg.seq_len)
-        blocks = pack(docs, tokenizer, cfg.seq_len)  # (n_blocks, seq_len)
-        model, log = train(cfg, blocks, tokenizer)
+        eval_puzzles = {corpus.puzzle_key(q) for q in questions["demo_reasoning"]}
+        texts = corpus.vocabulary_texts(world, SEED) + corpus.perplexity_lines(world, SEED)
+        texts += [f"{q.context} {c}" for qs in questions.values() for q in qs for c in q.choices]
+        tokenizer = build_tokenizer(texts, max_length=cfg.seq_len)
+        blocks = training_blocks(world, tokenizer, cfg, eval_puzzles)  # (steps * B, seq_len)
+
+        def report(step: int, model: torch.nn.Module) -> str:
+            accs = {k: quick_accuracy(model, tokenizer, qs[::5]) for k, qs in questions.items()}
+            return " ".join(f"{k.removeprefix('demo_')} {v:.2f}" for k, v in accs.items())
+
+        model, log = train(cfg, blocks, tokenizer, report if monitor else None)
         if MODEL_DIR.exists():
             shutil.rmtree(MODEL_DIR)
         save(model, tokenizer, MODEL_DIR)
@@ -179,9 +221,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--eval-only", action="store_true", help="re-score the saved model")
+    parser.add_argument(
+        "--monitor", action="store_true", help="print task accuracies while training"
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    build(TrainConfig(steps=args.steps), skip_train=args.eval_only)
+    build(TrainConfig(steps=args.steps), skip_train=args.eval_only, monitor=args.monitor)
 
 
 if __name__ == "__main__":

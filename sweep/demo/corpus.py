@@ -1,18 +1,21 @@
 """A seeded synthetic English corpus for the demo model, and its held-out evaluation questions.
 
-The world is small on purpose so that a ~4M-parameter Llama learns it in minutes on a CPU:
+The world is small on purpose so that a ~3M-parameter Llama learns it in minutes on a CPU:
 
 - **recall**: 40 invented countries with a capital, 50 invented people with a favourite colour,
-  a home town, a job and a pet (240 facts). Every fact is written in training with four of its
-  five paraphrase templates (plus a reversed one); the fifth, held-out template is the
-  evaluation question, so the model must recall the fact through a phrasing it never saw for
-  that fact.
-- **arithmetic**: additions and subtractions of numbers from 0 to 50; evaluation operand pairs
-  never appear in training.
-- **reasoning**: four people ordered by height or age through three shuffled comparisons
-  ("Ann is taller than Ben." / "Ben is shorter than Ann."), then "Who is the tallest?".
-  Evaluation puzzles are freshly drawn and excluded from training.
-- **filler**: short stories in the same world, so that perplexity means something.
+  a home town, a job and a pet (240 facts). Each fact is written in training with four of its
+  five question templates plus a reversed one; the fifth template is held out and becomes the
+  question, so the model must recall the fact through a phrasing it never saw for that fact.
+- **arithmetic**: "42 + 3 = 45." / "42 plus 3 is 45.", a two-digit number (10..89) plus or
+  minus a digit (1..5), two-digit answers. 250 of the 785 problems are held out as questions;
+  distractors are off by 1, 2 or 10. (With a digit up to 9 the units digit carries no signal
+  from either operand alone, and a tiny model does not learn it in this budget.)
+- **reasoning**: "Ann, Ben, Cara and Dan are friends. Ben is taller than Dan. ... Who is the
+  tallest?" Four of 16 names, three shuffled comparisons (height or age), asking for either
+  end; the choices are the four friends. Questions are fresh puzzles whose statements never
+  occur in training.
+- **filler**: everyday sentences in the same world (about ordinary people, never about the
+  recall facts), for perplexity.
 
 Everything is a pure function of a seed.
 """
@@ -238,8 +241,8 @@ def recall_questions(world: World, seed: int = 0) -> list[Question]:
 def arithmetic_pairs(seed: int = 0, n_add: int = 150, n_sub: int = 100) -> tuple[
     list[tuple[str, int, int]], list[tuple[str, int, int]]
 ]:  # fmt: skip
-    """All problems (op, a, b) with a two-digit `a` (10..59), a digit `b` and a two-digit
-    answer, split into (train, eval)."""
+    """All problems (op, a, b), `a` in 10..89 and `b` in 1..5, whose answer has two digits,
+    split into (train, eval) with `n_add` additions and `n_sub` subtractions held out."""
     rng = random.Random(f"arith-{seed}")
     problems = [(op, a, b) for op in "+-" for a in range(10, MAX_OPERAND + 1) for b in SMALL]
     problems = [p for p in problems if 10 <= _solve(*p) <= 99]
@@ -257,12 +260,9 @@ def _solve(op: str, a: int, b: int) -> int:
 
 
 def arithmetic_sentence(op: str, a: int, b: int, fmt: int) -> str:
-    """A worked problem in format `fmt` (0: words, 1: symbols, 2: "If you ... you get")."""
-    verb = f"add {a} and {b}" if op == "+" else f"take {b} from {a}"
+    """A worked problem in format `fmt` (0: "42 plus 3 is 45.", 1: "42 + 3 = 45.")."""
     word = "plus" if op == "+" else "minus"
-    return ARITHMETIC_FORMATS[fmt].format(
-        a=a, b=b, c=_solve(op, a, b), word=word, sym=op, verb=verb
-    )
+    return ARITHMETIC_FORMATS[fmt].format(a=a, b=b, c=_solve(op, a, b), word=word, sym=op)
 
 
 def arithmetic_questions(pairs: list[tuple[str, int, int]], seed: int = 0) -> list[Question]:
@@ -305,7 +305,7 @@ def ordering_puzzle(rng: random.Random) -> Puzzle:
 
 
 def puzzle_question(puzzle: Puzzle, ask_most: bool) -> Question:
-    """ "Who is the tallest?" (or shortest, oldest, youngest) on a puzzle."""
+    """The question "Who is the tallest?" (or shortest, oldest, youngest) on a puzzle."""
     question = f"Who is the {puzzle.most if ask_most else puzzle.least}?"
     answer = puzzle.ranked[0] if ask_most else puzzle.ranked[-1]
     a, b, c, d = puzzle.order
@@ -315,7 +315,7 @@ def puzzle_question(puzzle: Puzzle, ask_most: bool) -> Question:
 
 
 def puzzle_document(puzzle: Puzzle, rng: random.Random) -> str:
-    """A training document: the statements, then both questions answered, in random order."""
+    """A training document: the puzzle, then both of its questions answered, in random order."""
     first = rng.random() < 0.5
     q1, q2 = puzzle_question(puzzle, first), puzzle_question(puzzle, not first)
     return f"{answered(q1)} {q2.context.split('. ')[-1]} {q2.choices[q2.answer]}."
@@ -344,10 +344,10 @@ def reasoning_questions(seed: int = 0, n: int = 250) -> list[Question]:
 
 
 def filler_paragraph(rng: random.Random, world: World, n_sentences: int = 3) -> str:
-    """A few everyday sentences in the world (no claims about the recall facts)."""
+    """A few everyday sentences in the world, about ordinary people (not the fact holders)."""
     sentences = []
     for template in rng.sample(FILLER, n_sentences):
-        p, q = rng.sample(world.people + PLAIN_NAMES, 2)
+        p, q = rng.sample(PLAIN_NAMES, 2)
         city, city2 = rng.sample(world.cities, 2)
         sentences.append(
             template.format(
@@ -359,9 +359,25 @@ def filler_paragraph(rng: random.Random, world: World, n_sentences: int = 3) -> 
     return " ".join(sentences)
 
 
+def perplexity_lines(world: World, seed: int = 0, n: int = 150) -> list[str]:
+    """Held-out filler paragraphs for the perplexity task."""
+    rng = random.Random(f"ppl-{seed}")
+    return [filler_paragraph(rng, world, 4) for _ in range(n)]
+
+
 # ----------------------------------------------------------------------------- documents
 
-MIXTURE = {"recall": 0.35, "arithmetic": 0.35, "reasoning": 0.22, "filler": 0.08}
+# Each ability is learned through a "phase change" that a thin slice of a mixed corpus reaches
+# too late for a 10-minute budget, so training follows a curriculum: one phase that stresses
+# each ability in turn (while rehearsing the earlier ones), then a balanced phase.
+# Each phase is (share of the training steps, document mixture).
+CURRICULUM: list[tuple[float, dict[str, float]]] = [
+    (0.2, {"reasoning": 0.6, "recall": 0.4}),
+    (0.25, {"recall": 0.75, "reasoning": 0.1, "filler": 0.15}),
+    (0.25, {"arithmetic": 0.65, "recall": 0.25, "reasoning": 0.1}),
+    (0.3, {"recall": 0.45, "arithmetic": 0.25, "reasoning": 0.2, "filler": 0.1}),
+]
+BALANCED = CURRICULUM[-1][1]
 
 
 def answered(q: Question) -> str:
@@ -369,24 +385,28 @@ def answered(q: Question) -> str:
     return f"{q.context} {q.choices[q.answer]}."
 
 
-def documents(world: World, seed: int, eval_puzzles: set[str] | None = None) -> Iterator[str]:
-    """An endless stream of training documents (a few sentences of one kind each).
+def documents(
+    world: World, seed: int, mixture: dict[str, float], eval_puzzles: set[str] | None = None
+) -> Iterator[str]:
+    """An endless stream of training documents, each of one kind drawn from `mixture`.
 
-    Never yields a held-out recall template, a held-out arithmetic pair, or a puzzle whose
-    statements are in `eval_puzzles` (see `puzzle_key`).
+    A recall document is one fact sentence, an arithmetic one 2-4 worked problems, a reasoning
+    one a puzzle with both its questions answered, a filler one 2-4 sentences. Never yields a
+    held-out recall template, a held-out arithmetic pair, or a puzzle whose statements are in
+    `eval_puzzles` (see `puzzle_key`).
     """
     rng = random.Random(f"docs-{seed}")
     sentences = [s for fact in world.facts for s in fact_sentences(fact)]
-    train_pairs, _ = arithmetic_pairs(seed=0)
-    kinds, weights = list(MIXTURE), list(MIXTURE.values())
+    train_pairs, _ = arithmetic_pairs()
+    kinds, weights = list(mixture), list(mixture.values())
     excluded = eval_puzzles or set()
     while True:
         kind = rng.choices(kinds, weights)[0]
         if kind == "recall":
-            yield " ".join(rng.choices(sentences, k=rng.randint(2, 4)))
+            yield rng.choice(sentences)
         elif kind == "arithmetic":
-            problems = rng.choices(train_pairs, k=rng.randint(2, 4))
             fmt = rng.randrange(len(ARITHMETIC_FORMATS))
+            problems = rng.choices(train_pairs, k=rng.randint(2, 4))
             yield " ".join(arithmetic_sentence(op, a, b, fmt) for op, a, b in problems)
         elif kind == "reasoning":
             puzzle = ordering_puzzle(rng)
@@ -401,7 +421,12 @@ def take(stream: Iterator[str], n: int) -> list[str]:
     return [next(stream) for _ in range(n)]
 
 
-def perplexity_lines(world: World, seed: int = 0, n: int = 150) -> list[str]:
-    """Held-out filler paragraphs for the perplexity task."""
-    rng = random.Random(f"ppl-{seed}")
-    return [filler_paragraph(rng, world, 4) for _ in range(n)]
+def vocabulary_texts(world: World, seed: int = 0) -> list[str]:
+    """Texts that hold every word the corpus and the questions can use (to build a vocabulary)."""
+    texts = [s for fact in world.facts for s in fact_sentences(fact)]
+    texts += [answered(q) + " " + " ".join(q.choices) for q in recall_questions(world, seed)]
+    texts += [" ".join(ARITHMETIC_FORMATS) + " plus minus + - = 0 1 2 3 4 5 6 7 8 9"]
+    texts += take(documents(world, seed, BALANCED), 5000)
+    texts += [" ".join(words) for words in (PLAIN_NAMES, world.cities, world.countries,
+              COLOURS, JOBS, PETS, WEATHER, PLACES, ITEMS, SEASONS, TOPICS, FILLER)]  # fmt: skip
+    return texts

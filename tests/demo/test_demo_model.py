@@ -8,10 +8,6 @@ from sweep.model import load_model
 from sweep.spec import EvaluationSpec
 
 ACCURACY_FLOOR = 0.8
-pytestmark = pytest.mark.skipif(
-    not (MODEL_DIR / "model.safetensors").exists(),
-    reason="the demo model is not built yet (python -m sweep.demo.build, issue 2)",
-)
 
 
 @pytest.fixture(scope="module")
