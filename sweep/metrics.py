@@ -65,15 +65,19 @@ def semantic_retention(
     for task, base_score in base.items():
         if task not in compressed:
             raise KeyError(f"no score for task {task!r} on the compressed model")
-        n_base = normalised_score(base_score, random_scores[task])
-        if n_base <= 0:
-            raise ValueError(
-                f"the base model scores {base_score:.3f} on {task!r}, at or below chance "
-                f"({random_scores[task]:.3f}): retention is undefined for this task"
-            )
-        n_comp = normalised_score(compressed[task], random_scores[task])
-        ratios.append(max(0.0, n_comp) / n_base)
+        ratios.append(task_retention(compressed[task], base_score, random_scores[task], task))
     return sum(ratios) / len(ratios)
+
+
+def task_retention(score: float, base_score: float, random_score: float, task: str = "") -> float:
+    """One task's term of Sr: max(0, n_t(compressed)) / n_t(base)."""
+    n_base = normalised_score(base_score, random_score)
+    if n_base <= 0:
+        raise ValueError(
+            f"the base model scores {base_score:.3f} on {task!r}, at or below chance "
+            f"({random_score:.3f}): retention is undefined for this task"
+        )
+    return max(0.0, normalised_score(score, random_score)) / n_base
 
 
 def srcr(retention: float, sparsity: float, bits: int) -> float:
@@ -94,20 +98,24 @@ class Tensor2D:
 def packed_linear_bytes(
     rows: int, cols: int, bits: int, group_size: int | None, symmetric: bool
 ) -> int:
-    """Bytes of one Linear weight in compressed-tensors' pack-quantized format.
+    """Bytes of one Linear weight as ``sweep export`` writes it (``sweep.export.checkpoint``):
+    dense 16-bit when not quantized, else compressed-tensors' pack-quantized format.
 
-    Values are packed ``32 // bits`` to an int32 along each row; scales are 16-bit, one per group
-    and row; asymmetric zero-points are packed like the values, along the columns of the
-    (rows, groups) zero-point matrix. Pruned weights are stored as zeros: sparsity saves nothing.
+    Packed, the ``bits``-bit codes of each row fill int32 words densely (32 codes in ``bits``
+    words, a code may straddle two words): ``ceil(cols * bits / 32)`` words a row. Scales are
+    16-bit, one per group and row; asymmetric zero-points are packed the same way along the rows
+    of the (rows, groups) zero-point matrix; ``weight_shape`` is two int64. Pruned weights are
+    stored as zeros: sparsity saves nothing. The file's header (names and shapes, ~100 bytes a
+    tensor) is not counted.
     """
     if bits >= FULL_BITS:
         return rows * cols * 2
-    per_int = 32 // bits
     groups = 1 if group_size is None else math.ceil(cols / group_size)
-    values = rows * math.ceil(cols / per_int) * 4
+    values = rows * math.ceil(cols * bits / 32) * 4
     scales = rows * groups * 2
-    zero_points = 0 if symmetric else math.ceil(rows / per_int) * groups * 4
-    return values + scales + zero_points
+    zero_points = 0 if symmetric else math.ceil(rows * bits / 32) * groups * 4
+    shape = 2 * 8
+    return values + scales + zero_points + shape
 
 
 def real_compression_ratio(

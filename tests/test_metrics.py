@@ -82,12 +82,15 @@ def test_sr_refuses_a_task_the_base_model_cannot_do():
 
 
 def test_packed_bytes_by_hand():
-    # 4-bit, 8 rows x 256 cols, groups of 128, asymmetric:
-    # values 8 * 256/8 * 4 = 1024 B; scales 8 * 2 * 2 = 32 B; zero-points ceil(8/8) * 2 * 4 = 8 B
-    assert packed_linear_bytes(8, 256, 4, 128, symmetric=False) == 1024 + 32 + 8
-    assert packed_linear_bytes(8, 256, 4, 128, symmetric=True) == 1024 + 32
-    # 3-bit packs 10 values an int32: ceil(256/10) = 26 ints a row
-    assert packed_linear_bytes(8, 256, 3, None, symmetric=True) == 8 * 26 * 4 + 8 * 2
+    # 4-bit, 8 rows x 256 cols, groups of 128, asymmetric: values 8 * 256/8 * 4 = 1024 B;
+    # scales 8 * 2 * 2 = 32 B; zero-points ceil(8 * 4/32) * 2 * 4 = 8 B; weight_shape 2 * 8 B
+    assert packed_linear_bytes(8, 256, 4, 128, symmetric=False) == 1024 + 32 + 8 + 16
+    assert packed_linear_bytes(8, 256, 4, 128, symmetric=True) == 1024 + 32 + 16
+    # 3-bit packs densely, 32 codes in 3 int32: 256 * 3/32 = 24 ints a row
+    assert packed_linear_bytes(8, 256, 3, None, symmetric=True) == 8 * 24 * 4 + 8 * 2 + 16
+    # 4 groups of 64; the zero-points of 8 rows * 3 bits fit one int32 per group
+    expected = 8 * 24 * 4 + 8 * 4 * 2 + 4 * 4 + 16
+    assert packed_linear_bytes(8, 256, 3, 64, symmetric=False) == expected
     assert packed_linear_bytes(8, 256, 16, 128, symmetric=False) == 8 * 256 * 2
 
 

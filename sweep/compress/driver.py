@@ -31,7 +31,8 @@ from sweep.compress.calibration import (
     move_stats,
 )
 from sweep.compress.config import CompressionConfig
-from sweep.compress.layer import compress_weight, needed_stats
+from sweep.compress.layer import compress_weight, needed_stats, quant_spec
+from sweep.compress.rtn import QuantGrid
 
 MODES = ("cached", "sequential")
 
@@ -75,7 +76,8 @@ def compressible_linears(model: nn.Module) -> dict[str, nn.Linear]:
 
 @dataclass
 class CompressionResult:
-    """What the engine did: the measured sparsity of the pruning step and of the final weights."""
+    """What the engine did: the measured sparsity of the pruning step and of the final weights,
+    and (with ``record_grids``) the quantization grid of every quantized Linear, by module name."""
 
     pruned_fraction: (
         float  # fraction removed by the pruning step (the mask), over compressible weights
@@ -85,19 +87,34 @@ class CompressionResult:
     layers: dict[str, float] = field(default_factory=dict)  # per-layer pruned fraction
     calibration_s: float = 0.0  # time spent on calibration forward passes and statistics
     stats_from_cache: bool = False  # statistics reused from a CalibrationCache (no forward pass)
+    grids: dict[str, QuantGrid] = field(default_factory=dict)  # on the CPU
 
 
 class _Tally:
-    """Counts pruned and zero weights while layers are compressed."""
+    """Writes each compressed layer into the model and counts pruned and zero weights; keeps the
+    grids of quantized layers when asked to."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, record_grids: bool = False, storage_dtype: torch.dtype | None = None
+    ) -> None:
         self.total = self.pruned = self.zeros = 0
         self.layers: dict[str, float] = {}
+        self.record_grids = record_grids
+        self.storage_dtype = storage_dtype
+        self.grids: dict[str, QuantGrid] = {}
 
     def compress(
         self, name: str, layer: nn.Linear, config: CompressionConfig, stats: LayerStats | None
     ) -> None:
-        weight, keep = compress_weight(layer.weight.data, config, stats)
+        grid = None
+        if self.record_grids and config.quantizes:
+            rows, cols = layer.weight.shape
+            grid = QuantGrid.empty(rows, cols, quant_spec(config), layer.weight.device)
+        weight, keep = compress_weight(layer.weight.data, config, stats, grid)
+        if grid is not None:
+            self.grids[name] = grid.to("cpu")
+        if self.storage_dtype is not None and not config.quantizes:
+            weight = weight.to(self.storage_dtype)  # a quantized weight is stored as its grid
         layer.weight.data.copy_(weight)
         n = keep.numel()
         n_pruned = n - int(keep.sum())
@@ -114,6 +131,7 @@ class _Tally:
             layers=self.layers,
             calibration_s=calibration_s,
             stats_from_cache=from_cache,
+            grids=self.grids,
         )
 
 
@@ -232,6 +250,8 @@ def compress_model(
     mode: str = "cached",
     cache: CalibrationCache | None = None,
     batch_size: int = 8,
+    record_grids: bool = False,
+    storage_dtype: torch.dtype | None = None,
 ) -> CompressionResult:
     """Compress ``model`` in place by ``config``.
 
@@ -240,9 +260,16 @@ def compress_model(
     ``cache`` when it holds them for this (model, calibration) and are stored there otherwise;
     without a cache they are computed for this call only. ``batch_size`` samples go through the
     model at a time.
+
+    ``record_grids`` keeps the grid of every quantized Linear in ``CompressionResult.grids``
+    (what the export needs to write its integer codes). ``storage_dtype`` is the dtype the
+    checkpoint stores dense weights in: a compressed weight that is not quantized is rounded to
+    it before it is copied into the model, so a float32 model evaluates exactly the values a
+    16-bit checkpoint holds. A quantized weight is left as it is: its scales are already 16-bit
+    and its values ``scale * (k - zero)`` are exactly what the checkpoint's codes decode to.
     """
     start = time.perf_counter()
-    tally = _Tally()
+    tally = _Tally(record_grids, storage_dtype)
     need = needed_stats(config)
     if not need:
         linears = compressible_linears(model)

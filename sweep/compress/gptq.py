@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from sweep.compress.hessian import inverse_hessian_cholesky, prepare
-from sweep.compress.rtn import quant_params, quantize
+from sweep.compress.rtn import QuantGrid, quant_params, quantize
 
 
 def gptq_quantize(
@@ -26,12 +26,14 @@ def gptq_quantize(
     mask: torch.Tensor | None = None,
     block_size: int = 128,
     damp: float = 0.01,
+    grid: QuantGrid | None = None,
 ) -> torch.Tensor:
     """GPTQ-quantize ``weight`` (out, in) with the input Hessian ``hessian`` (in, in).
 
     With ``mask`` (out, in; True = kept, Case B) pruned weights end exactly zero, each grid is
     fitted on the kept weights of its group, and a pruned weight's error is not fed forward (the
-    updates it received are dropped). Returns the dequantized weight, in ``weight``'s dtype.
+    updates it received are dropped). With ``grid`` (see ``QuantGrid.empty``) each group's scale
+    and zero-point are recorded in it. Returns the dequantized weight, in ``weight``'s dtype.
     """
     w, h, _ = prepare(weight, hessian)  # (out, in), (in, in)
     cols = w.shape[1]
@@ -46,6 +48,9 @@ def gptq_quantize(
             quant_params(w[:, g : g + gs], bits, symmetric, keep[:, g : g + gs])
             for g in range(0, cols, gs)
         ]
+        if grid is not None:
+            for g, (scale, zero) in zip(range(0, cols, gs), static, strict=True):
+                grid.put(g, cols, scale, zero)
         perm = torch.argsort(h.diagonal(), descending=True, stable=True)  # (in,)
         w, h, keep = w[:, perm], h[perm][:, perm], keep[:, perm]
         group_of = (perm // gs).tolist()
@@ -64,6 +69,8 @@ def gptq_quantize(
             elif col % gs == 0:  # fit the group's grid on its current (updated) weights
                 ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
                 scale, zero = quant_params(ahead, bits, symmetric, keep[:, col : col + gs])
+                if grid is not None:
+                    grid.put(col, cols, scale, zero)
             kept = keep[:, col]  # (out,)
             qc = quantize(w1[:, i : i + 1], scale, zero, bits)[:, 0] * kept  # (out,)
             err = (w1[:, i] - qc) / hinv1[i, i] * kept  # (out,)

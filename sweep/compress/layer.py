@@ -8,7 +8,7 @@ import torch
 
 from sweep.compress.config import CompressionConfig
 from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS
-from sweep.compress.rtn import QuantSpec
+from sweep.compress.rtn import QuantGrid, QuantSpec
 
 if TYPE_CHECKING:
     from sweep.compress.calibration import LayerStats
@@ -41,8 +41,16 @@ def requires_calibration(config: CompressionConfig) -> bool:
     return bool(needed_stats(config))
 
 
+def quant_spec(config: CompressionConfig) -> QuantSpec:
+    """The grid shape (bits, group size, symmetry) that ``config`` quantizes onto."""
+    return QuantSpec(config.bits, config.group_size, config.symmetric)
+
+
 def compress_weight(
-    weight: torch.Tensor, config: CompressionConfig, stats: LayerStats | None = None
+    weight: torch.Tensor,
+    config: CompressionConfig,
+    stats: LayerStats | None = None,
+    grid: QuantGrid | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (compressed weight, keep-mask of the pruning step) for ``weight`` (out, in).
 
@@ -60,6 +68,9 @@ def compress_weight(
       ``prune_first`` Case B.
 
     ``stats`` carries calibration statistics for methods that need them (None for data-free ones).
+    ``grid``, an out-parameter for quantizing configs (``QuantGrid.empty(rows, cols,
+    quant_spec(config))``), receives the scale and zero-point of every group of the final weight;
+    it is left as it is when the config does not quantize.
     """
     w = weight.float()  # (out, in)
     keep = torch.ones_like(w, dtype=torch.bool)
@@ -68,20 +79,23 @@ def compress_weight(
     prune = PRUNERS.get(config.prune_method)
     quantize = QUANTIZERS.get(config.quant_method)
     qargs = (config.bits, config.group_size, config.symmetric)
+    if grid is not None and config.quantizes and not grid.fits(*w.shape, quant_spec(config)):
+        raise ValueError(f"grid does not fit a {tuple(w.shape)} weight quantized by {config}")
 
     if config.prunes and config.quantizes and config.order == "quant_first":
-        w = quantize(w, *qargs, None, stats, act_order=config.act_order)
+        w = quantize(w, *qargs, None, stats, act_order=config.act_order, grid=grid)
         _, keep = prune(w, config.target_sparsity, config.nm, stats)
         return (w * keep).to(weight.dtype), keep
 
     if uses_joint_pass(config):
         joint = JOINT_PRUNERS.get(config.prune_method)
-        w, keep = joint(w, config.target_sparsity, config.nm, stats, QuantSpec(*qargs))
+        w, keep = joint(w, config.target_sparsity, config.nm, stats, quant_spec(config), grid=grid)
         return w.to(weight.dtype), keep
 
     if config.prunes:
         w, keep = prune(w, config.target_sparsity, config.nm, stats)
     if config.quantizes:
         case_b = config.prunes and (config.case == "B" or config.order == "joint")
-        w = quantize(w, *qargs, keep if case_b else None, stats, act_order=config.act_order)
+        mask = keep if case_b else None
+        w = quantize(w, *qargs, mask, stats, act_order=config.act_order, grid=grid)
     return w.to(weight.dtype), keep

@@ -1,8 +1,10 @@
 """Names used in study specs -> the functions that implement them, with "did you mean".
 
 Every pruner is called as ``fn(weight, sparsity, nm, stats) -> (weight, keep-mask)`` and every
-quantizer as ``fn(weight, bits, group_size, symmetric, mask, stats, act_order=False) -> weight``;
-a joint pruner (prune and quantize in one pass) as ``fn(weight, sparsity, nm, stats, spec)``.
+quantizer as ``fn(weight, bits, group_size, symmetric, mask, stats, act_order=False, grid=None)
+-> weight``; a joint pruner (prune and quantize in one pass) as
+``fn(weight, sparsity, nm, stats, spec, grid=None)``. A ``grid`` (``QuantGrid``), when given,
+receives the scale and zero-point of every group the method quantized.
 ``stats`` is the layer's ``LayerStats`` (None for data-free methods); ``needs`` names the
 statistics a method reads ("hessian", "sq_norms"), so the driver knows what to collect.
 """
@@ -17,7 +19,7 @@ import torch
 
 from sweep.compress.gptq import gptq_quantize
 from sweep.compress.magnitude import magnitude_prune
-from sweep.compress.rtn import QuantSpec, rtn_quantize
+from sweep.compress.rtn import QuantGrid, QuantSpec, rtn_quantize
 from sweep.compress.sparsegpt import sparsegpt_prune
 from sweep.compress.wanda import wanda_prune
 
@@ -93,14 +95,23 @@ PRUNERS.register(
 QUANTIZERS = Registry("quantization method")
 QUANTIZERS.register(
     "rtn",
-    lambda weight, bits, group_size, symmetric, mask, stats, act_order=False: rtn_quantize(
-        weight, bits, group_size, symmetric, mask
+    lambda weight, bits, group_size, symmetric, mask, stats, act_order=False, grid=None: (
+        rtn_quantize(weight, bits, group_size, symmetric, mask, grid=grid)
     ),
 )
 QUANTIZERS.register(
     "gptq",
-    lambda weight, bits, group_size, symmetric, mask, stats, act_order=False: gptq_quantize(
-        weight, required(stats, "gptq", "hessian"), bits, group_size, symmetric, act_order, mask
+    lambda weight, bits, group_size, symmetric, mask, stats, act_order=False, grid=None: (
+        gptq_quantize(
+            weight,
+            required(stats, "gptq", "hessian"),
+            bits,
+            group_size,
+            symmetric,
+            act_order,
+            mask,
+            grid=grid,
+        )
     ),
     needs=("hessian",),
 )
@@ -108,10 +119,18 @@ QUANTIZERS.register(
 JOINT_PRUNERS = Registry("joint pruning method")
 JOINT_PRUNERS.register(
     "sparsegpt",
-    lambda weight, sparsity, nm, stats, spec: sparsegpt_prune(
-        weight, required(stats, "sparsegpt", "hessian"), sparsity, nm, quantizer=spec
+    lambda weight, sparsity, nm, stats, spec, grid=None: sparsegpt_prune(
+        weight, required(stats, "sparsegpt", "hessian"), sparsity, nm, quantizer=spec, grid=grid
     ),
     needs=("hessian",),
 )
 
-__all__ = ["JOINT_PRUNERS", "PRUNERS", "QUANTIZERS", "QuantSpec", "Registry", "required"]
+__all__ = [
+    "JOINT_PRUNERS",
+    "PRUNERS",
+    "QUANTIZERS",
+    "QuantGrid",
+    "QuantSpec",
+    "Registry",
+    "required",
+]

@@ -17,7 +17,7 @@ import torch
 
 from sweep.compress.hessian import inverse_hessian_cholesky, prepare
 from sweep.compress.magnitude import drop_lowest, nm_mask
-from sweep.compress.rtn import QuantSpec, quant_params, quantize
+from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params, quantize
 
 
 def sparsegpt_prune(
@@ -28,10 +28,13 @@ def sparsegpt_prune(
     quantizer: QuantSpec | None = None,
     block_size: int = 128,
     damp: float = 0.01,
+    grid: QuantGrid | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune (and optionally quantize) ``weight`` (out, in) with the input Hessian (in, in).
 
     Returns (new weight in ``weight``'s dtype, keep-mask (out, in)); pruned weights are exactly 0.
+    With a ``quantizer`` and a ``grid`` (see ``QuantGrid.empty``), each group's scale and
+    zero-point are recorded in the grid.
     """
     w, h, _ = prepare(weight, hessian)  # (out, in), (in, in)
     rows, cols = w.shape
@@ -65,6 +68,8 @@ def sparsegpt_prune(
                 if col % gs == 0:
                     ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
                     scale, zero = quant_params(ahead, quantizer.bits, quantizer.symmetric)
+                    if grid is not None:
+                        grid.put(col, cols, scale, zero)
                 qc = quantize(qc[:, None], scale, zero, quantizer.bits)[:, 0]
             err = (w1[:, i] - qc) / d1[i]  # (out,)
             w1[:, i:] -= err[:, None] * hinv1[i, i:][None, :]

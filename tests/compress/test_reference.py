@@ -8,7 +8,7 @@ import torch
 
 from sweep.compress.gptq import gptq_quantize
 from sweep.compress.hessian import accumulate_hessian
-from sweep.compress.rtn import QuantSpec
+from sweep.compress.rtn import QuantSpec, round_up_to_scale_dtype
 from sweep.compress.sparsegpt import sparsegpt_prune
 
 from .conftest import calibration_like
@@ -23,6 +23,9 @@ def _find_params(x, maxq, sym):  # the reference Quantizer.find_params, per row
     tmp = (xmin == 0) & (xmax == 0)
     xmin[tmp], xmax[tmp] = -1, +1
     scale = (xmax - xmin) / maxq
+    # not in the reference: our scales are rounded up to bfloat16, the precision the export
+    # stores them in (see sweep.compress.rtn.quant_params); the transcription does the same
+    scale = round_up_to_scale_dtype(scale)
     zero = torch.full_like(scale, (maxq + 1) / 2) if sym else torch.round(-xmin / scale)
     return scale.unsqueeze(1), zero.unsqueeze(1)
 
