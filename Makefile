@@ -8,6 +8,8 @@ MODEL  ?=
 TRIALS ?=
 STORAGE ?=
 PORT   ?= 8080
+TRIAL  ?=
+OUT    ?=
 
 export TOKENIZERS_PARALLELISM ?= false
 ifeq ($(MODEL),)
@@ -24,7 +26,8 @@ WORKERS ?= 1
 SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $(TRIALS)) \
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
-.PHONY: install sweep test lint dashboard status demo-model bench bench-engine bench-search clean
+.PHONY: install sweep test lint dashboard status report export chromium demo-model bench \
+        bench-engine bench-search clean
 
 install: $(STAMP)
 
@@ -46,8 +49,28 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check sweep tests bench
 	$(VENV)/bin/ruff format --check sweep tests bench
 
+STUDY_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(STORAGE),--storage $(STORAGE))
+
 status: $(STAMP)
-	$(VENV)/bin/sweep status $(STUDY) $(if $(STORAGE),--storage $(STORAGE))
+	$(VENV)/bin/sweep status $(STUDY_ARGS)
+
+# Plots (HTML; PNG too where Chromium is installed), the paper's table and a CSV of every trial,
+# in runs/<study>-report/.
+report: $(STAMP) chromium
+	$(VENV)/bin/sweep report $(STUDY_ARGS) $(if $(OUT),--out $(OUT))
+
+# The best trial (or TRIAL=n) as a loadable checkpoint, spec fragment, recipe and model card.
+export: $(STAMP)
+	$(VENV)/bin/sweep export $(STUDY_ARGS) $(if $(TRIAL),--trial $(TRIAL)) $(if $(OUT),--out $(OUT))
+
+# kaleido draws PNGs with a Chromium: Debian's package, installed when missing and we are root.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "could not install chromium: the report writes HTML plots only"; \
+	else echo "no chromium (sudo apt-get install chromium): the report writes HTML plots only"; fi
 
 dashboard: $(STAMP)
 	$(VENV)/bin/sweep dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --port $(PORT)

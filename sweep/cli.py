@@ -1,4 +1,5 @@
-"""The command line: ``sweep run``, ``sweep worker``, ``sweep status``, ``sweep dashboard``."""
+"""The command line: ``sweep run``, ``worker``, ``status``, ``report``, ``export``, ``compress``,
+``dashboard``."""
 
 from __future__ import annotations
 
@@ -56,10 +57,30 @@ def _user_errors() -> tuple[type[Exception], ...]:
     """The errors that mean "bad input": reported in one line, exit code 2, nothing written."""
     from sweep.calibration_data import CalibrationError
     from sweep.evaluate import TaskError
+    from sweep.export import ExportError
     from sweep.model import ModelLoadError
     from sweep.study import SpecChangedError, StorageError
 
-    return (SpecError, StorageError, SpecChangedError, ModelLoadError, TaskError, CalibrationError)
+    return (
+        SpecError,
+        StorageError,
+        SpecChangedError,
+        ModelLoadError,
+        TaskError,
+        CalibrationError,
+        ExportError,
+    )
+
+
+def _stored_study(spec_path: Path, model: str | None, storage: str | None, name: str | None):
+    """The stored study that a spec (with ``--model``) names; with both ``--storage`` and
+    ``--study-name`` the spec is not read."""
+    from sweep.study import load_existing_study
+
+    if storage is None or name is None:
+        spec = _study_for(spec_path, model)
+        storage, name = storage or spec.storage_url(), name or spec.name
+    return load_existing_study(storage, name)
 
 
 def _study_for(spec_path: Path, model: str | None) -> StudySpec:
@@ -69,12 +90,6 @@ def _study_for(spec_path: Path, model: str | None) -> StudySpec:
         name = spec.name if model == DEMO_MODEL else f"{spec.name}-{slug.strip('-')}"
         spec = spec.model_copy(update={"model": model, "name": name})
     return spec
-
-
-def _report_path(storage_url: str, name: str) -> Path:
-    if storage_url.startswith("sqlite:///"):
-        return Path(storage_url.removeprefix("sqlite:///")).parent / f"{name}-pareto.html"
-    return Path("runs") / f"{name}-pareto.html"
 
 
 class _Worker:
@@ -140,7 +155,7 @@ def run(
     """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
     from optuna.trial import TrialState
 
-    from sweep.report import front_table, trials_frame, write_pareto_html
+    from sweep.report import front_table, pareto_html_path, trials_frame, write_pareto_html
     from sweep.study import TARGET_ATTR, count, open_study, preflight
     from sweep.workers import spawn_workers, worker_devices
 
@@ -182,8 +197,8 @@ def run(
     if frame.empty:
         raise _fail("no trial completed; see the failure reasons above", code=1)
     console.print(front_table(frame))
-    html = write_pareto_html(frame, _report_path(url, spec.name), title=f"study {spec.name}")
-    console.print(f"Pareto plot: {html}")
+    html = write_pareto_html(frame, pareto_html_path(url, spec.name), title=f"study {spec.name}")
+    console.print(f"Pareto plot: {html}  (all plots, the paper's table, CSV: make report)")
     console.print(
         f"Inspect the trials: make dashboard STUDY={study}  (optuna-dashboard, 127.0.0.1)"
     )
@@ -228,6 +243,7 @@ def worker(
 @app.command()
 def status(
     study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
+    model: Annotated[str | None, typer.Option(help="The model the study ran on.")] = None,
     storage: StorageOpt = None,
     study_name: Annotated[str | None, typer.Option(help="Study name in the storage.")] = None,
 ) -> None:
@@ -235,10 +251,168 @@ def status(
     from sweep.status import print_status
 
     try:
-        spec = load_spec(study)
-        print_status(storage or spec.storage_url(), study_name or spec.name, console)
+        print_status(_stored_study(study, model, storage, study_name), console)
     except _user_errors() as err:
         raise _fail(str(err)) from None
+
+
+@app.command()
+def report(
+    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
+    model: Annotated[str | None, typer.Option(help="The model the study ran on.")] = None,
+    storage: StorageOpt = None,
+    study_name: Annotated[str | None, typer.Option(help="Study name in the storage.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write (default: runs/<study>-report).")
+    ] = None,
+    x: Annotated[
+        str, typer.Option(help="Compression axis of the SrCr plot: tcr or real_ratio.")
+    ] = "tcr",
+    png: Annotated[bool, typer.Option(help="Also write PNG plots (needs Chromium).")] = True,
+) -> None:
+    """Write a study's Pareto plots (HTML, PNG), the paper's table (markdown, CSV) and a CSV of
+    every trial, and print the front and the table."""
+    from sweep.report import front_table, paper_rich_table, trials_frame, write_report
+
+    if x not in ("tcr", "real_ratio"):
+        raise _fail(f"--x must be 'tcr' or 'real_ratio', got {x!r}")
+    try:
+        loaded = _stored_study(study, model, storage, study_name)
+    except _user_errors() as err:
+        raise _fail(str(err)) from None
+    name = loaded.study_name
+    folder = out or Path("runs") / f"{name}-report"
+    frame = trials_frame(loaded)
+    if frame.empty:
+        raise _fail(f"study {name!r} has no complete trial yet: run it first", code=1)
+    written = write_report(loaded, folder, x=x, png=png)
+    console.print(front_table(frame, x=x))
+    if written.table is not None:
+        console.print(paper_rich_table(written.table))
+    if written.png_skipped:
+        console.print(f"[yellow]{written.png_skipped}[/]")
+    for path in written.files:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def export(
+    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
+    model: Annotated[str | None, typer.Option(help="The model the study ran on.")] = None,
+    storage: StorageOpt = None,
+    study_name: Annotated[str | None, typer.Option(help="Study name in the storage.")] = None,
+    trial: Annotated[
+        int | None, typer.Option(help="Trial number (default: the best SrCr on the front).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write (default: runs/<study>-trial-<n>).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show per-layer progress bars.")] = True,
+) -> None:
+    """Export a trial: the compressed checkpoint (loads with from_pretrained; quantized layers
+    packed), the spec fragment that reproduces it, the llm-compressor recipe and a model card."""
+    from sweep.compress import CompressionConfig
+    from sweep.export.bundle import Source, check_output_folder, choose_trial
+    from sweep.study import BASE_ATTR, stored_spec
+
+    try:
+        loaded = _stored_study(study, model, storage, study_name)
+        name = loaded.study_name
+        chosen = choose_trial(loaded, trial)
+        folder = out or Path("runs") / f"{name}-trial-{chosen.number}"
+        check_output_folder(folder)
+        ran = stored_spec(loaded)  # the spec the study ran with, whatever the file says now
+        config = CompressionConfig(**chosen.user_attrs["config"])
+        console.print(f"exporting trial {chosen.number} of {name}: {config.key()}")
+        measured = {k: chosen.user_attrs.get(k) for k in _MEASURED}
+        source = Source(name, chosen.number, ran.model)
+        files = _compress_and_write(ran, config, folder, measured, loaded.user_attrs[BASE_ATTR],
+                                    source, progress)  # fmt: skip
+    except _user_errors() as err:
+        raise _fail(str(err)) from None
+    for path in files:
+        console.print(f"wrote {path}")
+    console.print(f"load it with AutoModelForCausalLM.from_pretrained({str(folder)!r})")
+
+
+@app.command()
+def compress(
+    spec_path: Annotated[
+        Path, typer.Argument(help="A spec holding one configuration (sweep export writes one).")
+    ],
+    out: Annotated[Path | None, typer.Option(help="Also write the checkpoint folder here.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show per-layer progress bars.")] = True,
+) -> None:
+    """Compress the model by a spec's one configuration, evaluate it (and the base model, for
+    Sr), print its metrics and optionally write the checkpoint folder."""
+    from sweep.export.bundle import Source, check_output_folder
+    from sweep.export.fragment import the_config
+    from sweep.workers import prepare_runner
+
+    try:
+        spec = load_spec(spec_path)
+        config = the_config(spec)
+        if out is not None:
+            check_output_folder(out)
+        runner = prepare_runner(spec, console, progress)
+        with console.status("evaluating the base model"):
+            base = runner.evaluate_base()
+        result = runner.run(config, base, record_grids=out is not None)
+    except _user_errors() as err:
+        raise _fail(str(err)) from None
+    finally:
+        if "runner" in locals():
+            runner.evaluator.close()
+    console.print(_metrics_table(result))
+    if out is not None:
+        from dataclasses import asdict
+
+        measured = {k: v for k, v in result.attrs().items() if k in _MEASURED}
+        files = _write_bundle(runner, spec, config, result.grids, out, measured, asdict(base),
+                              Source(spec.name, None, spec.model))  # fmt: skip
+        for path in files:
+            console.print(f"wrote {path}")
+
+
+_MEASURED = ("sparsity", "zero_fraction", "tcr", "real_ratio", "sr", "srcr", "perplexity",
+             "task_scores", "timings")  # fmt: skip
+
+
+def _metrics_table(result):
+    from rich.table import Table
+
+    table = Table(title=f"{result.config.key()}", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = {"TCr": f"{result.tcr:.4f}", "real ratio": f"{result.real_ratio:.2f}x",
+            "Sr": f"{result.sr:.4f}", "SrCr": f"{result.srcr:.4f}",
+            "sparsity": f"{result.sparsity:.4f}"}  # fmt: skip
+    if result.perplexity is not None:
+        rows["perplexity"] = f"{result.perplexity:.3f}"
+    rows |= {task: f"{score:.4f}" for task, score in result.task_scores.items()}
+    for k, v in rows.items():
+        table.add_row(k, v)
+    return table
+
+
+def _compress_and_write(spec, config, out, measured, base, source, progress) -> list[Path]:
+    from sweep.workers import prepare_runner
+
+    runner = prepare_runner(spec, console, progress, evaluate=False)
+    result = runner.compress(config, record_grids=True)
+    return _write_bundle(runner, spec, config, result.grids, out, measured, base, source)
+
+
+def _write_bundle(runner, spec, config, grids, out, measured, base, source) -> list[Path]:
+    from transformers import AutoTokenizer
+
+    from sweep.export.bundle import write_bundle
+    from sweep.model import model_source
+
+    tokenizer = AutoTokenizer.from_pretrained(model_source(spec.model))
+    with console.status(f"writing {out}"):
+        return write_bundle(out, runner.model, tokenizer, spec, config, grids,
+                            runner.storage_dtype, measured, base, source)  # fmt: skip
 
 
 @app.command()

@@ -1,7 +1,10 @@
-"""What a study found: its trials as a table, the Pareto front, and the front as a plotly plot."""
+"""What a study found: its trials as a table, the Pareto fronts, the paper's comparison, and the
+files `sweep report` writes (plots as HTML and PNG, the table as markdown and CSV, all trials as
+CSV)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -9,26 +12,35 @@ import pandas as pd
 from optuna.trial import TrialState
 from rich.table import Table
 
-AXIS_LABELS = {
-    "srcr": "SrCr (retention per capacity kept)",
-    "sr": "Sr (semantic retention)",
-    "tcr": "TCr (theoretical compression rate)",
-    "real_ratio": "real compression ratio (x smaller on disk)",
-}
+from sweep.paper_table import paper_table, to_markdown
+from sweep.plots import PngUnavailable, pareto_figure, write_html, write_png
+
+METRICS = ("sparsity", "zero_fraction", "tcr", "real_ratio", "sr", "srcr", "perplexity")
 
 
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per finished trial: its configuration, metrics and per-task scores."""
+def trials_frame(study: optuna.Study, all_states: bool = False) -> pd.DataFrame:
+    """One row per complete trial (or every trial with ``all_states``): its configuration's
+    parameters, its metrics, per-task scores (``score:<task>``) and phase timings."""
+    states = None if all_states else (TrialState.COMPLETE,)
     rows = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in study.get_trials(deepcopy=False, states=states):
         a = t.user_attrs
-        row = {"trial": t.number, "config": a.get("config_key", "")}
-        row.update(a.get("config", {}))
-        for name in ("sparsity", "tcr", "real_ratio", "sr", "srcr", "perplexity"):
+        if a.get("surplus"):
+            continue  # admitted past the target: computed nothing
+        row: dict[str, object] = {"trial": t.number, "state": t.state.name,
+                                  "config": a.get("config_key", "")}  # fmt: skip
+        config = a.get("config", {})
+        row.update(config)
+        row["config_dict"] = config
+        for name in METRICS:
             row[name] = a.get(name)
         for task, score in a.get("task_scores", {}).items():
             row[f"score:{task}"] = score
+        for phase, seconds in a.get("timings", {}).items():
+            row[phase] = seconds
         row["reused"] = bool(a.get("reused", False))
+        row["worker"] = a.get("worker")
+        row["fail_reason"] = a.get("fail_reason")
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -78,49 +90,88 @@ def front_table(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> Table:
     return table
 
 
-def pareto_figure(df: pd.DataFrame, x: str = "tcr", y: str = "srcr", title: str = ""):
-    """Every trial as a point, the front highlighted and joined, hover text with the config."""
-    import plotly.graph_objects as go
+def paper_rich_table(table: pd.DataFrame) -> Table:
+    """The paper's comparison for the terminal: Sr of quantization alone and of the best joint
+    configuration at each TCr point."""
+    out = Table(title="Quantization only vs pruning + quantization at equal TCr",
+                title_justify="left")  # fmt: skip
+    for col in ("TCr", "quantization only", "Sr", "joint", "its TCr", "Sr", "Δ Sr"):
+        out.add_column(col, justify="left" if col in ("quantization only", "joint") else "right")
+    for _, r in table.iterrows():
+        joint = r["joint_config"] if isinstance(r["joint_config"], str) else "–"
+        has_joint = isinstance(r["joint_config"], str)
+        out.add_row(
+            f"{r['tcr']:.2%}",
+            str(r["quant_config"]),
+            f"{r['quant_sr']:.3f}",
+            joint,
+            f"{r['joint_tcr']:.2%}" if has_joint else "–",
+            f"{r['joint_sr']:.3f}" if has_joint else "–",
+            f"{r['rel_diff']:+.1%}" if has_joint else "–",
+        )
+    return out
 
-    fig = go.Figure()
-    hover = "%{text}<br>" + f"{x}=%{{x:.4f}}<br>{y}=%{{y:.3f}}<extra></extra>"
-    fig.add_trace(
-        go.Scatter(
-            x=df[x],
-            y=df[y],
-            text=df["config"],
-            mode="markers",
-            name="trials",
-            marker={"color": "lightgray", "size": 9, "line": {"width": 1, "color": "gray"}},
-            hovertemplate=hover,
-        )
-    )
-    best = front(df, x, y)
-    fig.add_trace(
-        go.Scatter(
-            x=best[x],
-            y=best[y],
-            text=best["config"],
-            mode="lines+markers",
-            name="Pareto front",
-            marker={"color": "crimson", "size": 11},
-            line={"color": "crimson"},
-            hovertemplate=hover,
-        )
-    )
-    fig.update_layout(
-        title=title,
-        xaxis_title=AXIS_LABELS.get(x, x),
-        yaxis_title=AXIS_LABELS.get(y, y),
-        template="plotly_white",
-    )
-    return fig
+
+def pareto_html_path(storage_url: str, name: str) -> Path:
+    """Where `sweep run` writes the study's Pareto plot: next to a SQLite file, else in runs/."""
+    if storage_url.startswith("sqlite:///"):
+        return Path(storage_url.removeprefix("sqlite:///")).parent / f"{name}-pareto.html"
+    return Path("runs") / f"{name}-pareto.html"
 
 
 def write_pareto_html(
     df: pd.DataFrame, path: Path, x: str = "tcr", y: str = "srcr", title: str = ""
 ) -> Path:
-    """Write the Pareto plot as one self-contained HTML file (opens offline)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pareto_figure(df, x, y, title).write_html(path, include_plotlyjs=True, full_html=True)
-    return path
+    """The Pareto plot of ``y`` against ``x`` as one self-contained HTML file."""
+    return write_html(pareto_figure(df, x, y, front(df, x, y), title), path)
+
+
+@dataclass
+class Report:
+    """The files `sweep report` wrote, and why a PNG is missing if it is."""
+
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    png_skipped: str | None = None
+    table: pd.DataFrame | None = None
+
+
+def write_report(study: optuna.Study, folder: Path, x: str = "tcr", png: bool = True) -> Report:
+    """Write the study's plots, paper table and trials CSV into ``folder``."""
+    from sweep.study import stored_base
+
+    folder.mkdir(parents=True, exist_ok=True)
+    report = Report(folder)
+    everything = trials_frame(study, all_states=True)
+    everything.drop(columns=["config_dict"], errors="ignore").to_csv(
+        folder / "trials.csv", index=False
+    )
+    report.files.append(folder / "trials.csv")
+    df = trials_frame(study)
+    if df.empty:
+        return report
+    name = study.study_name
+    figures = {
+        "pareto-srcr": pareto_figure(
+            df, x, "srcr", front(df, x, "srcr"), f"{name}: SrCr against {x}"
+        ),  # fmt: skip
+        "pareto-sr": pareto_figure(
+            df, "tcr", "sr", front(df, "tcr", "sr"), f"{name}: Sr against TCr"
+        ),  # fmt: skip
+    }
+    for stem, fig in figures.items():
+        report.files.append(write_html(fig, folder / f"{stem}.html"))
+        if png and report.png_skipped is None:
+            try:
+                report.files.append(write_png(fig, folder / f"{stem}.png"))
+            except PngUnavailable as err:
+                report.png_skipped = str(err)
+    base = stored_base(study)
+    if base is None:
+        return report
+    table = paper_table(df, base)
+    table.to_csv(folder / "paper-table.csv", index=False)
+    (folder / "paper-table.md").write_text(to_markdown(table))
+    report.files += [folder / "paper-table.csv", folder / "paper-table.md"]
+    report.table = table
+    return report

@@ -10,25 +10,17 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.report import front_table, trials_frame
-from sweep.study import TARGET_ATTR, StorageError, make_storage
+from sweep.study import TARGET_ATTR
 
 
-def print_status(url: str, name: str, console: Console) -> None:
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        if not Path(url.removeprefix("sqlite:///")).exists():
-            raise StorageError(f"no study database at {url}")
-    storage = make_storage(url, heartbeat=False)
-    names = sorted(s.study_name for s in storage.get_all_studies())
-    if name not in names:
-        raise StorageError(f"no study {name!r} in {url}; it has: {names}")
-    study = optuna.load_study(study_name=name, storage=storage)
+def print_status(study: optuna.Study, console: Console) -> None:
+    """Print the study's trial counts, running and failed trials, and its Pareto front."""
+    name = study.study_name
     trials = study.get_trials(deepcopy=False)
     states = Counter(t.state.name for t in trials)
     target = study.user_attrs.get(TARGET_ATTR)
     summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials"
-    console.print(f"study [bold]{name}[/] on {url}: {summary}; target {target} complete")
+    console.print(f"study [bold]{name}[/]: {summary}; target {target} complete")
 
     running = [t for t in trials if t.state == TrialState.RUNNING]
     _print_trials(console, "running", running, "started", _started)

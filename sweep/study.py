@@ -78,6 +78,18 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
         raise StorageError(f"cannot open study storage {url}: {err}") from None
 
 
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """A study that must already exist; a clear error when its storage or the study is missing."""
+    path = _sqlite_path(url)
+    if path is not None and not path.exists():
+        raise StorageError(f"no study database at {url}: run `make sweep` first")
+    storage = make_storage(url, heartbeat=False)
+    names = sorted(s.study_name for s in storage.get_all_studies())
+    if name not in names:
+        raise StorageError(f"no study {name!r} in {url}; it has: {names}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
     return trial.user_attrs.get("constraints", [])
 

@@ -13,7 +13,9 @@ from torch import nn
 
 from sweep.compress import CompressionConfig, compress_model
 from sweep.compress.calibration import CalibrationCache
+from sweep.compress.driver import CompressionResult
 from sweep.compress.layer import requires_calibration
+from sweep.compress.rtn import QuantGrid
 from sweep.evaluate import Evaluator, Scores, TaskError
 from sweep.metrics import (
     Tensor2D,
@@ -63,6 +65,7 @@ class TrialResult:
     task_scores: dict[str, float]
     perplexity: float | None
     timings: dict[str, float] = field(default_factory=dict)
+    grids: dict[str, QuantGrid] = field(default_factory=dict, repr=False)  # not stored
 
     def objective(self, name: str) -> float:
         return {"srcr": self.srcr, "sr": self.sr, "tcr": self.tcr, "real_ratio": self.real_ratio}[
@@ -117,13 +120,30 @@ def score_trial(
     )
 
 
+_16_BIT = (torch.bfloat16, torch.float16)
+
+
+def storage_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a checkpoint of ``model`` stores its dense weights and scales in: the config's
+    dtype when it is a 16-bit one, else bfloat16 (a model loaded in float32 on the CPU reports
+    float32 whatever its checkpoint holds)."""
+    dtype = getattr(getattr(model, "config", None), "dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    return dtype if dtype in _16_BIT else torch.bfloat16
+
+
 class TrialRunner:
-    """Holds the loaded model; runs trials on it, restoring the base weights before each."""
+    """Holds the loaded model; runs trials on it, restoring the base weights before each.
+
+    Compressed weights are rounded to ``storage_dtype`` (see ``compress_model``), so a trial
+    evaluates the values that the exported 16-bit checkpoint holds.
+    """
 
     def __init__(
         self,
         model: nn.Module,
-        evaluator: Evaluator,
+        evaluator: Evaluator | None,
         inventory: list[Tensor2D],
         calibration: Calibration | None = None,
         progress: bool = True,
@@ -134,6 +154,7 @@ class TrialRunner:
         self.calibration = calibration
         self.progress = progress
         self.snapshot = WeightSnapshot(model)
+        self.storage_dtype = storage_dtype(model)
 
     def evaluate_base(self) -> BaseReference:
         """Score the uncompressed model; refuse tasks it cannot do (retention undefined there)."""
@@ -149,23 +170,13 @@ class TrialRunner:
             )
         return BaseReference(scores.tasks, random, scores.perplexity)
 
-    def run(
-        self,
-        config: CompressionConfig,
-        base: BaseReference,
-        on_phase: Callable[[str], None] = lambda phase: None,
-    ) -> TrialResult:
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        on_phase("restore")
+    def compress(self, config: CompressionConfig, record_grids: bool = False) -> CompressionResult:
+        """Restore the base weights, then compress the model in place by ``config``."""
         self.snapshot.restore()
-        timings["restore_s"] = time.perf_counter() - start
-
-        on_phase("calibrate + compress" if requires_calibration(config) else "compress")
         cal = self.calibration
         if requires_calibration(config) and cal is None:
             raise TrialError(f"{config.key()} needs calibration data, and the study has none")
-        result = compress_model(
+        return compress_model(
             self.model,
             config,
             progress=self.progress,
@@ -173,7 +184,25 @@ class TrialRunner:
             mode="cached" if cal is None else cal.mode,
             cache=None if cal is None else cal.cache,
             batch_size=8 if cal is None else cal.batch_size,
+            record_grids=record_grids,
+            storage_dtype=self.storage_dtype,
         )
+
+    def run(
+        self,
+        config: CompressionConfig,
+        base: BaseReference,
+        on_phase: Callable[[str], None] = lambda phase: None,
+        record_grids: bool = False,
+    ) -> TrialResult:
+        """One trial: compress by ``config``, evaluate, score against ``base``. With
+        ``record_grids`` the result keeps the quantization grids (for an export)."""
+        if self.evaluator is None:
+            raise TrialError("this runner was prepared without evaluation")
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        on_phase("calibrate + compress" if requires_calibration(config) else "compress")
+        result = self.compress(config, record_grids)
         timings["calibration_s"] = result.calibration_s
         timings["compress_s"] = result.seconds - result.calibration_s
 
@@ -182,7 +211,7 @@ class TrialRunner:
         scores = self.evaluator.score()
         timings["evaluate_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
-        return score_trial(
+        scored = score_trial(
             config,
             result.pruned_fraction,
             result.zero_fraction,
@@ -191,3 +220,5 @@ class TrialRunner:
             self.inventory,
             timings,
         )
+        scored.grids = result.grids
+        return scored

@@ -29,17 +29,24 @@ def space_needs_calibration(spec: StudySpec) -> bool:
 
 
 def prepare_runner(
-    spec: StudySpec, console: Console, progress: bool = True, device: str | None = None
+    spec: StudySpec,
+    console: Console,
+    progress: bool = True,
+    device: str | None = None,
+    evaluate: bool = True,
 ) -> TrialRunner:
-    """Load the model, its tokenizer, the lm-eval tasks and the calibration set, once."""
+    """Load the model, its tokenizer, the lm-eval tasks (unless ``evaluate`` is False: a runner
+    that only compresses) and the calibration set, once."""
     from sweep.demo import TASKS_DIR
 
     device = resolve_device(device or spec.device)
     with console.status(f"loading model {spec.model} on {device}"):
         model, tokenizer = load_model(spec.model, spec.dtype, device)
-    with console.status("preparing lm-eval tasks"):
-        demo_tasks = [TASKS_DIR] if TASKS_DIR.is_dir() else []
-        evaluator = Evaluator(spec.evaluation, model, tokenizer, demo_tasks, device=device)
+    evaluator = None
+    if evaluate:
+        with console.status("preparing lm-eval tasks"):
+            demo_tasks = [TASKS_DIR] if TASKS_DIR.is_dir() else []
+            evaluator = Evaluator(spec.evaluation, model, tokenizer, demo_tasks, device=device)
     calibration = None
     if space_needs_calibration(spec):
         cal = spec.calibration

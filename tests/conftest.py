@@ -35,3 +35,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def demo_grid_study(tmp_path_factory) -> tuple[str, str, Path]:
+    """A small study on the demo model, run through the command line once per session: the grid
+    sparsity {0, 50%} x bits {4, 8, 16} (magnitude, RTN), so it holds quantization-only, pruning-
+    only and joint trials. Returns (storage URL, study name, folder)."""
+    import yaml
+
+    from .helpers import sweep
+
+    folder = tmp_path_factory.mktemp("demo-grid")
+    spec = yaml.safe_load((REPO / "studies/demo.yaml").read_text())
+    spec["name"] = "demo-grid"
+    spec["evaluation"]["limit"] = 60
+    spec["search"] = {
+        "sparsity": {"low": 0.0, "high": 0.5, "step": 0.5}, "patterns": ["unstructured"],
+        "prune_methods": ["magnitude"], "bits": [4, 8, 16], "group_sizes": [128],
+        "quant_methods": ["rtn"], "orders": ["prune_first"], "cases": ["B"],
+    }  # fmt: skip
+    spec["sampler"] = {"name": "grid", "seed": 0}
+    spec["trials"] = 6
+    spec_path = folder / "demo-grid.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    url = f"sqlite:///{folder / 'demo-grid.db'}"
+    done = sweep("run", str(spec_path), "--storage", url, "--no-progress", cwd=folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return url, "demo-grid", folder

@@ -1,0 +1,113 @@
+"""The llm-compressor recipe closest to a configuration, for users who run their own pipeline
+(`oneshot(model=..., dataset=..., recipe="recipe.yaml")`), and what it cannot express."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import yaml
+
+from sweep.compress import CompressionConfig
+
+DAMPENING = 0.01  # the engine's GPTQ and SparseGPT damping, as a fraction of mean(diag(H))
+BLOCK_SIZE = 128
+IGNORE = ["lm_head"]
+
+
+def _weights(c: CompressionConfig) -> dict[str, Any]:
+    grouped = c.group_size is not None
+    return {
+        "num_bits": c.bits,
+        "type": "int",
+        "symmetric": c.symmetric,
+        "strategy": "group" if grouped else "channel",
+        **({"group_size": c.group_size} if grouped else {}),
+        **({"actorder": "static"} if c.quant_method == "gptq" and c.act_order else {}),
+    }
+
+
+def _pruning_stage(c: CompressionConfig) -> dict[str, Any]:
+    structure = c.pattern if c.nm else "0:0"
+    common = {"sparsity": c.target_sparsity, "mask_structure": structure,
+              "targets": ["Linear"], "ignore": list(IGNORE)}  # fmt: skip
+    if c.prune_method == "sparsegpt":
+        modifier = {"SparseGPTModifier": {**common, "dampening_frac": DAMPENING,
+                                          "block_size": BLOCK_SIZE}}  # fmt: skip
+    elif c.prune_method == "wanda":
+        modifier = {"WandaPruningModifier": common}
+    else:
+        modifier = {
+            "MagnitudePruningModifier": {
+                "init_sparsity": c.target_sparsity, "final_sparsity": c.target_sparsity,
+                "mask_structure": structure, "targets": ["re:.*layers.*weight$"],
+                "start": 0, "end": 1, "update": 1,
+            }
+        }  # fmt: skip
+    return {"pruning_modifiers": modifier}
+
+
+def _quant_stage(c: CompressionConfig) -> dict[str, Any]:
+    groups = {"group_0": {"targets": ["Linear"], "weights": _weights(c)}}
+    if c.quant_method == "gptq":
+        gptq = {"dampening_frac": DAMPENING, "block_size": BLOCK_SIZE}
+        modifier = {"GPTQModifier": {"config_groups": groups, "ignore": list(IGNORE), **gptq}}
+    else:
+        modifier = {"QuantizationModifier": {"config_groups": groups, "ignore": list(IGNORE)}}
+    return {"quant_modifiers": modifier}
+
+
+def recipe_limits(config: CompressionConfig) -> list[str]:
+    """What the recipe does differently from the engine for ``config`` (empty: nothing)."""
+    c = config.canonical()
+    notes = []
+    if c.prunes and c.prune_method == "magnitude":
+        notes.append(
+            "llm-compressor has no one-shot magnitude pruning; MagnitudePruningModifier is a "
+            "training-time schedule, set here to apply the final sparsity from its first step"
+        )
+    if c.prunes and c.quantizes:
+        if c.order == "prune_first" and c.case == "B" and c.quant_method == "gptq":
+            notes.append(
+                "Case B is not expressible: llm-compressor's GPTQ does not keep the pruning "
+                "mask, so pruned weights may become non-zero again (Case A)"
+            )
+        if c.order == "quant_first":
+            notes.append(
+                "quantize-then-prune is not expressible: the pruning stage runs after "
+                "quantization, but llm-compressor's pruners update the kept weights off the "
+                "quantization grid (the engine prunes the quantized weights by mask only)"
+            )
+        if c.order == "joint":
+            notes.append(
+                "the joint one-pass SparseGPT with a quantizer (Optimal Brain Compression) is "
+                "not expressible: the recipe prunes with SparseGPT, then quantizes with GPTQ"
+            )
+    return notes
+
+
+def recipe(config: CompressionConfig) -> dict[str, Any]:
+    """The recipe as a mapping of stages (pruning first unless the config quantizes first)."""
+    c = config.canonical()
+    stages: list[tuple[str, dict[str, Any]]] = []
+    if c.prunes:
+        stages.append(("pruning_stage", _pruning_stage(c)))
+    if c.quantizes:
+        stage = ("quant_stage", _quant_stage(c))
+        stages.insert(0, stage) if c.order == "quant_first" else stages.append(stage)
+    return dict(stages)
+
+
+def recipe_yaml(config: CompressionConfig) -> str:
+    """The recipe as YAML, headed by comments naming the configuration and the recipe's limits."""
+    c = config.canonical()
+    lines = [f"# llm-compressor recipe for: {c.key()}"]
+    lines += ["# Use: oneshot(model=..., dataset=..., recipe='recipe.yaml')"]
+    limits = recipe_limits(c)
+    if limits:
+        lines += ["# Differences from the sweep engine (sweep compress reproduces it exactly):"]
+        for note in limits:
+            wrapped = textwrap.wrap(note, 96, initial_indent="# - ", subsequent_indent="#   ")
+            lines += wrapped
+    body = yaml.safe_dump(recipe(c), sort_keys=False) if c.prunes or c.quantizes else "{}\n"
+    return "\n".join(lines) + "\n" + body

@@ -1,0 +1,90 @@
+"""The paper's comparison, from a study: at each TCr that quantization alone reaches, the best
+quantization-only trial against the best joint (pruned and quantized) trial that compresses at
+least as much, task by task, with the relative difference in semantic retention."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sweep.metrics import task_retention
+from sweep.trial import BaseReference
+
+# a joint trial is compared at a TCr point when its own TCr is in [point, point + TCR_BAND)
+TCR_BAND = 1 / 16
+
+
+def retention_by_task(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
+    """Each trial's per-task retention (``sr:<task>`` columns), the terms whose mean is Sr."""
+    out = pd.DataFrame(index=df.index)
+    for task, base_score in base.scores.items():
+        column = f"score:{task}"
+        random = base.random_scores[task]
+        out[f"sr:{task}"] = [task_retention(s, base_score, random, task) for s in df[column]]
+    return out
+
+
+def _best(rows: pd.DataFrame) -> pd.Series | None:
+    return None if rows.empty else rows.sort_values(["sr", "tcr"], ascending=False).iloc[0]
+
+
+def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
+    """One row per TCr point of the quantization-only trials (most compressed last).
+
+    ``df`` is ``report.trials_frame``'s complete trials. Columns: ``tcr``, then for ``quant``
+    (the best quantization-only trial at that TCr) and ``joint`` (the best trial that prunes and
+    quantizes with TCr in [tcr, tcr + 1/16)): ``<side>_config``, ``<side>_tcr``, ``<side>_sr``
+    and ``<side>_sr:<task>``; and ``rel_diff = joint_sr / quant_sr - 1`` (the paper reports about
+    +20% on 7-8B models). A point with no joint trial in its band has NaN joint columns.
+    """
+    columns = ["tcr", "quant_config", "quant_tcr", "quant_sr", "joint_config", "joint_tcr",
+               "joint_sr", "rel_diff"]  # fmt: skip
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    trials = pd.concat([df, retention_by_task(df, base)], axis=1)
+    tasks = [c for c in trials.columns if c.startswith("sr:")]
+    quant_only = trials[(trials["sparsity"] == 0) & (trials["bits"] < 16)]
+    joint = trials[(trials["sparsity"] > 0) & (trials["bits"] < 16)]
+    rows = []
+    for point in sorted(quant_only["tcr"].round(6).unique()):
+        row: dict[str, object] = {"tcr": point}
+        quant = _best(quant_only[quant_only["tcr"].round(6) == point])
+        band = joint[(joint["tcr"] >= point - 1e-9) & (joint["tcr"] < point + TCR_BAND - 1e-9)]
+        for side, best in (("quant", quant), ("joint", _best(band))):
+            row[f"{side}_config"] = None if best is None else best["config"]
+            for name in ("tcr", "sr", *tasks):
+                row[f"{side}_{name}"] = float("nan") if best is None else float(best[name])
+        row["rel_diff"] = row["joint_sr"] / row["quant_sr"] - 1 if row["quant_sr"] else None
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ordered = ["tcr", "quant_config", "quant_tcr", "quant_sr", *(f"quant_{t}" for t in tasks),
+               "joint_config", "joint_tcr", "joint_sr", *(f"joint_{t}" for t in tasks),
+               "rel_diff"]  # fmt: skip
+    return table[ordered]
+
+
+def _pct(x: object) -> str:
+    return "–" if x is None or pd.isna(x) else f"{float(x):.1%}"
+
+
+def _num(x: object) -> str:
+    return "–" if x is None or pd.isna(x) else f"{float(x):.3f}"
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """The table as GitHub markdown: one row per TCr point, Sr per task for both sides."""
+    tasks = [c.removeprefix("quant_sr:") for c in table.columns if c.startswith("quant_sr:")]
+    short = [t.removeprefix("demo_") for t in tasks]
+    per_task = [f"Sr {t}" for t in short]
+    head = ["TCr", "quantization only", *per_task, "Sr", "joint (prune + quantize)", "TCr",
+            *per_task, "Sr", "Δ Sr"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [_pct(r["tcr"]), f"`{r['quant_config']}`"]
+        cells += [_num(r[f"quant_sr:{t}"]) for t in tasks] + [_num(r["quant_sr"])]
+        joint = r["joint_config"]
+        cells += [f"`{joint}`" if isinstance(joint, str) else "–", _pct(r["joint_tcr"])]
+        cells += [_num(r[f"joint_sr:{t}"]) for t in tasks] + [_num(r["joint_sr"])]
+        diff = r["rel_diff"]
+        cells.append("–" if diff is None or pd.isna(diff) else f"{float(diff):+.1%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,122 @@
+"""The Pareto plots: every trial coloured by ordering and pattern, the front highlighted, the full
+configuration on hover; written as self-contained HTML and, where Chromium is installed, PNG."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from sweep.compress import CompressionConfig
+
+AXIS_LABELS = {
+    "srcr": "SrCr (retention per capacity kept)",
+    "sr": "Sr (semantic retention)",
+    "tcr": "TCr (theoretical compression rate)",
+    "real_ratio": "real compression ratio (x smaller on disk)",
+}
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+class PngUnavailable(RuntimeError):
+    """PNG export needs kaleido and a Chromium; the message says what is missing."""
+
+
+def family(config: dict) -> str:
+    """The kind of compression, for colouring: ordering and pattern, or one method alone."""
+    c = CompressionConfig(**config).canonical()
+    if c.prunes and c.quantizes:
+        order = f"prune→quant (Case {c.case})" if c.order == "prune_first" else c.order
+        order = "quant→prune" if c.order == "quant_first" else order
+        return f"{order} · {c.pattern}"
+    if c.quantizes:
+        return "quantization only"
+    if c.prunes:
+        return f"pruning only · {c.pattern}"
+    return "uncompressed"
+
+
+def _hover(row: pd.Series, tasks: list[str]) -> str:
+    lines = [
+        f"<b>trial {row['trial']}</b>: {row['config']}",
+        f"TCr {row['tcr']:.4f} · ratio {row['real_ratio']:.2f}x",
+        f"Sr {row['sr']:.3f} · SrCr {row['srcr']:.3f}",
+    ]
+    if pd.notna(row.get("perplexity")):
+        lines.append(f"perplexity {row['perplexity']:.2f}")
+    lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]
+    return "<br>".join(lines)
+
+
+def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: str = ""):
+    """Every trial of ``df`` as a point coloured by ``family``, and ``front`` joined by a line."""
+    import plotly.graph_objects as go
+
+    tasks = [c for c in df.columns if c.startswith("score:")]
+    data = df.assign(family=[family(c) for c in df["config_dict"]],
+                     hover=[_hover(r, tasks) for _, r in df.iterrows()])  # fmt: skip
+    fig = go.Figure()
+    for name, group in sorted(data.groupby("family"), key=lambda item: str(item[0])):
+        fig.add_trace(
+            go.Scatter(
+                x=group[x], y=group[y], text=group["hover"], mode="markers", name=str(name),
+                marker={"size": 10, "opacity": 0.85, "line": {"width": 1, "color": "white"}},
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )  # fmt: skip
+    best = data.loc[front.index] if not front.empty else front
+    fig.add_trace(
+        go.Scatter(
+            x=best[x], y=best[y], text=best.get("hover"), mode="lines+markers",
+            name="Pareto front", hovertemplate="%{text}<extra></extra>",
+            line={"color": "black", "width": 1.5, "dash": "dot"},
+            marker={"size": 16, "symbol": "circle-open", "color": "black", "line": {"width": 2}},
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        title=title,
+        xaxis_title=AXIS_LABELS.get(x, x),
+        yaxis_title=AXIS_LABELS.get(y, y),
+        template="plotly_white",
+        legend={"title": "ordering · pattern"},
+        width=900,
+        height=560,
+    )
+    return fig
+
+
+def write_html(fig, path: Path) -> Path:
+    """One self-contained HTML file (plotly.js inlined: opens offline)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    return path
+
+
+def chromium_path() -> str | None:
+    """The Chromium that kaleido drives, if one is installed."""
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def write_png(fig, path: Path) -> Path:
+    """The figure as PNG through kaleido; raises PngUnavailable when it cannot run here."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError as err:
+        raise PngUnavailable("PNG skipped: kaleido is not installed (pip install kaleido)") from err
+    browser = chromium_path()
+    if browser is None:
+        raise PngUnavailable(
+            "PNG skipped: kaleido needs a Chromium and none is installed "
+            "(Debian/Ubuntu: apt-get install chromium; `make report` tries this for you)"
+        )
+    import os
+
+    os.environ.setdefault("BROWSER_PATH", browser)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_image(path, format="png", scale=2)
+    return path

@@ -1,0 +1,123 @@
+"""The exported checkpoint loads with ``from_pretrained``, gives the logits of the compressed model
+that was evaluated, and is as large as the real compression ratio says."""
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from sweep.calibration_data import calibration_batches
+from sweep.compress import CalibrationCache, CompressionConfig, compress_model
+from sweep.compress.driver import compressible_linears
+from sweep.export.bundle import ExportError
+from sweep.export.checkpoint import WEIGHTS_FILE, write_checkpoint
+from sweep.metrics import packed_linear_bytes, real_compression_ratio
+from sweep.model import WeightSnapshot, load_model, tensor_inventory
+from sweep.spec import CalibrationSpec
+from sweep.trial import storage_dtype
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+LOGITS_TOLERANCE = 1e-4
+SIZE_TOLERANCE = 0.05
+
+CONFIGS = {
+    "gptq-w4-g128-asym": CompressionConfig(bits=4, group_size=128, quant_method="gptq"),
+    "rtn-w3-ch-sym": CompressionConfig(bits=3, group_size=None, symmetric=True),
+    "sparsegpt-2:4-then-gptq-w4-caseB": CompressionConfig(
+        pattern="2:4", prune_method="sparsegpt", bits=4, quant_method="gptq", case="B"
+    ),
+    "joint-sparsegpt-50-w4": CompressionConfig(
+        sparsity=0.5, prune_method="sparsegpt", bits=4, group_size=64, order="joint"
+    ),
+    "rtn-w8-g64": CompressionConfig(bits=8, group_size=64),
+    "magnitude-50-w16": CompressionConfig(sparsity=0.5),
+    "sparsegpt-50-w16": CompressionConfig(sparsity=0.5, prune_method="sparsegpt"),
+}
+
+
+class Demo:
+    """The demo model loaded once, restored before each compression."""
+
+    def __init__(self) -> None:
+        self.model, self.tokenizer = load_model("demo", dtype="auto", device="cpu")
+        self.snapshot = WeightSnapshot(self.model)
+        self.inventory = tensor_inventory(self.model)
+        spec = CalibrationSpec(samples=16, seq_len=64)
+        tokens = calibration_batches(spec, self.tokenizer)
+        self.calibration, self.probe = tokens[:12], tokens[12:]  # (12, 64), (4, 64)
+        self.cache = CalibrationCache()
+        self.dtype = storage_dtype(self.model)
+
+    def compress(self, config: CompressionConfig):
+        self.snapshot.restore()
+        return compress_model(
+            self.model,
+            config,
+            progress=False,
+            calibration=self.calibration,
+            cache=self.cache,
+            record_grids=True,
+            storage_dtype=self.dtype,
+        )
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return Demo()
+
+
+def test_checkpoint_dtype_is_the_demo_checkpoints(demo):
+    assert demo.model.dtype == torch.float32  # loaded in float32 on the CPU
+    assert demo.dtype == torch.bfloat16  # the dtype of sweep/demo/model's checkpoint
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_reload_gives_the_evaluated_logits_and_the_measured_size(demo, config, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    result = demo.compress(config)
+    out = write_checkpoint(demo.model, demo.tokenizer, config, result.grids, tmp_path, demo.dtype)
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    assert hasattr(reloaded.config, "quantization_config") == config.quantizes
+    with torch.no_grad():
+        expected = demo.model(demo.probe).logits
+        got = reloaded(demo.probe).logits
+    assert float((got - expected).abs().max()) <= LOGITS_TOLERANCE
+
+    base_bytes = sum(t.rows * t.cols * 2 for t in demo.inventory)
+    ratio = real_compression_ratio(demo.inventory, config.bits, config.group_size, config.symmetric)
+    size = (out / WEIGHTS_FILE).stat().st_size
+    assert size == pytest.approx(base_bytes / ratio, rel=SIZE_TOLERANCE)
+
+    # the metric counts exactly the tensors written for each Linear (the file adds its header)
+    with safe_open(out / WEIGHTS_FILE, "pt") as f:
+        keys = f.keys()
+        for name, layer in compressible_linears(demo.model).items():
+            stored = [k for k in keys if k.rsplit(".", 1)[0] == name and "weight" in k]
+            written = sum(f.get_tensor(k).nbytes for k in stored)
+            rows, cols = layer.weight.shape
+            claimed = packed_linear_bytes(rows, cols, config.bits, config.group_size,
+                                          config.symmetric)  # fmt: skip
+            assert written == claimed, name
+
+
+def test_checkpoint_without_grids_is_refused(demo, tmp_path):
+    config = CompressionConfig(bits=4, group_size=128)
+    demo.compress(config)
+    with pytest.raises(ExportError, match="record_grids=True"):
+        write_checkpoint(demo.model, demo.tokenizer, config, {}, tmp_path, demo.dtype)
+
+
+def test_weights_off_their_grid_are_refused(demo, tmp_path):
+    config = CompressionConfig(bits=4, group_size=128)
+    grids = demo.compress(config).grids
+    demo.snapshot.restore()  # the base weights are not on the grids
+    with pytest.raises(ExportError, match="not on its recorded grid"):
+        write_checkpoint(demo.model, demo.tokenizer, config, grids, tmp_path, demo.dtype)
+
+
+def test_group_size_that_does_not_divide_the_input_is_refused(demo, tmp_path):
+    config = CompressionConfig(bits=4, group_size=96)  # 256 input features: 2 groups and a bit
+    grids = demo.compress(config).grids
+    with pytest.raises(ExportError, match="multiple of the group size"):
+        write_checkpoint(demo.model, demo.tokenizer, config, grids, tmp_path, demo.dtype)
