@@ -63,7 +63,7 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
 
 
 def _pct(x: object) -> str:
-    return "–" if x is None or pd.isna(x) else f"{float(x):.1%}"
+    return "–" if x is None or pd.isna(x) else f"{float(x):.2%}"
 
 
 def _num(x: object) -> str:

@@ -151,9 +151,10 @@ def write_report(study: optuna.Study, folder: Path, x: str = "tcr", png: bool = 
     if df.empty:
         return report
     name = study.study_name
+    axis = {"tcr": "TCr", "real_ratio": "real compression ratio"}[x]
     figures = {
         "pareto-srcr": pareto_figure(
-            df, x, "srcr", front(df, x, "srcr"), f"{name}: SrCr against {x}"
+            df, x, "srcr", front(df, x, "srcr"), f"{name}: SrCr against {axis}"
         ),  # fmt: skip
         "pareto-sr": pareto_figure(
             df, "tcr", "sr", front(df, "tcr", "sr"), f"{name}: Sr against TCr"

@@ -361,7 +361,11 @@ def run_worker(
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
             if isinstance(study.sampler, optuna.samplers.GridSampler) and _grid_done(study):
                 break
-        progress.update(task_id, description=f"trials done in {time.perf_counter() - start:.0f}s")
+        progress.update(
+            task_id,
+            completed=count(study, TrialState.COMPLETE),
+            description=f"trials done in {time.perf_counter() - start:.0f}s",
+        )
 
 
 def _grid_done(study: optuna.Study) -> bool:
