@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sweep.compress.config import CompressionConfig
 from sweep.spec import StudySpec
 
-ENGINE_VERSION = "2"  # bump when a change to the engine or metrics changes stored results
+ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stored results
 
 metadata = sa.MetaData()
 results_table = sa.Table(

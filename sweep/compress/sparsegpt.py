@@ -9,15 +9,18 @@ N:M: each run of M columns keeps its N most salient weights per row, chosen when
 With a ``quantizer`` every kept weight is also rounded onto an RTN grid as its column is visited,
 and that error is fed forward too: pruning and quantization in one pass (Optimal Brain
 Compression). Each group's grid is fitted, when the group is reached, on its current weights.
+
+Updates inside a block are batched too, every ``lazy`` columns (32): the same arithmetic as
+updating after each column, reordered, with far less work per column on a CPU.
 """
 
 from __future__ import annotations
 
 import torch
 
-from sweep.compress.hessian import inverse_hessian_cholesky, prepare
+from sweep.compress.hessian import LAZY_BLOCK, inverse_hessian_cholesky, prepare
 from sweep.compress.magnitude import drop_lowest, nm_mask
-from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params, quantize
+from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params
 
 
 def sparsegpt_prune(
@@ -29,6 +32,7 @@ def sparsegpt_prune(
     block_size: int = 128,
     damp: float = 0.01,
     grid: QuantGrid | None = None,
+    lazy: int = LAZY_BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune (and optionally quantize) ``weight`` (out, in) with the input Hessian (in, in).
 
@@ -45,6 +49,7 @@ def sparsegpt_prune(
         block_size = m * max(1, block_size // m)  # an N:M run never straddles two blocks
     gs = cols if quantizer is None or quantizer.group_size is None else quantizer.group_size
     hinv = inverse_hessian_cholesky(h, damp)  # (in, in), upper
+    maxq = 0 if quantizer is None else 2**quantizer.bits - 1
 
     out = torch.zeros_like(w)  # (out, in)
     keep = torch.ones_like(w, dtype=torch.bool)  # (out, in)
@@ -58,22 +63,29 @@ def sparsegpt_prune(
         if nm is None:
             n_drop = round(sparsity * rows * b1) - round(sparsity * rows * b0)
             keep1.copy_(drop_lowest(w1.square() / d1.square()[None, :], n_drop))
-        for i in range(b1 - b0):
-            col = b0 + i
-            if nm is not None and i % m == 0:
-                saliency = w1[:, i : i + m].square() / d1[i : i + m].square()[None, :]
-                keep1[:, i : i + m] = nm_mask(saliency, n, m)
-            qc = w1[:, i] * keep1[:, i]  # (out,)
-            if quantizer is not None:
-                if col % gs == 0:
-                    ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
-                    scale, zero = quant_params(ahead, quantizer.bits, quantizer.symmetric)
-                    if grid is not None:
-                        grid.put(col, cols, scale, zero)
-                qc = quantize(qc[:, None], scale, zero, quantizer.bits)[:, 0]
-            err = (w1[:, i] - qc) / d1[i]  # (out,)
-            w1[:, i:] -= err[:, None] * hinv1[i, i:][None, :]
-            err1[:, i] = err
-            out[:, col] = qc
+        diag = d1.tolist()
+        sub = lazy if nm is None else nm[1] * max(1, lazy // nm[1])
+        for s0 in range(0, b1 - b0, sub):  # lazy updates within the block too (less work)
+            s1 = min(s0 + sub, b1 - b0)
+            for i in range(s0, s1):  # one op saved here is thousands per model
+                col = b0 + i
+                if nm is not None and i % m == 0:
+                    saliency = w1[:, i : i + m].square() / d1[i : i + m].square()[None, :]
+                    keep1[:, i : i + m] = nm_mask(saliency, n, m)
+                x = w1[:, i]  # (out,)
+                qc = x * keep1[:, i]  # (out,)
+                if quantizer is not None:
+                    if col % gs == 0:
+                        ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
+                        scale, zero = quant_params(ahead, quantizer.bits, quantizer.symmetric)
+                        s_, z_ = scale[:, 0], zero[:, 0]  # (out,)
+                        if grid is not None:
+                            grid.put(col, cols, scale, zero)
+                    qc = torch.clamp(torch.round(qc / s_) + z_, 0, maxq).sub_(z_).mul_(s_)
+                err = (x - qc).div_(diag[i])  # (out,)
+                w1[:, i:s1].addr_(err, hinv1[i, i:s1], alpha=-1.0)
+                err1[:, i] = err
+                out[:, col] = qc
+            w1[:, s1:] -= err1[:, s0:s1] @ hinv1[s0:s1, s1:]
         w[:, b1:] -= err1 @ hinv[b0:b1, b1:]  # lazy update of the later columns
     return out.to(weight.dtype), keep
