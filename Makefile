@@ -84,7 +84,7 @@ bench-engine: $(STAMP)
 bench-search: $(STAMP)
 	$(PY) -m bench.search
 
-# Regenerates the demo corpus, tasks and model (about 10 minutes on 2 CPU cores).
+# Regenerates the demo corpus, tasks and model (11 to 15 minutes on 2 CPU cores).
 demo-model: $(STAMP)
 	$(PY) -m sweep.demo.build
 

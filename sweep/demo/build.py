@@ -1,6 +1,6 @@
 """Build the embedded demo: corpus -> tasks and calibration -> train -> save -> evaluate.
 
-Run with `python -m sweep.demo.build` (about 12 minutes on 2 idle CPU cores; `--monitor`
+Run with `python -m sweep.demo.build` (11 to 15 minutes on 2 CPU cores; `--monitor`
 prints the three accuracies every 200 steps). Writes
 `sweep/demo/tasks/`, `sweep/demo/data/calibration.txt` and `sweep/demo/model/` (weights,
 tokenizer and `scores.json` with the base model's scores).

@@ -98,4 +98,7 @@ def write_bundle(
     card = model_card(config, measured, base, record["source"], recipe_limits(config),
                       checkpoint_bytes)  # fmt: skip
     (out / "README.md").write_text(card)
-    return sorted(p for p in out.iterdir() if p.is_file())
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    for path in files:
+        path.chmod(0o644)  # some writers create private files; a checkpoint is for sharing
+    return files

@@ -51,7 +51,8 @@ def model_card(
         "| field | value |",
         "|---|---|",
     ]
-    lines += [f"| {k} | `{v}` |" for k, v in c.to_dict().items()]
+    fields = c.to_dict() | {"sparsity": round(c.target_sparsity, 6)}
+    lines += [f"| {k} | `{v}` |" for k, v in fields.items()]
     lines += ["", "## Measurements", "", "| metric | value |", "|---|---|"]
     for key, label, fmt in METRIC_LINES:
         value = trial.get(key)
