@@ -349,6 +349,7 @@ def compress(
     from sweep.export.fragment import the_config
     from sweep.workers import prepare_runner
 
+    runner = None
     try:
         spec = load_spec(spec_path)
         config = the_config(spec)
@@ -361,7 +362,7 @@ def compress(
     except _user_errors() as err:
         raise _fail(str(err)) from None
     finally:
-        if "runner" in locals():
+        if runner is not None and runner.evaluator is not None:
             runner.evaluator.close()
     console.print(_metrics_table(result))
     if out is not None:
