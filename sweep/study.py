@@ -99,14 +99,22 @@ def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSample
     seed = None if spec.sampler.seed is None else spec.sampler.seed + worker
     cons = constraints_of if spec.constraints.active() else None
     name = spec.sampler.name
+    # The space is conditional (no order without both steps...): parameters outside a sampler's
+    # joint model are sampled independently by design, so their per-trial warning is noise.
     if name == "tpe":
         return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, group=True, constraints_func=cons
+            seed=seed,
+            multivariate=True,
+            group=True,
+            constraints_func=cons,
+            warn_independent_sampling=False,
         )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cons)
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=cons)
+        return optuna.samplers.GPSampler(
+            seed=seed, constraints_func=cons, warn_independent_sampling=False
+        )
     if name == "grid":
         return optuna.samplers.GridSampler(grid_space(spec.search), seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
