@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from sweep.compress.hessian import LAZY_BLOCK, inverse_hessian_cholesky, prepare
-from sweep.compress.rtn import QuantGrid, quant_params
+from sweep.compress.rtn import QuantGrid, quant_params, quantize
 
 
 def gptq_quantize(
@@ -57,7 +57,6 @@ def gptq_quantize(
     hinv = inverse_hessian_cholesky(h, damp)  # (in, in), upper
 
     masked = mask is not None
-    maxq = 2**bits - 1
     q = torch.zeros_like(w)  # (out, in)
     for b0 in range(0, cols, block_size):
         b1 = min(b0 + block_size, cols)
@@ -78,7 +77,7 @@ def gptq_quantize(
                 if grid is not None:
                     grid.put(col, cols, scale, zero)
             x = w1[:, i]  # (out,)
-            qc = torch.clamp(torch.round(x / s1) + z1, 0, maxq).sub_(z1).mul_(s1)  # (out,)
+            qc = quantize(x, s1, z1, bits)  # (out,)
             if masked:
                 qc *= keep[:, col]
             err = (x - qc).div_(diag[i])  # (out,)

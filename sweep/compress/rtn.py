@@ -79,8 +79,7 @@ class QuantGrid:
         """The integer code k of every entry of ``weight`` (rows, cols) on this grid, as uint8."""
         cols = weight.shape[1]
         scale, zero = self._per_column(self.scale, cols), self._per_column(self.zero, cols)
-        q = torch.clamp(torch.round(weight.float() / scale) + zero, 0, 2**self.bits - 1)
-        return q.to(torch.uint8)
+        return codes(weight.float(), scale, zero, self.bits).to(torch.uint8)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         """``scale * (codes - zero)``, per column's group: the weight (rows, cols), float32."""
@@ -124,10 +123,18 @@ def quant_params(
     return scale.unsqueeze(1), zero.unsqueeze(1)  # (rows, 1) each
 
 
+def codes(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """The code k in [0, 2^bits - 1] of each entry of ``w`` on the grid ``scale * (k - zero)``,
+    as floats."""
+    return torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
+
+
 def quantize(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
-    """Round ``w`` onto the grid ``scale * (k - zero)``, k in [0, 2^bits - 1]; dequantized."""
-    q = torch.clamp(torch.round(w / scale) + zero, 0, 2**bits - 1)
-    return scale * (q - zero)
+    """Round ``w`` onto the grid ``scale * (k - zero)``, k in [0, 2^bits - 1]; dequantized.
+
+    GPTQ and SparseGPT call this once per column, so it works in place on its own result.
+    """
+    return codes(w, scale, zero, bits).sub_(zero).mul_(scale)
 
 
 def rtn_quantize(

@@ -20,7 +20,7 @@ import torch
 
 from sweep.compress.hessian import LAZY_BLOCK, inverse_hessian_cholesky, prepare
 from sweep.compress.magnitude import drop_lowest, nm_mask
-from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params
+from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params, quantize
 
 
 def sparsegpt_prune(
@@ -49,7 +49,6 @@ def sparsegpt_prune(
         block_size = m * max(1, block_size // m)  # an N:M run never straddles two blocks
     gs = cols if quantizer is None or quantizer.group_size is None else quantizer.group_size
     hinv = inverse_hessian_cholesky(h, damp)  # (in, in), upper
-    maxq = 0 if quantizer is None else 2**quantizer.bits - 1
 
     out = torch.zeros_like(w)  # (out, in)
     keep = torch.ones_like(w, dtype=torch.bool)  # (out, in)
@@ -81,7 +80,7 @@ def sparsegpt_prune(
                         s_, z_ = scale[:, 0], zero[:, 0]  # (out,)
                         if grid is not None:
                             grid.put(col, cols, scale, zero)
-                    qc = torch.clamp(torch.round(qc / s_) + z_, 0, maxq).sub_(z_).mul_(s_)
+                    qc = quantize(qc, s_, z_, quantizer.bits)
                 err = (x - qc).div_(diag[i])  # (out,)
                 w1[:, i:s1].addr_(err, hinv1[i, i:s1], alpha=-1.0)
                 err1[:, i] = err
