@@ -78,12 +78,17 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
         raise StorageError(f"cannot open study storage {url}: {err}") from None
 
 
-def load_existing_study(url: str, name: str) -> optuna.Study:
-    """A study that must already exist; a clear error when its storage or the study is missing."""
+def existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage at ``url`` for reading (no heartbeat), without creating a SQLite file."""
     path = _sqlite_path(url)
     if path is not None and not path.exists():
         raise StorageError(f"no study database at {url}: run `make sweep` first")
-    storage = make_storage(url, heartbeat=False)
+    return make_storage(url, heartbeat=False)
+
+
+def load_existing_study(url: str, name: str) -> optuna.Study:
+    """A study that must already exist; a clear error when its storage or the study is missing."""
+    storage = existing_storage(url)
     names = sorted(s.study_name for s in storage.get_all_studies())
     if name not in names:
         raise StorageError(f"no study {name!r} in {url}; it has: {names}")
