@@ -26,6 +26,9 @@ WAIT_FOR_BASE_S = 600.0  # a joining worker's wait for the launcher's base evalu
 StorageOpt = Annotated[
     str | None, typer.Option(help="SQLAlchemy URL of the study (default: the spec's).")
 ]
+SpecArg = Annotated[Path, typer.Argument(help="Study spec (YAML).")]
+ModelOpt = Annotated[str | None, typer.Option(help="The model the study ran on.")]
+StudyNameOpt = Annotated[str | None, typer.Option(help="Study name in the storage.")]
 
 
 @app.callback()
@@ -138,7 +141,7 @@ class _Worker:
 
 @app.command()
 def run(
-    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
+    study: SpecArg = DEFAULT_STUDY,
     model: Annotated[
         str | None, typer.Option(help="Hugging Face id or local folder; overrides the spec.")
     ] = None,
@@ -242,10 +245,10 @@ def worker(
 
 @app.command()
 def status(
-    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
-    model: Annotated[str | None, typer.Option(help="The model the study ran on.")] = None,
+    study: SpecArg = DEFAULT_STUDY,
+    model: ModelOpt = None,
     storage: StorageOpt = None,
-    study_name: Annotated[str | None, typer.Option(help="Study name in the storage.")] = None,
+    study_name: StudyNameOpt = None,
 ) -> None:
     """Show a study's progress: complete, running, failed (with reasons), best so far."""
     from sweep.status import print_status
@@ -258,10 +261,10 @@ def status(
 
 @app.command()
 def report(
-    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
-    model: Annotated[str | None, typer.Option(help="The model the study ran on.")] = None,
+    study: SpecArg = DEFAULT_STUDY,
+    model: ModelOpt = None,
     storage: StorageOpt = None,
-    study_name: Annotated[str | None, typer.Option(help="Study name in the storage.")] = None,
+    study_name: StudyNameOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder to write (default: runs/<study>-report).")
     ] = None,
@@ -297,10 +300,10 @@ def report(
 
 @app.command()
 def export(
-    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
-    model: Annotated[str | None, typer.Option(help="The model the study ran on.")] = None,
+    study: SpecArg = DEFAULT_STUDY,
+    model: ModelOpt = None,
     storage: StorageOpt = None,
-    study_name: Annotated[str | None, typer.Option(help="Study name in the storage.")] = None,
+    study_name: StudyNameOpt = None,
     trial: Annotated[
         int | None, typer.Option(help="Trial number (default: the best SrCr on the front).")
     ] = None,
@@ -397,9 +400,12 @@ def _metrics_table(result):
 
 
 def _compress_and_write(spec, config, out, measured, base, source, progress) -> list[Path]:
+    from sweep.export.fragment import trial_spec
     from sweep.workers import prepare_runner
 
-    runner = prepare_runner(spec, console, progress, evaluate=False)
+    # narrowed to the one config, so calibration data is read only if that config needs it
+    one = trial_spec(spec, config, spec.name)
+    runner = prepare_runner(one, console, progress, evaluate=False)
     result = runner.compress(config, record_grids=True)
     return _write_bundle(runner, spec, config, result.grids, out, measured, base, source)
 
@@ -418,7 +424,7 @@ def _write_bundle(runner, spec, config, grids, out, measured, base, source) -> l
 
 @app.command()
 def dashboard(
-    study: Annotated[Path, typer.Argument(help="Study spec (YAML).")] = DEFAULT_STUDY,
+    study: SpecArg = DEFAULT_STUDY,
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
@@ -426,13 +432,10 @@ def dashboard(
     """Serve the study's storage with optuna-dashboard."""
     from optuna_dashboard import run_server
 
-    from sweep.study import StorageError, make_storage
+    from sweep.study import existing_storage
 
     try:
-        url = storage or load_spec(study).storage_url()
-        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-            raise StorageError(f"no study database at {url}: run `make sweep` first")
-        backend = make_storage(url, heartbeat=False)
+        backend = existing_storage(storage or load_spec(study).storage_url())
     except _user_errors() as err:
         raise _fail(str(err)) from None
     console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
