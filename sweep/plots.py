@@ -17,6 +17,7 @@ AXIS_LABELS = {
     "real_ratio": "real compression ratio (x smaller on disk)",
 }
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+INFEASIBLE = "outside the study's constraints"
 
 
 class PngUnavailable(RuntimeError):
@@ -54,8 +55,11 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
     import plotly.graph_objects as go
 
     tasks = [c for c in df.columns if c.startswith("score:")]
-    data = df.assign(family=[family(c) for c in df["config_dict"]],
-                     hover=[_hover(r, tasks) for _, r in df.iterrows()])  # fmt: skip
+    families = [
+        family(c) if ok else INFEASIBLE
+        for c, ok in zip(df["config_dict"], df["feasible"], strict=True)
+    ]
+    data = df.assign(family=families, hover=[_hover(r, tasks) for _, r in df.iterrows()])
     fig = go.Figure()
     for name, group in sorted(data.groupby("family"), key=lambda item: str(item[0])):
         fig.add_trace(

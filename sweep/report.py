@@ -38,6 +38,7 @@ def trials_frame(study: optuna.Study, all_states: bool = False) -> pd.DataFrame:
             row[f"score:{task}"] = score
         for phase, seconds in a.get("timings", {}).items():
             row[phase] = seconds
+        row["feasible"] = all(v <= 0 for v in t.constraints.values())
         row["reused"] = bool(a.get("reused", False))
         row["worker"] = a.get("worker")
         row["fail_reason"] = a.get("fail_reason")
@@ -60,10 +61,11 @@ def pareto_mask(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 
 
 def front(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> pd.DataFrame:
-    """The Pareto front of ``y`` against ``x``, one row per configuration, sorted by ``x``."""
+    """The Pareto front of ``y`` against ``x`` among the trials that meet the study's
+    constraints, one row per configuration, sorted by ``x``."""
     if df.empty:
         return df
-    unique = df.drop_duplicates("config")
+    unique = df[df["feasible"]].drop_duplicates("config")
     return unique[pareto_mask(unique, x, y)].sort_values([x, y])
 
 

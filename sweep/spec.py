@@ -216,17 +216,18 @@ class Constraints(_Strict):
     real_ratio: Band | None = None
     sr: Band | None = None
 
-    def violations(self, metrics: dict[str, float]) -> list[float]:
-        """Optuna's convention: one value per bound, feasible when every value is <= 0."""
-        out = []
+    def violations(self, metrics: dict[str, float]) -> dict[str, float]:
+        """One value per bound, named like ``sr.min``; Optuna's convention: the bound is met
+        when its value is <= 0, and the value says by how much it is missed."""
+        out = {}
         for name in ("tcr", "real_ratio", "sr"):
             band = getattr(self, name)
             if band is None:
                 continue
             if band.min is not None:
-                out.append(band.min - metrics[name])
+                out[f"{name}.min"] = band.min - metrics[name]
             if band.max is not None:
-                out.append(metrics[name] - band.max)
+                out[f"{name}.max"] = metrics[name] - band.max
         return out
 
     def active(self) -> bool:

@@ -28,8 +28,12 @@ def print_status(study: optuna.Study, console: Console) -> None:
     _print_trials(console, "failed", failed, "reason", _reason)
 
     frame = trials_frame(study)
-    if not frame.empty:
-        console.print(front_table(frame))
+    if frame.empty:
+        return
+    outside = int((~frame["feasible"]).sum())
+    if outside:
+        console.print(f"outside the study's constraints: {outside} complete (left off the front)")
+    console.print(front_table(frame))
 
 
 def _started(t: optuna.trial.FrozenTrial) -> str:

@@ -95,31 +95,20 @@ def load_existing_study(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-def constraints_of(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return trial.user_attrs.get("constraints", [])
-
-
 def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSampler:
     """The spec's sampler; each worker gets its own seed so that they do not propose alike."""
     seed = None if spec.sampler.seed is None else spec.sampler.seed + worker
-    cons = constraints_of if spec.constraints.active() else None
     name = spec.sampler.name
-    # The space is conditional (no order without both steps...): parameters outside a sampler's
-    # joint model are sampled independently by design, so their per-trial warning is noise.
+    # TPE, NSGA-II and GP read each trial's constraints (Trial.set_constraint) on their own.
     if name == "tpe":
-        return optuna.samplers.TPESampler(
-            seed=seed,
-            multivariate=True,
-            group=True,
-            constraints_func=cons,
-            warn_independent_sampling=False,
-        )
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=cons)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "gp":
-        return optuna.samplers.GPSampler(
-            seed=seed, constraints_func=cons, warn_independent_sampling=False
-        )
+        # The space is conditional (no order without both steps...): GP models the parameters
+        # every trial has and samples the others independently, by design; its per-trial
+        # warning about that is noise.
+        return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
         return optuna.samplers.GridSampler(grid_space(spec.search), seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
@@ -284,7 +273,8 @@ class Objective:
         for name, value in attrs.items():
             trial.set_user_attr(name, value)
         metrics = {k: attrs[k] for k in ("tcr", "real_ratio", "sr")}
-        trial.set_user_attr("constraints", self.spec.constraints.violations(metrics))
+        for bound, value in self.spec.constraints.violations(metrics).items():
+            trial.set_constraint(bound, value)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self._admit(trial)

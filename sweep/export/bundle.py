@@ -35,7 +35,8 @@ class Source:
 
 def choose_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
     """Trial ``number`` (which must be complete), or by default the complete trial with the best
-    SrCr (the top of the SrCr-against-compression front)."""
+    SrCr among those that meet the study's constraints (the top of the SrCr-against-compression
+    front)."""
     complete = [
         t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if "srcr" in t.user_attrs
@@ -43,7 +44,13 @@ def choose_trial(study: optuna.Study, number: int | None = None) -> optuna.trial
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no complete trial to export")
     if number is None:
-        return max(complete, key=lambda t: (t.user_attrs["srcr"], t.user_attrs["tcr"]))
+        feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
+        if not feasible:
+            raise ExportError(
+                f"no complete trial of {study.study_name!r} meets the study's constraints; "
+                "choose one with --trial"
+            )
+        return max(feasible, key=lambda t: (t.user_attrs["srcr"], t.user_attrs["tcr"]))
     for t in complete:
         if t.number == number:
             return t
