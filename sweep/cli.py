@@ -158,7 +158,13 @@ def run(
     """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
     from optuna.trial import TrialState
 
-    from sweep.report import front_table, pareto_html_path, trials_frame, write_pareto_html
+    from sweep.report import (
+        front_table,
+        pareto_html_path,
+        reuse_summary,
+        trials_frame,
+        write_pareto_html,
+    )
     from sweep.study import TARGET_ATTR, count, open_study, preflight
     from sweep.workers import spawn_workers, worker_devices
 
@@ -199,6 +205,7 @@ def run(
     frame = trials_frame(optuna_study)
     if frame.empty:
         raise _fail("no trial completed; see the failure reasons above", code=1)
+    console.print(reuse_summary(frame))
     console.print(front_table(frame))
     html = write_pareto_html(frame, pareto_html_path(url, spec.name), title=f"study {spec.name}")
     console.print(f"Pareto plot: {html}  (all plots, the paper's table, CSV: make report)")

@@ -46,6 +46,16 @@ def trials_frame(study: optuna.Study, all_states: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reuse_summary(df: pd.DataFrame) -> str:
+    """How many distinct configurations the complete trials hold, and how many trials reused a
+    stored result instead of computing one."""
+    reused = int(df["reused"].sum())
+    return (
+        f"{len(df)} complete trials: {df['config'].nunique()} distinct configurations, "
+        f"{reused} trial{'' if reused == 1 else 's'} reused a stored result"
+    )
+
+
 def pareto_mask(df: pd.DataFrame, x: str, y: str) -> pd.Series:
     """True for rows that no other row beats on both ``x`` and ``y`` (both maximised)."""
     values = df[[x, y]].to_numpy()

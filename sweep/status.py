@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from sweep.report import front_table, trials_frame
+from sweep.report import front_table, reuse_summary, trials_frame
 from sweep.study import TARGET_ATTR
 
 
@@ -30,6 +30,7 @@ def print_status(study: optuna.Study, console: Console) -> None:
     frame = trials_frame(study)
     if frame.empty:
         return
+    console.print(reuse_summary(frame))
     outside = int((~frame["feasible"]).sum())
     if outside:
         console.print(f"outside the study's constraints: {outside} complete (left off the front)")

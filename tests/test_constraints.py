@@ -86,4 +86,4 @@ def test_status_counts_the_trials_outside(constrained_study):
     done = sweep("status", "--storage", url, "--study-name", "constrained", cwd=folder)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "outside the study's constraints: 1 complete" in done.stdout
-    assert "4 complete" in done.stdout
+    assert "4 complete trials: 4 distinct configurations, 0 trials reused" in done.stdout

@@ -58,6 +58,9 @@ def _check_three_workers(url: str, tmp: Path, toy: Path) -> None:
     keys = [t.user_attrs["config_key"] for t in computed]
     assert len(keys) == len(set(keys)), "a configuration was computed twice"
     assert sorted(_computed_keys(url)) == sorted(keys)
+    distinct = len({t.user_attrs["config_key"] for t in complete})
+    reused = len(complete) - len(computed)
+    assert f"9 complete trials: {distinct} distinct configurations, {reused} trial" in result.stdout
     workers = {t.user_attrs.get("worker") for t in complete}
     assert len(workers) >= 2, f"trials ran on {workers}"
 
