@@ -227,11 +227,12 @@ def worker(
     import optuna
     import torch
 
-    from sweep.study import TARGET_ATTR, make_sampler, make_storage, stored_spec
+    from sweep.study import TARGET_ATTR, make_sampler, make_storage, require_database, stored_spec
 
     if threads:
         torch.set_num_threads(threads)
     try:
+        require_database(storage)
         backend = make_storage(storage)
         names = {s.study_name for s in backend.get_all_studies()}
         if study not in names:

@@ -78,11 +78,16 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
         raise StorageError(f"cannot open study storage {url}: {err}") from None
 
 
-def existing_storage(url: str) -> optuna.storages.RDBStorage:
-    """The storage at ``url`` for reading (no heartbeat), without creating a SQLite file."""
+def require_database(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist (instead of creating an empty one)."""
     path = _sqlite_path(url)
     if path is not None and not path.exists():
         raise StorageError(f"no study database at {url}: run `make sweep` first")
+
+
+def existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage at ``url`` for reading (no heartbeat), without creating a SQLite file."""
+    require_database(url)
     return make_storage(url, heartbeat=False)
 
 

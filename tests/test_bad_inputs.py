@@ -140,3 +140,18 @@ def test_missing_spec_file(tmp_path):
     result = sweep("run", str(tmp_path / "nope.yaml"), cwd=tmp_path)
     assert result.returncode == 2
     assert "does not exist" in result.stderr
+
+
+def test_worker_for_a_missing_database_or_study(study_db):
+    tmp, _, url = study_db
+    missing = tmp / "elsewhere.db"
+    result = sweep("worker", "--storage", f"sqlite:///{missing}", "--study", "bad", cwd=tmp)
+    assert result.returncode == 2
+    assert "no study database at" in result.stderr and str(missing) in result.stderr
+    assert not missing.exists()
+
+    before = db_contents(url)
+    result = sweep("worker", "--storage", url, "--study", "bda", cwd=tmp)
+    assert result.returncode == 2
+    assert "no study 'bda'" in result.stderr and "'bad'" in result.stderr
+    assert db_contents(url) == before
