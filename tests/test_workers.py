@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
+import yaml
 from optuna.trial import TrialState
 
 from sweep.results import results_table
@@ -136,3 +137,71 @@ def test_a_failing_trial_is_stored_with_its_reason_and_the_study_goes_on(
     assert all("divisible by 7" in t.user_attrs["fail_reason"] for t in failed)
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
     assert max(t.number for t in failed) < max(t.number for t in study.trials)
+
+
+def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(tmp_path: Path, toy_dir: Path):
+    url = f"sqlite:///{tmp_path / 'interrupt.db'}"
+    spec = toy_spec(toy_dir, "interrupt")
+    run = sweep_async("run", str(spec), "--trials", "6", "--storage", url, cwd=tmp_path)
+    victim = _wait_for_running_trial(url, "interrupt")
+    study = optuna.load_study(study_name="interrupt", storage=url)
+    kept = {
+        t.number: (t.values, t.user_attrs) for t in study.get_trials(states=(TrialState.COMPLETE,))
+    }
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) == 130
+    assert "interrupted" in (tmp_path / "sweep.log").read_text()
+
+    study = optuna.load_study(study_name="interrupt", storage=url)
+    interrupted = study.trials[victim]
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs["fail_reason"].startswith("KeyboardInterrupt")
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    for number, (values, attrs) in kept.items():
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].values == values
+        assert study.trials[number].user_attrs == attrs
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
+    engine.dispose()
+    statuses = dict(rows)
+    # its claim is released (a later trial of that configuration computes it again)
+    assert statuses[interrupted.user_attrs["config_key"]] == "failed"
+
+
+def test_another_study_with_the_same_context_reuses_results(tmp_path: Path, toy_dir: Path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    spec = toy_spec(toy_dir, "first", sparsity={"values": [0.0]}, bits=[4, 16],
+                    orders=["prune_first"])  # fmt: skip
+    data = yaml.safe_load(spec.read_text())
+    data["sampler"] = {"name": "grid", "seed": 0}
+    spec.write_text(yaml.safe_dump(data))
+    first = sweep("run", str(spec), "--trials", "2", "--storage", url, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = sweep("run", str(spec), "--trials", "2", "--storage", url,
+                   "--study-name", "second", cwd=tmp_path)  # fmt: skip
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("computed before, result reused") == 2
+
+    def by_config(name: str) -> dict[str, optuna.trial.FrozenTrial]:
+        study = optuna.load_study(study_name=name, storage=url)
+        trials = study.get_trials(states=(TrialState.COMPLETE,))
+        return {t.user_attrs["config_key"]: t for t in trials}
+
+    computed, reused = by_config("first"), by_config("second")
+    assert set(computed) == set(reused) and len(computed) == 2
+    for key, t in reused.items():
+        assert t.user_attrs["reused"] is True
+        assert t.values == computed[key].values
+    assert sorted(_computed_keys(url)) == sorted(computed)
+
+    # another calibration set is another context: computed anew, not reused
+    data["calibration"]["samples"] = 4
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data))
+    third = sweep("run", str(other), "--trials", "1", "--storage", url,
+                  "--study-name", "third", cwd=tmp_path)  # fmt: skip
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "result reused" not in third.stdout
+    assert len(_computed_keys(url)) == 3
