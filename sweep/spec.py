@@ -230,9 +230,6 @@ class Constraints(_Strict):
                 out[f"{name}.max"] = metrics[name] - band.max
         return out
 
-    def active(self) -> bool:
-        return any(getattr(self, n) is not None for n in ("tcr", "real_ratio", "sr"))
-
 
 class StudySpec(_Strict):
     """A whole study: model, data, tasks, search space, objectives, sampler, budget, storage."""
