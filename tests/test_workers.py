@@ -93,16 +93,30 @@ def _wait_for_running_trial(url: str, name: str, timeout: float = 240) -> int:
     raise AssertionError("no trial started")
 
 
-def test_killed_worker_loses_nothing(tmp_path: Path, toy_dir: Path):
-    url = f"sqlite:///{tmp_path / 'kill.db'}"
-    spec = toy_spec(toy_dir, "kill")
-    first = sweep_async("run", str(spec), "--trials", "4", "--storage", url, cwd=tmp_path)
-    victim = _wait_for_running_trial(url, "kill")
-    study = optuna.load_study(study_name="kill", storage=url)
+def _start_until_mid_trial(tmp: Path, toy: Path, name: str, trials: int):
+    """Start `sweep run` and wait until a trial is running after one completed; return the
+    process, the running trial's number and the complete trials' values and attributes."""
+    url = f"sqlite:///{tmp / f'{name}.db'}"
+    spec = toy_spec(toy, name)
+    proc = sweep_async("run", str(spec), "--trials", str(trials), "--storage", url, cwd=tmp)
+    running = _wait_for_running_trial(url, name)
+    study = optuna.load_study(study_name=name, storage=url)
     kept = {
         t.number: (t.values, t.user_attrs) for t in study.get_trials(states=(TrialState.COMPLETE,))
     }
-    params = study.trials[victim].params
+    return url, proc, running, kept
+
+
+def _assert_intact(study: optuna.Study, kept: dict) -> None:
+    for number, (values, attrs) in kept.items():
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].values == values
+        assert study.trials[number].user_attrs == attrs
+
+
+def test_killed_worker_loses_nothing(tmp_path: Path, toy_dir: Path):
+    url, first, victim, kept = _start_until_mid_trial(tmp_path, toy_dir, "kill", 4)
+    params = optuna.load_study(study_name="kill", storage=url).trials[victim].params
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
 
@@ -117,9 +131,7 @@ def test_killed_worker_loses_nothing(tmp_path: Path, toy_dir: Path):
     assert retried and retried[0].params == params, "the dead trial's configuration was not retried"
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(complete) == 4
-    for number, (values, attrs) in kept.items():
-        assert study.trials[number].values == values
-        assert study.trials[number].user_attrs == attrs
+    _assert_intact(study, kept)
 
 
 def test_a_failing_trial_is_stored_with_its_reason_and_the_study_goes_on(
@@ -140,14 +152,7 @@ def test_a_failing_trial_is_stored_with_its_reason_and_the_study_goes_on(
 
 
 def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(tmp_path: Path, toy_dir: Path):
-    url = f"sqlite:///{tmp_path / 'interrupt.db'}"
-    spec = toy_spec(toy_dir, "interrupt")
-    run = sweep_async("run", str(spec), "--trials", "6", "--storage", url, cwd=tmp_path)
-    victim = _wait_for_running_trial(url, "interrupt")
-    study = optuna.load_study(study_name="interrupt", storage=url)
-    kept = {
-        t.number: (t.values, t.user_attrs) for t in study.get_trials(states=(TrialState.COMPLETE,))
-    }
+    url, run, victim, kept = _start_until_mid_trial(tmp_path, toy_dir, "interrupt", 6)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=60) == 130
     assert "interrupted" in (tmp_path / "sweep.log").read_text()
@@ -157,10 +162,7 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(tmp_path: Path, toy_d
     assert interrupted.state == TrialState.FAIL
     assert interrupted.user_attrs["fail_reason"].startswith("KeyboardInterrupt")
     assert not study.get_trials(states=(TrialState.RUNNING,))
-    for number, (values, attrs) in kept.items():
-        assert study.trials[number].state == TrialState.COMPLETE
-        assert study.trials[number].values == values
-        assert study.trials[number].user_attrs == attrs
+    _assert_intact(study, kept)
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
