@@ -165,6 +165,7 @@ def run(
         trials_frame,
         write_pareto_html,
     )
+    from sweep.space import all_configs
     from sweep.study import TARGET_ATTR, count, open_study, preflight
     from sweep.workers import spawn_workers, worker_devices
 
@@ -187,6 +188,10 @@ def run(
         f"study [bold]{spec.name}[/] on {url} · model {spec.model} · {done} trials complete, "
         f"running until {target} · {workers} worker(s) on {', '.join(sorted(set(devices)))}"
     )
+    if spec.sampler.name == "grid":
+        size = len(all_configs(spec.search))
+        short = f"; {target} trials will not cover it all" if target < size else ""
+        console.print(f"grid: {size} distinct configurations, each visited once{short}")
     procs = []
     try:
         # the other workers load their model meanwhile, and wait for this base reference

@@ -41,20 +41,23 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> CompressionConfig
     return CompressionConfig(**fields)
 
 
-def grid_space(space: SearchSpace) -> dict[str, list]:
-    """Every trial parameter with its choices, for Optuna's GridSampler."""
-    choices = {
-        "pattern": space.patterns,
-        "sparsity": space.sparsity.grid(),
-        "bits": space.bits,
-        "prune_method": space.prune_methods,
-        "quant_method": space.quant_methods,
-        "group_size": space.group_sizes,
-        "symmetric": space.symmetric,
-        "order": space.orders,
-        "case": space.cases,
-    }
-    return {name: values for name, values in choices.items() if len(values) > 1}
+class _Answers:
+    """Stands in for a trial: answers each question from a configuration, noting what is asked."""
+
+    def __init__(self, config: CompressionConfig) -> None:
+        self._values = config.to_dict()
+        self.params: dict = {}
+
+    def suggest_categorical(self, name: str, choices: list):
+        self.params[name] = self._values[name]
+        return self._values[name]
+
+
+def config_params(config: CompressionConfig, space: SearchSpace) -> dict:
+    """The trial parameters for which ``suggest_config`` gives ``config`` (as canonical)."""
+    answers = _Answers(config.canonical())
+    suggest_config(answers, space)  # type: ignore[arg-type]
+    return answers.params
 
 
 def all_configs(space: SearchSpace) -> set[CompressionConfig]:

@@ -23,8 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sweep.compress import CompressionConfig
+from sweep.grid import INTERRUPTED_ATTR, queue_missing, space_covered
 from sweep.results import Claim, ResultsTable, result_key
-from sweep.space import grid_space, suggest_config
+from sweep.space import suggest_config
 from sweep.spec import StudySpec, parse_spec
 from sweep.trial import BaseReference, TrialError, TrialResult, TrialRunner
 
@@ -115,7 +116,10 @@ def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSample
         # warning about that is noise.
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
-        return optuna.samplers.GridSampler(grid_space(spec.search), seed=seed)
+        # The grid is a queue of trials (sweep.grid), one per distinct configuration: a
+        # cartesian grid over the parameters would also visit points that differ only in
+        # parameters without effect. The sampler only fills in when the queue runs dry.
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)
 
 
@@ -307,6 +311,8 @@ class Objective:
         except BaseException as err:
             reason = f"{type(err).__name__}: {err}"
             trial.set_user_attr("fail_reason", reason)
+            if isinstance(err, KeyboardInterrupt):
+                trial.set_user_attr(INTERRUPTED_ATTR, True)  # not the configuration's fault
             self.results.fail(rkey, reason)
             self.console.print(f"  [red]trial {trial.number} failed[/]: {key}: {reason}")
             raise
@@ -366,16 +372,17 @@ def run_worker(
                 time.sleep(poll_s)  # others' trials may yet complete, or die and be retried
                 optuna.storages.fail_stale_trials(study)
                 continue
+            if spec.sampler.name == "grid":
+                queue_missing(study, spec)
+                if space_covered(study, spec):
+                    break
+                if not count(study, TrialState.WAITING):
+                    time.sleep(poll_s)  # the rest of the grid is running on other workers
+                    optuna.storages.fail_stale_trials(study)
+                    continue
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-            if isinstance(study.sampler, optuna.samplers.GridSampler) and _grid_done(study):
-                break
         progress.update(
             task_id,
             completed=count(study, TrialState.COMPLETE),
             description=f"trials done in {time.perf_counter() - start:.0f}s",
         )
-
-
-def _grid_done(study: optuna.Study) -> bool:
-    sampler = study.sampler
-    return sampler.is_exhausted(study) if hasattr(sampler, "is_exhausted") else False

@@ -37,6 +37,7 @@ def constrained_study(toy_dir: Path, tmp_path_factory) -> tuple[str, optuna.Stud
     url = f"sqlite:///{folder / 'constrained.db'}"
     done = sweep("run", str(path), "--trials", "4", "--storage", url, cwd=folder)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "grid: 4 distinct configurations, each visited once" in done.stdout
     return url, optuna.load_study(study_name="constrained", storage=url), folder
 
 

@@ -2,8 +2,10 @@ import optuna
 import pytest
 
 from sweep.compress.config import CompressionConfig
-from sweep.space import all_configs, grid_space, suggest_config
-from sweep.spec import SearchSpace
+from sweep.space import all_configs, config_params, suggest_config
+from sweep.spec import SearchSpace, load_spec
+
+from .helpers import REPO
 
 
 def _configs(space: SearchSpace, n: int) -> list[CompressionConfig]:
@@ -47,7 +49,13 @@ def test_space_size_counts_distinct_configs():
     space = SearchSpace(sparsity={"values": [0.0, 0.25, 0.5]}, bits=[4, 16], cases=["A", "B"])
     configs = all_configs(space)
     assert len(configs) == 3 * 2 + 2
-    assert grid_space(space) == {"sparsity": [0.0, 0.25, 0.5], "bits": [4, 16], "case": ["A", "B"]}
+
+
+def test_config_params_give_back_each_configuration():
+    space = load_spec(REPO / "studies/demo.yaml").search
+    for config in all_configs(space):
+        params = config_params(config, space)
+        assert suggest_config(optuna.trial.FixedTrial(params), space).key() == config.key()
 
 
 @pytest.mark.parametrize("step", [0.1, 0.05])

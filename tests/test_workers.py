@@ -207,3 +207,20 @@ def test_another_study_with_the_same_context_reuses_results(tmp_path: Path, toy_
     assert third.returncode == 0, third.stdout + third.stderr
     assert "result reused" not in third.stdout
     assert len(_computed_keys(url)) == 3
+
+
+def test_a_grid_study_ends_when_every_configuration_is_done(tmp_path: Path, toy_dir: Path):
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    spec = toy_spec(toy_dir, "grid", sparsity={"values": [0.0, 0.5]}, bits=[4, 16],
+                    orders=["prune_first", "quant_first"])  # fmt: skip
+    data = yaml.safe_load(spec.read_text())
+    data["sampler"] = {"name": "grid", "seed": 0}
+    spec.write_text(yaml.safe_dump(data))
+    # base, 4-bit, 50% pruned, and 50% + 4-bit in two orders: 5 configurations, though a
+    # cartesian grid over the asked parameters holds 2 x 2 x 2 = 8 points
+    result = sweep("run", str(spec), "--trials", "20", "--storage", url, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "grid: 5 distinct configurations" in result.stdout
+    study = optuna.load_study(study_name="grid", storage=url)
+    keys = [t.user_attrs["config_key"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert len(keys) == len(set(keys)) == 5
