@@ -158,6 +158,7 @@ def run(
     """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
     from optuna.trial import TrialState
 
+    from sweep.grid import queue_missing
     from sweep.report import (
         front_table,
         pareto_html_path,
@@ -189,6 +190,7 @@ def run(
         f"running until {target} · {workers} worker(s) on {', '.join(sorted(set(devices)))}"
     )
     if spec.sampler.name == "grid":
+        queue_missing(optuna_study, spec)  # before any worker starts, so that none races to fill it
         size = len(all_configs(spec.search))
         short = f"; {target} trials will not cover it all" if target < size else ""
         console.print(f"grid: {size} distinct configurations, each visited once{short}")
