@@ -32,15 +32,24 @@ def _done(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and own_failure
 
 
-def _keys(study: optuna.Study, spec: StudySpec, states: tuple[TrialState, ...], only_done: bool):
-    trials = study.get_trials(deepcopy=False, states=states)
-    return {_config_key(t, spec) for t in trials if not only_done or _done(t)} - {None}
+def _progress(study: optuna.Study, spec: StudySpec) -> tuple[set[str], set[str]]:
+    """The configurations done, and those running or queued, by key."""
+    done, pending = set(), set()
+    for t in study.get_trials(deepcopy=False):
+        key = _config_key(t, spec)
+        if key is None:
+            continue
+        if _done(t):
+            done.add(key)
+        elif t.state in (TrialState.RUNNING, TrialState.WAITING):
+            pending.add(key)
+    return done, pending
 
 
 def queue_missing(study: optuna.Study, spec: StudySpec) -> int:
     """Queue every configuration that is neither done, running nor queued; return how many."""
-    taken = _keys(study, spec, (TrialState.COMPLETE, TrialState.FAIL), only_done=True)
-    taken |= _keys(study, spec, (TrialState.RUNNING, TrialState.WAITING), only_done=False)
+    done, pending = _progress(study, spec)
+    taken = done | pending
     missing = sorted((c for c in all_configs(spec.search) if c.key() not in taken), key=str)
     random.Random(spec.sampler.seed).shuffle(missing)
     for config in missing:
@@ -52,5 +61,5 @@ def space_covered(study: optuna.Study, spec: StudySpec) -> bool:
     """True once every configuration of the space is done and nothing is queued."""
     if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         return False
-    done = _keys(study, spec, (TrialState.COMPLETE, TrialState.FAIL), only_done=True)
+    done, _ = _progress(study, spec)
     return {c.key() for c in all_configs(spec.search)} <= done

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from sweep.paper_table import paper_table, to_markdown
 from sweep.plots import PngUnavailable, pareto_figure, write_html, write_png
+from sweep.spec import meets_constraints
 
 METRICS = ("sparsity", "zero_fraction", "tcr", "real_ratio", "sr", "srcr", "perplexity")
 
@@ -38,7 +39,7 @@ def trials_frame(study: optuna.Study, all_states: bool = False) -> pd.DataFrame:
             row[f"score:{task}"] = score
         for phase, seconds in a.get("timings", {}).items():
             row[phase] = seconds
-        row["feasible"] = all(v <= 0 for v in t.constraints.values())
+        row["feasible"] = meets_constraints(t.constraints)
         row["reused"] = bool(a.get("reused", False))
         row["worker"] = a.get("worker")
         row["fail_reason"] = a.get("fail_reason")

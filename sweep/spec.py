@@ -231,6 +231,12 @@ class Constraints(_Strict):
         return out
 
 
+def meets_constraints(values: dict[str, float]) -> bool:
+    """Whether a trial with these constraint values (``Trial.constraints``) is feasible: every
+    bound met, i.e. every value <= 0 (none means no constraint)."""
+    return all(v <= 0 for v in values.values())
+
+
 class StudySpec(_Strict):
     """A whole study: model, data, tasks, search space, objectives, sampler, budget, storage."""
 

@@ -115,11 +115,9 @@ def make_sampler(spec: StudySpec, worker: int = 0) -> optuna.samplers.BaseSample
         # every trial has and samples the others independently, by design; its per-trial
         # warning about that is noise.
         return optuna.samplers.GPSampler(seed=seed, warn_independent_sampling=False)
-    if name == "grid":
-        # The grid is a queue of trials (sweep.grid), one per distinct configuration: a
-        # cartesian grid over the parameters would also visit points that differ only in
-        # parameters without effect. The sampler only fills in when the queue runs dry.
-        return optuna.samplers.RandomSampler(seed=seed)
+    # random; and grid, whose plan is a queue of trials (sweep.grid), one per distinct
+    # configuration (a cartesian grid over the parameters would also visit points that differ
+    # only in parameters without effect): the sampler only fills in when the queue runs dry.
     return optuna.samplers.RandomSampler(seed=seed)
 
 

@@ -17,7 +17,7 @@ from sweep.export import ExportError
 from sweep.export.card import model_card
 from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
-from sweep.spec import StudySpec
+from sweep.spec import StudySpec, meets_constraints
 
 TRIAL_SPEC = "sweep-trial.yaml"
 RECIPE = "recipe.yaml"
@@ -44,7 +44,7 @@ def choose_trial(study: optuna.Study, number: int | None = None) -> optuna.trial
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no complete trial to export")
     if number is None:
-        feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
+        feasible = [t for t in complete if meets_constraints(t.constraints)]
         if not feasible:
             raise ExportError(
                 f"no complete trial of {study.study_name!r} meets the study's constraints; "
