@@ -38,12 +38,11 @@ from torch import nn
 
 from sweep.compress import CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.driver import compressible_linears, find_blocks
+from sweep.compress.hessian import BLOCK_SIZE, DAMPENING
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "engine.json"
 GROUP = 128  # quantization group size, on both sides
-BLOCK = 128  # columns per lazy-update block (SparseGPT and GPTQ), on both sides
-DAMP = 0.01  # Hessian dampening as a fraction of its mean diagonal, on both sides
 
 
 @dataclass(frozen=True)
@@ -68,14 +67,18 @@ class Case:
                 SparseGPTModifier(
                     sparsity=0.5 if nm != "0:0" else self.sparsity,
                     mask_structure=nm,
-                    block_size=BLOCK,
-                    dampening_frac=DAMP,
+                    block_size=BLOCK_SIZE,
+                    dampening_frac=DAMPENING,
                     targets=block_targets(model),
                     ignore=other_linears(model),
                 )
             )
         if self.bits < 16:
-            common = {"block_size": BLOCK, "dampening_frac": DAMP, "ignore": other_linears(model)}
+            common = {
+                "block_size": BLOCK_SIZE,
+                "dampening_frac": DAMPENING,
+                "ignore": other_linears(model),
+            }
             if self.bits == 4:  # the preset a user picks: symmetric int4, group 128, static order
                 modifiers.append(GPTQModifier(targets=["Linear"], scheme="W4A16", **common))
             else:
@@ -397,18 +400,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tasks_dir, ppl_task = args.tasks_dir, args.ppl_task
-    if ppl_task is None or tasks_dir is None:
-        from sweep.demo import PERPLEXITY_TASK, TASKS_DIR
+    from sweep.demo import CALIBRATION_FILE, MODEL_DIR, PERPLEXITY_TASK, TASKS_DIR
 
-        ppl_task = ppl_task or PERPLEXITY_TASK
-        tasks_dir = tasks_dir or [TASKS_DIR]
-    model, tokenizer = load_model(args.model or "demo", device="cpu")
-    source = (
-        {"source": "file", "path": args.calibration_file}
-        if args.calibration_file
-        else {"source": "demo"}
-    )
-    spec = CalibrationSpec(**source, samples=args.samples, seq_len=args.seq_len)
+    ppl_task = ppl_task or PERPLEXITY_TASK
+    tasks_dir = tasks_dir or [TASKS_DIR]
+    model, tokenizer = load_model(args.model or MODEL_DIR, device="cpu")
+    calibration_file = args.calibration_file or CALIBRATION_FILE
+    spec = CalibrationSpec(path=calibration_file, samples=args.samples, seq_len=args.seq_len)
     calibration = calibration_batches(spec, tokenizer)
     cases = CASES
     if args.configs:

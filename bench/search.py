@@ -27,10 +27,12 @@ from rich.progress import track
 from rich.table import Table
 
 from sweep.compress.calibration import model_fingerprint
+from sweep.events import Events
+from sweep.plan import make_plan
+from sweep.record import Measurement
 from sweep.results import ResultsTable, result_context, result_key
 from sweep.space import all_configs, suggest_config
 from sweep.spec import SamplerSpec, SearchSpace, StudySpec, load_spec
-from sweep.study import make_sampler
 
 RESULTS = Path("bench-results")
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
@@ -78,21 +80,20 @@ def compute_grid(spec: StudySpec, db: Path, console: Console) -> dict[str, tuple
     from sweep.workers import prepare_runner
 
     results = ResultsTable(f"sqlite:///{db}")
-    runner = prepare_runner(spec, console, progress=False)
-    context = result_context(spec, model_fingerprint(runner.model))
-    configs = sorted(all_configs(spec.search), key=lambda c: c.key())
-    base = runner.evaluate_base()
     values: dict[str, tuple[float, ...]] = {}
-    for config in track(configs, description="computing the grid", console=console):
-        rkey = result_key(context, config)
-        claim = results.claim(rkey, config.key(), context, spec.name, -1)
-        if claim.owned:
-            attrs = runner.run(config, base).attrs()
-            results.finish(rkey, attrs)
-        else:
-            attrs = claim.result
-        values[config.key()] = tuple(float(attrs[o]) for o in spec.objectives)
-    runner.evaluator.close()
+    with prepare_runner(spec, Events(), progress=False) as runner:
+        context = result_context(spec, model_fingerprint(runner.model))
+        configs = sorted(all_configs(spec.search), key=lambda c: c.key())
+        base = runner.evaluate_base()
+        for config in track(configs, description="computing the grid", console=console):
+            rkey = result_key(context, config)
+            claim = results.claim(rkey, config.key(), context, spec.name, -1)
+            if claim.owned:
+                measurement = runner.run(config, base).measurement
+                results.finish(rkey, measurement.to_dict())
+            else:
+                measurement = Measurement.from_dict(claim.result)
+            values[config.key()] = tuple(float(measurement.value(o)) for o in spec.objectives)
     return values
 
 
@@ -104,7 +105,7 @@ def replay(
     spec = spec.model_copy(update={"sampler": SamplerSpec(name=sampler, seed=seed)})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        directions=["maximize"] * len(spec.objectives), sampler=make_sampler(spec)
+        directions=["maximize"] * len(spec.objectives), sampler=make_plan(spec).sampler
     )
     front: list[tuple[float, float]] = []
     curve, keys = [], []

@@ -1,4 +1,4 @@
-"""Calibration samples as token ids, from the demo corpus, a local text file, or a dataset."""
+"""Calibration samples as token ids, from a local text file or a dataset."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 
+from sweep.errors import UserError
 from sweep.spec import CalibrationSpec
 
 
-class CalibrationError(ValueError):
+class CalibrationError(UserError, ValueError):
     """Calibration text that is missing, empty, or too short for one sample."""
 
 
@@ -24,12 +25,7 @@ def _texts(spec: CalibrationSpec) -> list[str]:
             if len(texts) >= spec.samples * 4:
                 break
         return texts
-    if spec.source == "demo":
-        from sweep.demo import CALIBRATION_FILE
-
-        path = CALIBRATION_FILE
-    else:
-        path = Path(spec.path)
+    path = Path(spec.path)
     if not path.is_file():
         raise CalibrationError(f"calibration file {path} does not exist")
     lines = [line for line in path.read_text().splitlines() if line.strip()]

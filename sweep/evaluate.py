@@ -11,13 +11,14 @@ from typing import Any
 
 import yaml
 
+from sweep.errors import UserError
 from sweep.spec import EvaluationSpec, TaskSpec
 
 METRIC_PREFERENCE = ("acc", "acc_norm", "exact_match")
 PERPLEXITY_METRIC = "word_perplexity"
 
 
-class TaskError(ValueError):
+class TaskError(UserError, ValueError):
     """A task that lm-eval does not know, or whose results lack the asked metric."""
 
 

@@ -133,3 +133,43 @@ def real_compression_ratio(
     if compressed == 0:
         raise ValueError("the model has no parameters")
     return base / compressed
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How one measured quantity of a trial is named and shown, everywhere it is shown."""
+
+    name: str  # key in a trial's record, its stored attributes and the trials CSV
+    label: str  # short: table headers, the dashboard's objective names
+    title: str  # long: plot axes, the model card
+    fmt: str  # format of one value
+    objective: bool = False  # a study may maximise it
+    bounded: bool = False  # a study may constrain it to a band
+
+    def show(self, value: float | None) -> str:
+        return "–" if value is None else self.fmt.format(value)
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("srcr", "SrCr", "SrCr (retention per capacity kept)", "{:.4f}", objective=True),
+        Metric("sr", "Sr", "Sr (semantic retention)", "{:.4f}", objective=True, bounded=True),
+        Metric("tcr", "TCr", "TCr (theoretical compression rate)", "{:.4f}", True, True),
+        Metric(
+            "real_ratio",
+            "real ratio",
+            "real compression ratio (16-bit bytes / bytes written)",
+            "{:.2f}x",
+            objective=True,
+            bounded=True,
+        ),
+        Metric("measured_sparsity", "sparsity", "measured sparsity of the pruning step", "{:.4f}"),
+        Metric(
+            "zero_fraction", "zeros", "fraction of exact zeros in the compressed weights", "{:.4f}"
+        ),
+        Metric("perplexity", "perplexity", "word perplexity on the perplexity task", "{:.3f}"),
+    )
+}
+OBJECTIVES = tuple(name for name, m in METRICS.items() if m.objective)
+BOUNDED = tuple(name for name, m in METRICS.items() if m.bounded)

@@ -2,46 +2,67 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from sweep.compress.driver import compressible_linears
+from sweep.errors import UserError
 from sweep.metrics import Tensor2D
-from sweep.spec import DEMO_MODEL
+from sweep.spec import check_device_name
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError, ValueError):
     """The model named by a study could not be loaded."""
 
 
+class DeviceError(UserError, ValueError):
+    """A device that does not exist on this machine."""
+
+
 def resolve_device(device: str) -> str:
+    """The device to run on: ``auto`` is a GPU when there is one, else the CPU."""
+    try:
+        check_device_name(device)
+    except ValueError as err:
+        raise DeviceError(str(err)) from None
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU build"
+            raise DeviceError(
+                f"device {device!r}: no CUDA GPU is visible here (torch {torch.__version__}, "
+                f"{build}); use device auto or cpu"
+            )
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} GPU(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError("device 'mps': no Apple GPU is available here; use device auto or cpu")
     return device
 
 
-def model_source(name: str) -> str:
-    """The path or hub id to load: the bundled demo model for ``"demo"``."""
-    if name == DEMO_MODEL:
-        from sweep.demo import MODEL_DIR
-
-        return str(MODEL_DIR)
-    return name
-
-
-def load_model(name: str, dtype: str = "auto", device: str = "cpu") -> tuple[nn.Module, object]:
+def load_model(
+    name: str | Path, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False
+) -> tuple[nn.Module, object]:
     """Load a causal LM and its tokenizer, in eval mode on ``device``.
 
     ``dtype="auto"`` computes in float32 on the CPU (fast and exact there) and in the checkpoint's
-    own dtype on a GPU.
+    own dtype on a GPU. Code that ships with a model runs only with ``trust_remote_code``;
+    transformers is never left to ask on the terminal.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = model_source(name)
+    source = str(name)
     looks_local = source.startswith((".", "/", "~")) or Path(source).exists()
     if looks_local and not Path(source).expanduser().is_dir():
         raise ModelLoadError(f"model folder {source} does not exist")
@@ -50,13 +71,68 @@ def load_model(name: str, dtype: str = "auto", device: str = "cpu") -> tuple[nn.
     else:
         torch_dtype = _DTYPES[dtype]
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
-    except OSError as err:
-        raise ModelLoadError(f"cannot load model {name!r}: {err}") from None
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        )
+    except Exception as err:  # transformers, safetensors and torch raise many kinds
+        raise ModelLoadError(_load_failure(source, err)) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
+
+
+def _load_failure(name: str, err: Exception) -> str:
+    """One line saying why ``name`` did not load."""
+    text = " ".join(str(err).split())
+    if "trust_remote_code" in text:
+        return (
+            f"model {name} needs to run code that ships with it, which sweep does not do unless "
+            "the spec says `trust_remote_code: true` (read that code first)"
+        )
+    if "Unrecognized configuration class" in text:
+        kind = text.split("Unrecognized configuration class", 1)[1].split()[0].strip("<>'.,")
+        return (
+            f"model {name} is not a causal language model ({kind}); sweep compresses "
+            "decoder-only models that transformers loads with AutoModelForCausalLM"
+        )
+    if "weights_only" in text or type(err).__name__ == "UnpicklingError":
+        return (
+            f"model {name}: its pickle checkpoint holds objects that torch refuses to load "
+            "safely (weights_only); convert it to safetensors"
+        )
+    if len(text) > 300:
+        text = text[:300] + " ..."
+    return f"cannot load model {name}: {type(err).__name__}: {text}"
+
+
+def round_weights(model: nn.Module, dtype: torch.dtype) -> None:
+    """Round every floating-point parameter to ``dtype``'s precision, in place (keeping the
+    parameter's own dtype): the values a ``dtype`` checkpoint of the model holds."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.dtype != dtype:
+                p.copy_(p.to(dtype).to(p.dtype))
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 naming a model's weights, whatever dtype it was loaded in: every parameter's name
+    and shape and a strided sample of its values rounded to bfloat16 (a model loaded in float32
+    on a CPU and in bfloat16 on a GPU agree), and its config without the fields that say where
+    and how it was loaded."""
+    digest = hashlib.sha256(b"sweep-weights-v1")
+    config = getattr(model, "config", None)
+    if config is not None:
+        fields = config.to_dict()
+        for loaded_as in ("_name_or_path", "dtype", "torch_dtype", "transformers_version"):
+            fields.pop(loaded_as, None)
+        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    for name, p in model.named_parameters():
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 1024)][:1024]
+        digest.update(f"{name}:{tuple(p.shape)}".encode())
+        digest.update(sample.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def tensor_inventory(model: nn.Module) -> list[Tensor2D]:

@@ -4,10 +4,12 @@ least as much, task by task, with the relative difference in semantic retention.
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 
 from sweep.metrics import task_retention
-from sweep.trial import BaseReference
+from sweep.record import BaseReference
 
 # a joint trial is compared at a TCr point when its own TCr is in [point, point + TCR_BAND)
 TCR_BAND = 1 / 16
@@ -42,9 +44,11 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     trials = pd.concat([df, retention_by_task(df, base)], axis=1)
     tasks = [c for c in trials.columns if c.startswith("sr:")]
-    quant_only = trials[(trials["sparsity"] == 0) & (trials["bits"] < 16)]
-    joint = trials[(trials["sparsity"] > 0) & (trials["bits"] < 16)]
+    quant_only = trials[(trials["target_sparsity"] == 0) & (trials["bits"] < 16)]
+    joint = trials[(trials["target_sparsity"] > 0) & (trials["bits"] < 16)]
     rows = []
+    if quant_only.empty:
+        return pd.DataFrame(columns=columns)
     for point in sorted(quant_only["tcr"].round(6).unique()):
         row: dict[str, object] = {"tcr": point}
         quant = _best(quant_only[quant_only["tcr"].round(6) == point])
@@ -62,6 +66,16 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
     return table[ordered]
 
 
+def short_names(tasks: list[str]) -> list[str]:
+    """Task names without the prefix they all share (``leaderboard_bbh`` -> ``bbh`` among
+    leaderboard tasks), for narrow table headers."""
+    if len(tasks) < 2:
+        return tasks
+    prefix = os.path.commonprefix(tasks)
+    prefix = prefix[: prefix.rfind("_") + 1]  # whole words only
+    return [t.removeprefix(prefix) for t in tasks]
+
+
 def _pct(x: object) -> str:
     return "–" if x is None or pd.isna(x) else f"{float(x):.2%}"
 
@@ -73,8 +87,7 @@ def _num(x: object) -> str:
 def to_markdown(table: pd.DataFrame) -> str:
     """The table as GitHub markdown: one row per TCr point, Sr per task for both sides."""
     tasks = [c.removeprefix("quant_sr:") for c in table.columns if c.startswith("quant_sr:")]
-    short = [t.removeprefix("demo_") for t in tasks]
-    per_task = [f"Sr {t}" for t in short]
+    per_task = [f"Sr {t}" for t in short_names(tasks)]
     head = ["TCr", "quantization only", *per_task, "Sr", "joint (prune + quantize)", "TCr",
             *per_task, "Sr", "Δ Sr"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

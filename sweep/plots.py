@@ -9,13 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.compress import CompressionConfig
+from sweep.metrics import METRICS
 
-AXIS_LABELS = {
-    "srcr": "SrCr (retention per capacity kept)",
-    "sr": "Sr (semantic retention)",
-    "tcr": "TCr (theoretical compression rate)",
-    "real_ratio": "real compression ratio (x smaller on disk)",
-}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 INFEASIBLE = "outside the study's constraints"
 
@@ -24,9 +19,9 @@ class PngUnavailable(RuntimeError):
     """PNG export needs kaleido and a Chromium; the message says what is missing."""
 
 
-def family(config: dict) -> str:
+def family(config: CompressionConfig) -> str:
     """The kind of compression, for colouring: ordering and pattern, or one method alone."""
-    c = CompressionConfig(**config).canonical()
+    c = config.canonical()
     if c.prunes and c.quantizes:
         order = f"prune→quant (Case {c.case})" if c.order == "prune_first" else c.order
         order = "quant→prune" if c.order == "quant_first" else order
@@ -39,13 +34,16 @@ def family(config: dict) -> str:
 
 
 def _hover(row: pd.Series, tasks: list[str]) -> str:
+    def show(*names: str) -> str:
+        return " · ".join(f"{METRICS[n].label} {METRICS[n].show(row[n])}" for n in names)
+
     lines = [
         f"<b>trial {row['trial']}</b>: {row['config']}",
-        f"TCr {row['tcr']:.4f} · ratio {row['real_ratio']:.2f}x",
-        f"Sr {row['sr']:.3f} · SrCr {row['srcr']:.3f}",
+        show("tcr", "real_ratio"),
+        show("sr", "srcr"),
     ]
     if pd.notna(row.get("perplexity")):
-        lines.append(f"perplexity {row['perplexity']:.2f}")
+        lines.append(show("perplexity"))
     lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]
     return "<br>".join(lines)
 
@@ -55,10 +53,7 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
     import plotly.graph_objects as go
 
     tasks = [c for c in df.columns if c.startswith("score:")]
-    families = [
-        family(c) if ok else INFEASIBLE
-        for c, ok in zip(df["config_dict"], df["feasible"], strict=True)
-    ]
+    families = df["family"].where(df["feasible"], INFEASIBLE)
     data = df.assign(family=families, hover=[_hover(r, tasks) for _, r in df.iterrows()])
     fig = go.Figure()
     for name, group in sorted(data.groupby("family"), key=lambda item: str(item[0])):
@@ -80,8 +75,8 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
     )  # fmt: skip
     fig.update_layout(
         title=title,
-        xaxis_title=AXIS_LABELS.get(x, x),
-        yaxis_title=AXIS_LABELS.get(y, y),
+        xaxis_title=METRICS[x].title,
+        yaxis_title=METRICS[y].title,
         template="plotly_white",
         legend={"title": "ordering · pattern"},
         width=900,

@@ -4,6 +4,7 @@ CSV)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,39 +13,44 @@ import pandas as pd
 from optuna.trial import TrialState
 from rich.table import Table
 
+from sweep.errors import UserError
+from sweep.metrics import METRICS
 from sweep.paper_table import paper_table, to_markdown
-from sweep.plots import PngUnavailable, pareto_figure, write_html, write_png
-from sweep.spec import meets_constraints
-
-METRICS = ("sparsity", "zero_fraction", "tcr", "real_ratio", "sr", "srcr", "perplexity")
+from sweep.plots import PngUnavailable, family, pareto_figure, write_html, write_png
+from sweep.record import TrialRecord, trial_records
+from sweep.spec import RUNS
+from sweep.study import stored_base
 
 
 def trials_frame(study: optuna.Study, all_states: bool = False) -> pd.DataFrame:
-    """One row per complete trial (or every trial with ``all_states``): its configuration's
-    parameters, its metrics, per-task scores (``score:<task>``) and phase timings."""
-    states = None if all_states else (TrialState.COMPLETE,)
-    rows = []
-    for t in study.get_trials(deepcopy=False, states=states):
-        a = t.user_attrs
-        if a.get("surplus"):
-            continue  # admitted past the target: computed nothing
-        row: dict[str, object] = {"trial": t.number, "state": t.state.name,
-                                  "config": a.get("config_key", "")}  # fmt: skip
-        config = a.get("config", {})
-        row.update(config)
-        row["config_dict"] = config
-        for name in METRICS:
-            row[name] = a.get(name)
-        for task, score in a.get("task_scores", {}).items():
-            row[f"score:{task}"] = score
-        for phase, seconds in a.get("timings", {}).items():
-            row[phase] = seconds
-        row["feasible"] = meets_constraints(t.constraints)
-        row["reused"] = bool(a.get("reused", False))
-        row["worker"] = a.get("worker")
-        row["fail_reason"] = a.get("fail_reason")
-        rows.append(row)
+    """One row per complete trial (or every trial with ``all_states``; surplus trials, which
+    computed nothing, left out): the configuration's fields (``sparsity`` is what it asks for,
+    ``target_sparsity`` what its pattern means), its ``family``, its metrics
+    (``measured_sparsity`` is what the pruning step removed), per-task scores
+    (``score:<task>``), phase timings, and what happened to the trial."""
+    states = () if all_states else (TrialState.COMPLETE,)
+    rows = [_row(r) for r in trial_records(study, *states) if not r.surplus]
     return pd.DataFrame(rows)
+
+
+def _row(r: TrialRecord) -> dict[str, object]:
+    row: dict[str, object] = {
+        "trial": r.number,
+        "state": r.state.name,
+        "config": r.config_key or "",
+    }
+    if r.config is not None:
+        row.update(r.config.to_dict())
+        row["target_sparsity"] = r.config.target_sparsity
+        row["family"] = family(r.config)
+    m = r.measurement
+    for name in METRICS:
+        row[name] = None if m is None else m.value(name)
+    if m is not None:
+        row.update({f"score:{task}": score for task, score in m.task_scores.items()})
+        row.update(m.timings)
+    row.update(feasible=r.feasible, reused=r.reused, worker=r.worker, fail_reason=r.fail_reason)
+    return row
 
 
 def reuse_summary(df: pd.DataFrame) -> str:
@@ -84,20 +90,14 @@ def front_table(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> Table:
     """The Pareto front as a rich table for the terminal."""
     rows = front(df, x, y)
     table = Table(title=f"Pareto front: {y} against {x}", title_justify="left")
-    for col in ("trial", "configuration", "TCr", "ratio", "Sr", "SrCr"):
+    shown = ("tcr", "real_ratio", "sr", "srcr")
+    for col in ("trial", "configuration", *(METRICS[m].label for m in shown)):
         table.add_column(col, justify="left" if col == "configuration" else "right")
     score_cols = [c for c in df.columns if c.startswith("score:")]
     for col in score_cols:
         table.add_column(col.removeprefix("score:"), justify="right")
     for _, r in rows.iterrows():
-        cells = [
-            str(r["trial"]),
-            r["config"],
-            f"{r['tcr']:.4f}",
-            f"{r['real_ratio']:.2f}x",
-            f"{r['sr']:.3f}",
-            f"{r['srcr']:.3f}",
-        ]
+        cells = [str(r["trial"]), r["config"], *(METRICS[m].show(r[m]) for m in shown)]
         cells += [f"{r[c]:.3f}" for c in score_cols]
         table.add_row(*cells)
     return table
@@ -129,7 +129,7 @@ def pareto_html_path(storage_url: str, name: str) -> Path:
     """Where `sweep run` writes the study's Pareto plot: next to a SQLite file, else in runs/."""
     if storage_url.startswith("sqlite:///"):
         return Path(storage_url.removeprefix("sqlite:///")).parent / f"{name}-pareto.html"
-    return Path("runs") / f"{name}-pareto.html"
+    return RUNS / f"{name}-pareto.html"
 
 
 def write_pareto_html(
@@ -141,51 +141,90 @@ def write_pareto_html(
 
 @dataclass
 class Report:
-    """The files `sweep report` wrote, and why a PNG is missing if it is."""
+    """What `sweep report` wrote, and what it could not show and why."""
 
     folder: Path
+    frame: pd.DataFrame  # trials_frame: the complete trials
     files: list[Path] = field(default_factory=list)
-    png_skipped: str | None = None
-    table: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None  # the paper's table, when the study has one
+
+
+class ReportError(UserError):
+    """A report that cannot be written where it was asked."""
+
+
+MANIFEST = "sweep-report.json"  # marks a folder as one that `sweep report` owns
+
+
+def check_report_folder(folder: Path) -> None:
+    """Refuse to write into a folder that holds anything but an earlier report."""
+    if folder.exists() and not folder.is_dir():
+        raise ReportError(f"output {folder} exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).exists():
+        raise ReportError(
+            f"output folder {folder} is not empty and holds no earlier report "
+            f"(no {MANIFEST}): choose an empty or new folder"
+        )
 
 
 def write_report(study: optuna.Study, folder: Path, x: str = "tcr", png: bool = True) -> Report:
-    """Write the study's plots, paper table and trials CSV into ``folder``."""
-    from sweep.study import stored_base
-
+    """Write the study's plots, paper table and trials CSV into ``folder``, a new or empty one
+    or one that holds an earlier report (its files are replaced)."""
+    check_report_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    report = Report(folder)
-    everything = trials_frame(study, all_states=True)
-    everything.drop(columns=["config_dict"], errors="ignore").to_csv(
-        folder / "trials.csv", index=False
-    )
+    manifest = folder / MANIFEST
+    if manifest.exists():  # the earlier report's files go, so that none outlives its data
+        for name in json.loads(manifest.read_text()).get("files", []):
+            (folder / Path(name).name).unlink(missing_ok=True)
+    report = Report(folder, trials_frame(study))
+    manifest.write_text(json.dumps({"study": study.study_name, "files": []}) + "\n")
+    _write_report(study, report, x, png)
+    files = [p.name for p in report.files]
+    manifest.write_text(json.dumps({"study": study.study_name, "files": files}, indent=2) + "\n")
+    return report
+
+
+def _write_report(study: optuna.Study, report: Report, x: str, png: bool) -> None:
+    folder, df = report.folder, report.frame
+    trials_frame(study, all_states=True).to_csv(folder / "trials.csv", index=False)
     report.files.append(folder / "trials.csv")
-    df = trials_frame(study)
     if df.empty:
-        return report
+        report.notes.append(
+            f"study {study.study_name!r} has no complete trial yet: no plot and no table "
+            "(trials.csv lists its trials)"
+        )
+        return
     name = study.study_name
-    axis = {"tcr": "TCr", "real_ratio": "real compression ratio"}[x]
     figures = {
         "pareto-srcr": pareto_figure(
-            df, x, "srcr", front(df, x, "srcr"), f"{name}: SrCr against {axis}"
-        ),  # fmt: skip
+            df, x, "srcr", front(df, x, "srcr"), f"{name}: SrCr against {METRICS[x].label}"
+        ),
         "pareto-sr": pareto_figure(
             df, "tcr", "sr", front(df, "tcr", "sr"), f"{name}: Sr against TCr"
-        ),  # fmt: skip
+        ),
     }
+    png_skipped = not png
     for stem, fig in figures.items():
         report.files.append(write_html(fig, folder / f"{stem}.html"))
-        if png and report.png_skipped is None:
+        if not png_skipped:
             try:
                 report.files.append(write_png(fig, folder / f"{stem}.png"))
             except PngUnavailable as err:
-                report.png_skipped = str(err)
+                report.notes.append(str(err))
+                png_skipped = True
     base = stored_base(study)
     if base is None:
-        return report
+        report.notes.append("no base reference stored: no paper table")
+        return
     table = paper_table(df, base)
+    if table.empty:
+        report.notes.append(
+            "no paper table: it compares quantization alone with pruning + quantization at "
+            "equal TCr, and no complete trial quantizes without pruning"
+        )
+        return
     table.to_csv(folder / "paper-table.csv", index=False)
     (folder / "paper-table.md").write_text(to_markdown(table))
     report.files += [folder / "paper-table.csv", folder / "paper-table.md"]
     report.table = table
-    return report

@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sweep.compress.config import CompressionConfig
 from sweep.spec import StudySpec
+from sweep.storage import GRACE_S, HEARTBEAT_S
 
 ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stored results
 
@@ -39,7 +40,7 @@ results_table = sa.Table(
     sa.Column("status", sa.String(16), nullable=False),  # running | done | failed
     sa.Column("owner", sa.String(200), nullable=False),
     sa.Column("heartbeat", sa.DateTime, nullable=False),
-    sa.Column("result", sa.Text),  # JSON of the trial's measured attributes
+    sa.Column("result", sa.Text),  # JSON of the measurement (record.Measurement.to_dict)
     sa.Column("reason", sa.Text),
     sa.Column("study", sa.String(200)),
     sa.Column("trial", sa.Integer),
@@ -58,19 +59,22 @@ def result_context(spec: StudySpec, model_fingerprint: str) -> dict[str, Any]:
     """What, besides the compression config, determines a trial's result."""
     cal = spec.calibration
     ev = spec.evaluation
-    return {
-        "engine": ENGINE_VERSION,
-        "model": spec.model,
-        "model_fingerprint": model_fingerprint,
-        "dtype": spec.dtype,
-        "calibration": {
+    calibration = None
+    if cal is not None:
+        calibration = {
             "source": cal.source,
             "path": str(cal.path) if cal.path else None,
             "dataset": [cal.dataset, cal.dataset_config, cal.split, cal.text_field],
             "samples": cal.samples,
             "seq_len": cal.seq_len,
             "mode": cal.mode,
-        },
+        }
+    return {
+        "engine": ENGINE_VERSION,
+        "model": spec.model,
+        "model_fingerprint": model_fingerprint,
+        "dtype": spec.dtype,
+        "calibration": calibration,
         "evaluation": {
             "tasks": [t.model_dump() for t in ev.tasks],
             "include_path": str(ev.include_path) if ev.include_path else None,
@@ -98,7 +102,9 @@ class Claim:
 class ResultsTable:
     """Claim, fill and read rows of ``sweep_results`` in the database at ``url``."""
 
-    def __init__(self, url: str, stale_after_s: float = 60.0, poll_s: float = 2.0) -> None:
+    def __init__(
+        self, url: str, stale_after_s: float = GRACE_S, poll_s: float = HEARTBEAT_S / 2
+    ) -> None:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60}
@@ -113,8 +119,18 @@ class ResultsTable:
             row = conn.execute(sa.select(results_table).where(results_table.c.key == key)).first()
         return None if row is None else row._asdict()
 
-    def claim(self, key: str, config_key: str, context: dict, study: str, trial: int) -> Claim:
-        """Own ``key``, or wait until its owner stores a result (or dies, and take it over)."""
+    def claim(
+        self,
+        key: str,
+        config_key: str,
+        context: dict,
+        study: str,
+        trial: int,
+        on_wait: Callable[[str], None] = lambda owner: None,
+    ) -> Claim:
+        """Own ``key``, or wait until its owner stores a result (or dies, and take it over).
+        ``on_wait(owner)`` is called once when the claim is held by another live worker."""
+        told = False
         while True:
             try:
                 with self.engine.begin() as conn:
@@ -143,6 +159,9 @@ class ResultsTable:
                 if self._take_over(row, study, trial):
                     return Claim(key, owned=True)
                 continue
+            if not told:
+                on_wait(row["owner"])
+                told = True
             time.sleep(self.poll_s)
 
     def _take_over(self, row: dict, study: str, trial: int) -> bool:
@@ -175,7 +194,7 @@ class ResultsTable:
             )
 
     @contextmanager
-    def beating(self, key: str, every_s: float = 10.0) -> Iterator[None]:
+    def beating(self, key: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
         """Keep the claim on ``key`` alive while the body runs."""
         stop = threading.Event()
 

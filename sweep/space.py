@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import optuna
 
 from sweep.compress.config import CompressionConfig
-from sweep.spec import SearchSpace
+from sweep.spec import SearchSpace, SpecError
 
 
 def _pick(trial: optuna.Trial, name: str, choices: list):
@@ -88,3 +89,38 @@ def all_configs(space: SearchSpace) -> set[CompressionConfig]:
             )
             configs.add(cfg.canonical())
     return configs
+
+
+def unfit_layers(group_size: int | None, widths: dict[str, int]) -> dict[str, int]:
+    """The layers (name -> input width) whose rows ``group_size`` does not tile."""
+    if group_size is None:
+        return {}
+    return {name: width for name, width in widths.items() if width % group_size}
+
+
+def fitting_group_sizes(widths: dict[str, int]) -> list[int]:
+    """Group sizes (powers of two from 8, and the widths' greatest common divisor) that tile
+    the rows of every layer."""
+    common = math.gcd(*widths.values())
+    sizes = {g for g in (2**k for k in range(3, 11)) if common % g == 0}
+    return sorted(sizes | ({common} if common >= 8 else set()))
+
+
+def check_group_sizes(space: SearchSpace, widths: dict[str, int]) -> None:
+    """Refuse, before any trial, group sizes that do not tile the input rows of every
+    compressible layer (name -> input width): the export format (compressed-tensors) stores a
+    grouped layer only when its groups tile the row, so every such trial would be unexportable."""
+    if all(bits >= 16 for bits in space.bits):
+        return
+    for group in space.group_sizes:
+        unfit = unfit_layers(group, widths)
+        if unfit:
+            shown = ", ".join(
+                f"{n.removesuffix('.weight')} ({w})" for n, w in list(unfit.items())[:3]
+            )
+            more = f" and {len(unfit) - 3} more" if len(unfit) > 3 else ""
+            raise SpecError(
+                f"search.group_sizes: {group} does not divide the input width of {len(unfit)} "
+                f"layers: {shown}{more}. Group sizes that fit every layer: "
+                f"{fitting_group_sizes(widths) or 'none'}, or null (one scale per output channel)"
+            )

@@ -11,13 +11,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sweep.compress.config import ORDERS, SUPPORTED_BITS, parse_pattern
 from sweep.compress.registry import PRUNERS, QUANTIZERS, unknown_name_message
+from sweep.errors import UserError
+from sweep.metrics import BOUNDED, OBJECTIVES
 
-DEMO_MODEL = "demo"
-SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")
-OBJECTIVES = ("srcr", "sr", "tcr", "real_ratio")
+SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")  # each a search plan (sweep.plan)
+# Where a run writes what the spec does not place: the study database, plots, reports,
+# exports and the calibration cache go under runs/ in the working directory.
+RUNS = Path("runs")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A study spec that cannot be used; the message names the field and what is allowed."""
 
 
@@ -133,11 +138,12 @@ class TaskSpec(_Strict):
 class CalibrationSpec(_Strict):
     """Calibration text for methods that need activations.
 
-    ``source``: ``demo`` (the bundled corpus), ``file`` (a local text file, one sample a line or
-    paragraph) or ``dataset`` (a Hugging Face dataset, for machines with network access).
+    ``source``: ``file`` (a local text file, one sample a line or paragraph; a relative ``path``
+    is taken from the spec's folder) or ``dataset`` (a Hugging Face dataset, for machines with
+    network access).
     """
 
-    source: Literal["demo", "file", "dataset"] = "demo"
+    source: Literal["file", "dataset"] = "file"
     path: Path | None = None
     dataset: str | None = None
     dataset_config: str | None = None
@@ -148,7 +154,7 @@ class CalibrationSpec(_Strict):
     # cached: per-layer statistics of the base model computed once and reused by every trial;
     # sequential: each block calibrated on the already-compressed blocks before it (slower).
     mode: Literal["cached", "sequential"] = "cached"
-    cache_dir: Path | None = None  # default: runs/calibration-cache
+    cache_dir: Path | None = None  # default: RUNS / "calibration-cache"
     batch_size: int = Field(8, gt=0)
 
     @model_validator(mode="after")
@@ -220,7 +226,7 @@ class Constraints(_Strict):
         """One value per bound, named like ``sr.min``; Optuna's convention: the bound is met
         when its value is <= 0, and the value says by how much it is missed."""
         out = {}
-        for name in ("tcr", "real_ratio", "sr"):
+        for name in BOUNDED:
             band = getattr(self, name)
             if band is None:
                 continue
@@ -241,10 +247,14 @@ class StudySpec(_Strict):
     """A whole study: model, data, tasks, search space, objectives, sampler, budget, storage."""
 
     name: str
-    model: str = DEMO_MODEL  # "demo", a Hugging Face id, or a local folder
+    model: str  # a Hugging Face id, or a local folder (relative: from the spec's folder)
+    # sha256 of the weights the spec's configuration was measured on (sweep export writes it
+    # into sweep-trial.yaml); a model with other weights is refused
+    model_fingerprint: str | None = None
+    trust_remote_code: bool = False  # run code that ships with the model (transformers' flag)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
-    calibration: CalibrationSpec = CalibrationSpec()
+    calibration: CalibrationSpec | None = None  # needed when a method of the space needs data
     evaluation: EvaluationSpec
     search: SearchSpace = SearchSpace()
     objectives: list[str] = ["srcr", "tcr"]
@@ -256,10 +266,13 @@ class StudySpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
-            raise ValueError(
-                "must be letters, digits, '_', '.' or '-', starting with a letter/digit"
-            )
+        check_study_name(v)
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        check_device_name(v)
         return v
 
     @field_validator("objectives")
@@ -272,8 +285,26 @@ class StudySpec(_Strict):
             raise ValueError("objectives must not repeat")
         return _non_empty(v)
 
-    def storage_url(self, root: Path = Path("runs")) -> str:
-        return self.storage or f"sqlite:///{root / self.name}.db"
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{RUNS / self.name}.db"
+
+
+def check_device_name(device: str) -> None:
+    """Devices sweep can run on: ``auto`` (a GPU when there is one), ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps``."""
+    if not _DEVICE.fullmatch(device):
+        raise ValueError(
+            f"unknown device {device!r}; allowed: auto, cpu, cuda, cuda:N (a GPU's index), mps"
+        )
+
+
+def check_study_name(name: str) -> None:
+    """A study's name also names its files under ``RUNS``: no path separators, no dot first."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"study name {name!r} must be letters, digits, '_', '.' or '-', starting with a "
+            "letter or digit"
+        )
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -312,18 +343,56 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 def _resolve_paths(spec: StudySpec, base: Path) -> StudySpec:
+    """Relative paths written in a spec are taken from the spec's folder: calibration and task
+    folders, a local model, a SQLite storage file."""
+
     def absolute(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else (base / p).resolve()
 
     cal, ev = spec.calibration, spec.evaluation
-    updates = {}
-    cal_paths = {k: absolute(getattr(cal, k)) for k in ("path", "cache_dir")}
-    cal_paths = {k: v for k, v in cal_paths.items() if v is not None}
-    if cal_paths:
-        updates["calibration"] = cal.model_copy(update=cal_paths)
+    updates: dict[str, object] = {}
+    if cal is not None:
+        cal_paths = {k: absolute(getattr(cal, k)) for k in ("path", "cache_dir")}
+        cal_paths = {k: v for k, v in cal_paths.items() if v is not None}
+        if cal_paths:
+            updates["calibration"] = cal.model_copy(update=cal_paths)
     if (p := absolute(ev.include_path)) is not None:
         updates["evaluation"] = ev.model_copy(update={"include_path": p})
-    model_dir = base / spec.model
-    if spec.model != DEMO_MODEL and spec.model.startswith(".") and model_dir.exists():
-        updates["model"] = str(model_dir.resolve())
+    if _is_local_path(spec.model, base):
+        updates["model"] = str((base / Path(spec.model).expanduser()).resolve())
+    if spec.storage and spec.storage.startswith(_SQLITE):
+        path = spec.storage.removeprefix(_SQLITE)
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            updates["storage"] = _SQLITE + str((base / path).resolve())
     return spec.model_copy(update=updates) if updates else spec
+
+
+_SQLITE = "sqlite:///"
+
+
+def _is_local_path(model: str, base: Path) -> bool:
+    """A model named by a path (``./m``, ``../m``, ``/m``, ``~/m``, or a folder that exists
+    there) rather than by a Hugging Face id (``org/name``)."""
+    return model.startswith((".", "/", "~")) or (base / model).is_dir()
+
+
+def with_overrides(spec: StudySpec, model: str | None = None, name: str | None = None) -> StudySpec:
+    """``spec`` with the command line's ``--model`` and ``--study-name``.
+
+    A local ``model`` is taken from the working directory. A study of another model than the
+    spec's is named after it (``paper-Llama-3.1-8B``), so that its trials do not mix with the
+    spec's own; ``name`` overrides that, under the same rules as the spec's ``name``.
+    """
+    if model:
+        local = _is_local_path(model, Path.cwd())
+        ref = str(Path(model).expanduser().resolve()) if local else model
+        if ref != spec.model:
+            slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(ref).name if local else ref).strip("-")
+            spec = spec.model_copy(update={"model": ref, "name": f"{spec.name}-{slug}"})
+    if name:
+        try:
+            check_study_name(name)
+        except ValueError as err:
+            raise SpecError(f"--study-name: {err}") from None
+        spec = spec.model_copy(update={"name": name})
+    return spec

@@ -24,7 +24,8 @@ from sweep.metrics import (
     srcr,
     theoretical_compression_rate,
 )
-from sweep.model import WeightSnapshot
+from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
+from sweep.record import BaseReference, Measurement
 
 
 @dataclass
@@ -41,81 +42,42 @@ class TrialError(RuntimeError):
     """A trial that produced no usable result (NaN scores, a broken layer...)."""
 
 
-@dataclass(frozen=True)
-class BaseReference:
-    """The uncompressed model's scores and each task's random-guess score: Sr's denominator."""
-
-    scores: dict[str, float]
-    random_scores: dict[str, float]
-    perplexity: float | None = None
-
-
 @dataclass
 class TrialResult:
-    """Everything a trial measured, flat enough to store as Optuna user attributes."""
+    """One configuration computed: what it measured and, for an export, the grids of its
+    quantized layers (kept in memory only)."""
 
     config: CompressionConfig
-    sparsity: float  # measured fraction pruned by the pruning step
-    zero_fraction: float
-    bits: int
-    tcr: float
-    real_ratio: float
-    sr: float
-    srcr: float
-    task_scores: dict[str, float]
-    perplexity: float | None
-    timings: dict[str, float] = field(default_factory=dict)
-    grids: dict[str, QuantGrid] = field(default_factory=dict, repr=False)  # not stored
-
-    def objective(self, name: str) -> float:
-        return {"srcr": self.srcr, "sr": self.sr, "tcr": self.tcr, "real_ratio": self.real_ratio}[
-            name
-        ]
-
-    def attrs(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "config_key": self.config.key(),
-            "sparsity": self.sparsity,
-            "zero_fraction": self.zero_fraction,
-            "bits": self.bits,
-            "tcr": self.tcr,
-            "real_ratio": self.real_ratio,
-            "sr": self.sr,
-            "srcr": self.srcr,
-            "task_scores": self.task_scores,
-            "perplexity": self.perplexity,
-            "timings": self.timings,
-        }
+    measurement: Measurement
+    grids: dict[str, QuantGrid] = field(default_factory=dict, repr=False)
 
 
-def score_trial(
+def measure(
     config: CompressionConfig,
-    sparsity: float,
-    zero_fraction: float,
+    compressed: CompressionResult,
     scores: Scores,
     base: BaseReference,
     inventory: list[Tensor2D],
     timings: dict[str, float],
-) -> TrialResult:
-    """Turn measured scores into the project's metrics (see ``sweep.metrics``)."""
+) -> Measurement:
+    """Turn what the engine did and the scores of the compressed model into the project's
+    metrics (see ``sweep.metrics``)."""
     bad = {t: v for t, v in scores.tasks.items() if not math.isfinite(v)}
     if bad:
         raise TrialError(f"non-finite task scores: {bad}")
+    sparsity = compressed.pruned_fraction
     sr = semantic_retention(scores.tasks, base.scores, base.random_scores)
-    return TrialResult(
-        config=config,
-        sparsity=sparsity,
-        zero_fraction=zero_fraction,
-        bits=config.bits,
+    return Measurement(
+        measured_sparsity=sparsity,
+        zero_fraction=compressed.zero_fraction,
         tcr=theoretical_compression_rate(sparsity, config.bits),
         real_ratio=real_compression_ratio(
             inventory, config.bits, config.group_size, config.symmetric
         ),
         sr=sr,
         srcr=srcr(sr, sparsity, config.bits),
-        task_scores=scores.tasks,
         perplexity=scores.perplexity,
+        task_scores=scores.tasks,
         timings=timings,
     )
 
@@ -136,31 +98,57 @@ def storage_dtype(model: nn.Module) -> torch.dtype:
 class TrialRunner:
     """Holds the loaded model; runs trials on it, restoring the base weights before each.
 
-    Compressed weights are rounded to ``storage_dtype`` (see ``compress_model``), so a trial
-    evaluates the values that the exported 16-bit checkpoint holds.
+    Every weight is rounded to ``storage_dtype`` when the runner is made, and compressed weights
+    again after compression (see ``compress_model``), so that a trial evaluates exactly the
+    values that the exported 16-bit checkpoint holds, whatever dtype the model was loaded in.
     """
 
     def __init__(
         self,
         model: nn.Module,
+        tokenizer: Any,
         evaluator: Evaluator | None,
         inventory: list[Tensor2D],
         calibration: Calibration | None = None,
         progress: bool = True,
     ) -> None:
         self.model = model
+        self.tokenizer = tokenizer
         self.evaluator = evaluator
         self.inventory = inventory
         self.calibration = calibration
         self.progress = progress
-        self.snapshot = WeightSnapshot(model)
         self.storage_dtype = storage_dtype(model)
+        round_weights(model, self.storage_dtype)  # a trial evaluates what an export stores
+        self.snapshot = WeightSnapshot(model)
+        self.fingerprint = weights_fingerprint(model)
+
+    def input_widths(self) -> dict[str, int]:
+        """The input width of every compressible layer, by parameter name."""
+        return {t.name: t.cols for t in self.inventory if t.compressible}
+
+    def __enter__(self) -> TrialRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the evaluator's temporary task folders."""
+        if self.evaluator is not None:
+            self.evaluator.close()
+
+    def _evaluator(self) -> Evaluator:
+        if self.evaluator is None:
+            raise TrialError("this runner was prepared without evaluation")
+        return self.evaluator
 
     def evaluate_base(self) -> BaseReference:
         """Score the uncompressed model; refuse tasks it cannot do (retention undefined there)."""
+        evaluator = self._evaluator()
         self.snapshot.restore()
-        scores = self.evaluator.score()
-        random = dict(self.evaluator.random_scores)
+        scores = evaluator.score()
+        random = dict(evaluator.random_scores)
         at_chance = {t: s for t, s in scores.tasks.items() if s <= random[t]}
         if at_chance:
             shown = ", ".join(f"{t} {s:.3f} (chance {random[t]:.3f})" for t, s in at_chance.items())
@@ -197,28 +185,18 @@ class TrialRunner:
     ) -> TrialResult:
         """One trial: compress by ``config``, evaluate, score against ``base``. With
         ``record_grids`` the result keeps the quantization grids (for an export)."""
-        if self.evaluator is None:
-            raise TrialError("this runner was prepared without evaluation")
-        timings: dict[str, float] = {}
+        evaluator = self._evaluator()
         start = time.perf_counter()
         on_phase("calibrate + compress" if requires_calibration(config) else "compress")
-        result = self.compress(config, record_grids)
-        timings["calibration_s"] = result.calibration_s
-        timings["compress_s"] = result.seconds - result.calibration_s
-
+        compressed = self.compress(config, record_grids)
         on_phase("evaluate")
         t = time.perf_counter()
-        scores = self.evaluator.score()
-        timings["evaluate_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - start
-        scored = score_trial(
-            config,
-            result.pruned_fraction,
-            result.zero_fraction,
-            scores,
-            base,
-            self.inventory,
-            timings,
-        )
-        scored.grids = result.grids
-        return scored
+        scores = evaluator.score()
+        timings = {
+            "calibration_s": compressed.calibration_s,
+            "compress_s": compressed.seconds - compressed.calibration_s,
+            "evaluate_s": time.perf_counter() - t,
+            "total_s": time.perf_counter() - start,
+        }
+        measurement = measure(config, compressed, scores, base, self.inventory, timings)
+        return TrialResult(config, measurement, compressed.grids)

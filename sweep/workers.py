@@ -1,64 +1,73 @@
-"""Workers: the set-up of one (model, tasks, calibration loaded once) and the processes that
+"""Workers: the set-up of one (model, tasks and calibration loaded once), and the processes that
 run several, one per GPU where there are GPUs, sharing one study through its storage."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
-from rich.console import Console
 
-from sweep.calibration_data import calibration_batches
+from sweep.calibration_data import CalibrationError, calibration_batches
 from sweep.compress.calibration import CalibrationCache
-from sweep.compress.layer import requires_calibration
+from sweep.compress.layer import needed_stats
 from sweep.evaluate import Evaluator
+from sweep.events import Events
 from sweep.model import load_model, resolve_device, tensor_inventory
 from sweep.space import all_configs
-from sweep.spec import StudySpec
+from sweep.spec import RUNS, StudySpec
+from sweep.storage import STORAGE_ENV
 from sweep.trial import Calibration, TrialRunner
 
-DEFAULT_CACHE_DIR = Path("runs/calibration-cache")
+STOP_GRACE_S = 15.0  # how long a stopped worker gets to store its running trial as failed
 
 
-def space_needs_calibration(spec: StudySpec) -> bool:
-    """Whether any configuration of the study's space reads calibration statistics."""
-    return any(requires_calibration(c) for c in all_configs(spec.search))
+def calibrating_methods(spec: StudySpec) -> list[str]:
+    """The methods of the study's space that read calibration statistics, by config key."""
+    return sorted({c.key() for c in all_configs(spec.search) if needed_stats(c)})
 
 
 def prepare_runner(
     spec: StudySpec,
-    console: Console,
+    events: Events,
     progress: bool = True,
     device: str | None = None,
     evaluate: bool = True,
 ) -> TrialRunner:
     """Load the model, its tokenizer, the lm-eval tasks (unless ``evaluate`` is False: a runner
     that only compresses) and the calibration set, once."""
-    from sweep.demo import TASKS_DIR
-
+    needs_data = calibrating_methods(spec)
+    if needs_data and spec.calibration is None:
+        shown = ", ".join(needs_data[:3]) + (" ..." if len(needs_data) > 3 else "")
+        raise CalibrationError(
+            f"the search space holds configurations that need calibration data ({shown}), and "
+            "the spec has no `calibration` section"
+        )
     device = resolve_device(device or spec.device)
-    with console.status(f"loading model {spec.model} on {device}"):
-        model, tokenizer = load_model(spec.model, spec.dtype, device)
+    with events.busy(f"loading model {spec.model} on {device}"):
+        model, tokenizer = load_model(spec.model, spec.dtype, device, spec.trust_remote_code)
+    inventory = tensor_inventory(model)
     evaluator = None
     if evaluate:
-        with console.status("preparing lm-eval tasks"):
-            demo_tasks = [TASKS_DIR] if TASKS_DIR.is_dir() else []
-            evaluator = Evaluator(spec.evaluation, model, tokenizer, demo_tasks, device=device)
+        with events.busy("preparing lm-eval tasks"):
+            evaluator = Evaluator(spec.evaluation, model, tokenizer, device=device)
     calibration = None
-    if space_needs_calibration(spec):
-        cal = spec.calibration
-        with console.status(f"reading calibration data ({cal.source})"):
+    cal = spec.calibration
+    if needs_data and cal is not None:
+        where = cal.path if cal.source == "file" else cal.dataset
+        with events.busy(f"reading calibration data ({where})"):
             ids = calibration_batches(cal, tokenizer)
-        console.print(
-            f"calibration: {ids.shape[0]} samples x {ids.shape[1]} tokens from {cal.source}, "
+        events.note(
+            f"calibration: {ids.shape[0]} samples x {ids.shape[1]} tokens from {where}, "
             f"{cal.mode} mode"
         )
-        cache = CalibrationCache(cal.cache_dir or DEFAULT_CACHE_DIR)
+        cache = CalibrationCache(cal.cache_dir or RUNS / "calibration-cache")
         calibration = Calibration(ids, cal.mode, cache, cal.batch_size)
-    return TrialRunner(model, evaluator, tensor_inventory(model), calibration, progress)
+    return TrialRunner(model, tokenizer, evaluator, inventory, calibration, progress)
 
 
 def worker_devices(n: int, device: str) -> list[str]:
@@ -75,28 +84,44 @@ def cpu_threads(n_workers: int) -> int:
 
 
 def spawn_workers(
-    storage: str, study: str, devices: list[str], first_index: int = 1, progress: bool = False
+    storage: str, study: str, devices: list[str], first_index: int = 1
 ) -> list[subprocess.Popen]:
-    """Start ``sweep worker`` processes for ``study``, the i-th on ``devices[i]``."""
+    """Start ``sweep worker`` processes for ``study``, the i-th on ``devices[i]``. The storage
+    URL goes through the environment, so that a password stays off their command lines."""
+    threads = cpu_threads(len(devices) + first_index)
+    env = {**os.environ, STORAGE_ENV: storage}
     procs = []
     for offset, device in enumerate(devices):
-        cmd = [
-            sys.executable,
-            "-m",
-            "sweep.cli",
-            "worker",
-            "--storage",
-            storage,
-            "--study",
-            study,
-            "--device",
-            device,
-            "--index",
-            str(first_index + offset),
-            "--threads",
-            str(cpu_threads(len(devices) + first_index)),
-        ]
-        if not progress:
-            cmd.append("--no-progress")
-        procs.append(subprocess.Popen(cmd))
+        cmd = [sys.executable, "-m", "sweep.cli", "worker", "--study", study,
+               "--device", device, "--index", str(first_index + offset),
+               "--threads", str(threads), "--no-progress"]  # fmt: skip
+        procs.append(subprocess.Popen(cmd, env=env))
     return procs
+
+
+def stop_workers(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
+    """Interrupt the workers (each stores its running trial FAIL, as on Ctrl-C), and kill those
+    still running after ``grace_s``."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    for p in procs:
+        try:
+            p.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+@contextmanager
+def worker_processes(storage: str, study: str, devices: list[str]) -> Iterator[None]:
+    """Workers for ``study`` on ``devices`` while the block runs: waited for when it ends, and
+    stopped when it raises (Ctrl-C included)."""
+    procs = spawn_workers(storage, study, devices)
+    try:
+        yield
+    except BaseException:
+        stop_workers(procs)
+        raise
+    for p in procs:
+        p.wait()

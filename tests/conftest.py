@@ -44,10 +44,10 @@ def demo_grid_study(tmp_path_factory) -> tuple[str, str, Path]:
     only and joint trials. Returns (storage URL, study name, folder)."""
     import yaml
 
-    from .helpers import sweep
+    from .helpers import spec_data, sweep
 
     folder = tmp_path_factory.mktemp("demo-grid")
-    spec = yaml.safe_load((REPO / "studies/demo.yaml").read_text())
+    spec = spec_data(REPO / "studies/demo.yaml")
     spec["name"] = "demo-grid"
     spec["evaluation"]["limit"] = 60
     spec["search"] = {

@@ -12,6 +12,14 @@ REPO = Path(__file__).resolve().parent.parent
 SWEEP = [sys.executable, "-m", "sweep.cli"]
 
 
+def spec_data(path: Path) -> dict:
+    """A spec file's fields, as YAML would hold them, with its relative paths made absolute (so
+    that a test may write a variant of it into another folder)."""
+    from sweep.spec import load_spec
+
+    return load_spec(path).model_dump(mode="json", exclude_none=True)
+
+
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 

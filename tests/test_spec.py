@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from sweep.spec import SpecError, load_spec, parse_spec
+from sweep.spec import SpecError, load_spec, parse_spec, with_overrides
 
 from .conftest import REPO
 
-MINIMAL = {"name": "t", "evaluation": {"tasks": ["demo_recall"]}}
+MINIMAL = {"name": "t", "model": "org/model", "evaluation": {"tasks": ["demo_recall"]}}
 
 
 def _spec(**changes):
@@ -22,7 +22,9 @@ def _error(**changes) -> str:
 
 def test_shipped_specs_load():
     demo = load_spec(REPO / "studies/demo.yaml")
-    assert demo.model == "demo"
+    assert demo.model == str(REPO / "sweep/demo/model")
+    assert demo.calibration.path == REPO / "sweep/demo/data/calibration.txt"
+    assert demo.evaluation.include_path == REPO / "sweep/demo/tasks"
     assert demo.search.bits == [2, 3, 4, 8, 16]
     assert set(demo.search.patterns) == {"unstructured", "2:4"}
     assert demo.search.sparsity.grid()[-1] == pytest.approx(0.7)
@@ -66,7 +68,7 @@ def test_unknown_field_is_named():
 
 def test_missing_required_field():
     with pytest.raises(SpecError, match="evaluation: Field required"):
-        parse_spec({"name": "t"}, "x.yaml")
+        parse_spec({"name": "t", "model": "m"}, "x.yaml")
 
 
 def test_file_calibration_needs_a_path():
@@ -95,7 +97,7 @@ def test_relative_paths_are_taken_from_the_specs_folder(tmp_path: Path):
     (tmp_path / "cal.txt").write_text("hello\n")
     spec_file = tmp_path / "s.yaml"
     spec_file.write_text(
-        "name: s\nevaluation: {tasks: [a], include_path: tasks}\n"
+        "name: s\nmodel: m\nevaluation: {tasks: [a], include_path: tasks}\n"
         "calibration: {source: file, path: cal.txt}\n"
     )
     spec = load_spec(spec_file)
@@ -105,3 +107,35 @@ def test_relative_paths_are_taken_from_the_specs_folder(tmp_path: Path):
 
 def test_default_storage_is_sqlite_under_runs():
     assert _spec().storage_url() == "sqlite:///runs/t.db"
+
+
+def test_a_local_model_and_a_sqlite_file_are_taken_from_the_specs_folder(tmp_path: Path):
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    spec_file = tmp_path / "s.yaml"
+    spec_file.write_text(
+        "name: s\nmodel: models/m\nevaluation: {tasks: [a]}\nstorage: sqlite:///out/s.db\n"
+    )
+    spec = load_spec(spec_file)
+    assert spec.model == str(tmp_path / "models" / "m")
+    assert spec.storage == f"sqlite:///{tmp_path / 'out' / 's.db'}"
+    hub = parse_spec({**MINIMAL, "model": "org/model"}, "x.yaml")
+    assert hub.model == "org/model"
+
+
+def test_a_model_given_on_the_command_line_names_the_study_after_it(tmp_path: Path, monkeypatch):
+    spec = _spec()
+    assert with_overrides(spec, model="meta-llama/Llama-3.1-8B").name == "t-meta-llama-Llama-3.1-8B"
+    (tmp_path / "my model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    local = with_overrides(spec, model="./my model")
+    assert local.model == str(tmp_path / "my model") and local.name == "t-my-model"
+    assert with_overrides(spec, model="org/model") == spec  # the spec's own model
+    assert with_overrides(spec, model="x/y", name="mine").name == "mine"
+
+
+def test_a_study_name_from_the_command_line_follows_the_specs_rules():
+    for bad in ("../x", "a/b", ".hidden", ""):
+        if not bad:
+            continue
+        with pytest.raises(SpecError, match="--study-name"):
+            with_overrides(_spec(), name=bad)

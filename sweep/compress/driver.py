@@ -90,9 +90,9 @@ class CompressionResult:
     grids: dict[str, QuantGrid] = field(default_factory=dict)  # on the CPU
 
 
-class _Tally:
-    """Writes each compressed layer into the model and counts pruned and zero weights; keeps the
-    grids of quantized layers when asked to."""
+class _InPlaceCompressor:
+    """Compresses Linear layers one by one, writing each result into the model; counts the
+    pruned and zero weights, and keeps the grids of quantized layers when asked to."""
 
     def __init__(
         self, record_grids: bool = False, storage_dtype: torch.dtype | None = None
@@ -269,19 +269,21 @@ def compress_model(
     and its values ``scale * (k - zero)`` are exactly what the checkpoint's codes decode to.
     """
     start = time.perf_counter()
-    tally = _Tally(record_grids, storage_dtype)
+    compressor = _InPlaceCompressor(record_grids, storage_dtype)
     need = needed_stats(config)
     if not need:
         linears = compressible_linears(model)
         for name, layer in tqdm(linears.items(), desc="compress", disable=not progress):
-            tally.compress(name, layer, config, None)
-        return tally.result(start, 0.0, False)
+            compressor.compress(name, layer, config, None)
+        return compressor.result(start, 0.0, False)
 
     calibration = _check_calibration(calibration, mode)
     hessian = "hessian" in need
     if mode == "sequential":
-        calibration_s = _compress_sequential(model, config, calibration, hessian, batch_size, tally)
-        return tally.result(start, calibration_s, False)
+        calibration_s = _compress_sequential(
+            model, config, calibration, hessian, batch_size, compressor
+        )
+        return compressor.result(start, calibration_s, False)
 
     key = None if cache is None else calibration_key(model, calibration)
     stats = None if cache is None else cache.get(key)
@@ -299,8 +301,8 @@ def compress_model(
         device = _device(next(iter(linears.values())))
         block_stats = move_stats({n: stats[n] for n in linears}, device)
         for name, layer in linears.items():
-            tally.compress(name, layer, config, block_stats[name])
-    return tally.result(start, calibration_s, from_cache)
+            compressor.compress(name, layer, config, block_stats[name])
+    return compressor.result(start, calibration_s, from_cache)
 
 
 def _compress_sequential(
@@ -309,7 +311,7 @@ def _compress_sequential(
     calibration: torch.Tensor,
     hessian: bool,
     batch_size: int,
-    tally: _Tally,
+    compressor: _InPlaceCompressor,
 ) -> float:
     """Calibrate each block on the compressed blocks before it; returns the calibration time."""
     t = time.perf_counter()
@@ -322,7 +324,7 @@ def _compress_sequential(
         stats = collector.result()
         calibration_s += time.perf_counter() - t
         for name, layer in linears.items():
-            tally.compress(name, layer, config, stats[name])
+            compressor.compress(name, layer, config, stats[name])
         del stats
         t = time.perf_counter()
         _run_block(block, calls, None, keep=True)  # the compressed block feeds the next

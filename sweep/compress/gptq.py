@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from sweep.compress.hessian import LAZY_BLOCK, inverse_hessian_cholesky, prepare
+from sweep.compress.hessian import DAMPENING, LAZY_BLOCK, inverse_hessian_cholesky, prepare
 from sweep.compress.rtn import QuantGrid, quant_params, quantize
 
 
@@ -25,7 +25,7 @@ def gptq_quantize(
     act_order: bool = False,
     mask: torch.Tensor | None = None,
     block_size: int = LAZY_BLOCK,
-    damp: float = 0.01,
+    damp: float = DAMPENING,
     grid: QuantGrid | None = None,
 ) -> torch.Tensor:
     """GPTQ-quantize ``weight`` (out, in) with the input Hessian ``hessian`` (in, in).

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import torch
 
+# The engine's settings of GPTQ and SparseGPT, written into llm-compressor recipes and used by
+# the benchmark's peer as they are here:
+DAMPENING = 0.01  # added to the Hessian's diagonal, as a fraction of its mean
+BLOCK_SIZE = 128  # columns per block: SparseGPT chooses its unstructured mask block by block
 # Columns per lazy batch of updates in GPTQ and SparseGPT. The result is the same whatever the
 # batch (up to float rounding); 32 does less rank-1 work per column than the reference's 128.
 LAZY_BLOCK = 32
@@ -63,7 +67,7 @@ def prepare(
     return w, h, dead
 
 
-def inverse_hessian_cholesky(hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+def inverse_hessian_cholesky(hessian: torch.Tensor, damp: float = DAMPENING) -> torch.Tensor:
     """Upper Cholesky factor U of (H + lambda I)^-1 (in, in), lambda = ``damp`` * mean(diag H).
 
     If H + lambda I is not positive definite in float32, lambda grows tenfold (up to 5 times).

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sweep.compress.config import CompressionConfig
-from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS
+from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, PruneTarget
 from sweep.compress.rtn import QuantGrid, QuantSpec
 
 if TYPE_CHECKING:
@@ -46,6 +46,11 @@ def quant_spec(config: CompressionConfig) -> QuantSpec:
     return QuantSpec(config.bits, config.group_size, config.symmetric)
 
 
+def prune_target(config: CompressionConfig) -> PruneTarget:
+    """What the pruning step of ``config`` asks for."""
+    return PruneTarget(config.target_sparsity, config.nm)
+
+
 def compress_weight(
     weight: torch.Tensor,
     config: CompressionConfig,
@@ -78,24 +83,30 @@ def compress_weight(
         return weight.clone(), keep
     prune = PRUNERS.get(config.prune_method)
     quantize = QUANTIZERS.get(config.quant_method)
-    qargs = (config.bits, config.group_size, config.symmetric)
-    if grid is not None and config.quantizes and not grid.fits(*w.shape, quant_spec(config)):
+    target, spec = prune_target(config), quant_spec(config)
+    if grid is not None and config.quantizes and not grid.fits(*w.shape, spec):
         raise ValueError(f"grid does not fit a {tuple(w.shape)} weight quantized by {config}")
 
     if config.prunes and config.quantizes and config.order == "quant_first":
-        w = quantize(w, *qargs, None, stats, act_order=config.act_order, grid=grid)
-        _, keep = prune(w, config.target_sparsity, config.nm, stats)
+        w = quantize(w, spec=spec, stats=stats, act_order=config.act_order, grid=grid)
+        _, keep = prune(w, target=target, stats=stats)
         return (w * keep).to(weight.dtype), keep
 
     if uses_joint_pass(config):
         joint = JOINT_PRUNERS.get(config.prune_method)
-        w, keep = joint(w, config.target_sparsity, config.nm, stats, quant_spec(config), grid=grid)
+        w, keep = joint(w, target=target, spec=spec, stats=stats, grid=grid)
         return w.to(weight.dtype), keep
 
     if config.prunes:
-        w, keep = prune(w, config.target_sparsity, config.nm, stats)
+        w, keep = prune(w, target=target, stats=stats)
     if config.quantizes:
         case_b = config.prunes and (config.case == "B" or config.order == "joint")
-        mask = keep if case_b else None
-        w = quantize(w, *qargs, mask, stats, act_order=config.act_order, grid=grid)
+        w = quantize(
+            w,
+            spec=spec,
+            stats=stats,
+            mask=keep if case_b else None,
+            act_order=config.act_order,
+            grid=grid,
+        )
     return w.to(weight.dtype), keep

@@ -1,18 +1,24 @@
 """Names used in study specs -> the functions that implement them, with "did you mean".
 
-Every pruner is called as ``fn(weight, sparsity, nm, stats) -> (weight, keep-mask)`` and every
-quantizer as ``fn(weight, bits, group_size, symmetric, mask, stats, act_order=False, grid=None)
--> weight``; a joint pruner (prune and quantize in one pass) as
-``fn(weight, sparsity, nm, stats, spec, grid=None)``. A ``grid`` (``QuantGrid``), when given,
-receives the scale and zero-point of every group the method quantized.
-``stats`` is the layer's ``LayerStats`` (None for data-free methods); ``needs`` names the
-statistics a method reads ("hessian", "sq_norms"), so the driver knows what to collect.
+Three kinds of method, each called with keyword arguments:
+
+- a pruner: ``fn(weight, target=PruneTarget, stats=...) -> (weight, keep-mask)``;
+- a quantizer: ``fn(weight, spec=QuantSpec, stats=..., mask=None, act_order=False, grid=None)
+  -> weight``; with ``mask`` (True = kept) pruned weights stay exactly zero (Case B);
+- a joint pruner, pruning and quantizing in one pass:
+  ``fn(weight, target=PruneTarget, spec=QuantSpec, stats=..., grid=None) -> (weight, keep-mask)``.
+
+``weight`` is (out, in) float32; ``stats`` the layer's ``LayerStats`` (None for data-free
+methods); a ``grid`` (``QuantGrid``), when given, receives the scale and zero-point of every
+group the method quantized. ``needs`` names the statistics a method reads ("hessian",
+"sq_norms"), so that the driver knows what to collect.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +33,15 @@ if TYPE_CHECKING:
     from sweep.compress.calibration import LayerStats
 
 
+@dataclass(frozen=True)
+class PruneTarget:
+    """What a pruner is asked for: the fraction of weights to remove, or, with ``nm``, at most
+    N kept of every M consecutive inputs of a row (``sparsity`` is then 1 - N/M)."""
+
+    sparsity: float
+    nm: tuple[int, int] | None = None
+
+
 class Registry:
     """A name -> implementation map that suggests near names on a typo."""
 
@@ -35,9 +50,17 @@ class Registry:
         self._items: dict[str, Callable[..., Any]] = {}
         self._needs: dict[str, frozenset[str]] = {}
 
-    def register(self, name: str, fn: Callable[..., Any], needs: tuple[str, ...] = ()) -> None:
-        self._items[name] = fn
-        self._needs[name] = frozenset(needs)
+    def register(
+        self, name: str, needs: tuple[str, ...] = ()
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorator: register the function as method ``name``, reading ``needs``."""
+
+        def add(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._items[name] = fn
+            self._needs[name] = frozenset(needs)
+            return fn
+
+        return add
 
     def names(self) -> list[str]:
         return sorted(self._items)
@@ -74,61 +97,80 @@ def required(stats: LayerStats | None, method: str, field: str) -> torch.Tensor:
 
 
 PRUNERS = Registry("pruning method")
-PRUNERS.register(
-    "magnitude", lambda weight, sparsity, nm, stats: magnitude_prune(weight, sparsity, nm)
-)
-PRUNERS.register(
-    "wanda",
-    lambda weight, sparsity, nm, stats: wanda_prune(
-        weight, required(stats, "wanda", "sq_norms"), sparsity, nm
-    ),
-    needs=("sq_norms",),
-)
-PRUNERS.register(
-    "sparsegpt",
-    lambda weight, sparsity, nm, stats: sparsegpt_prune(
-        weight, required(stats, "sparsegpt", "hessian"), sparsity, nm
-    ),
-    needs=("hessian",),
-)
-
 QUANTIZERS = Registry("quantization method")
-QUANTIZERS.register(
-    "rtn",
-    lambda weight, bits, group_size, symmetric, mask, stats, act_order=False, grid=None: (
-        rtn_quantize(weight, bits, group_size, symmetric, mask, grid=grid)
-    ),
-)
-QUANTIZERS.register(
-    "gptq",
-    lambda weight, bits, group_size, symmetric, mask, stats, act_order=False, grid=None: (
-        gptq_quantize(
-            weight,
-            required(stats, "gptq", "hessian"),
-            bits,
-            group_size,
-            symmetric,
-            act_order,
-            mask,
-            grid=grid,
-        )
-    ),
-    needs=("hessian",),
-)
-
 JOINT_PRUNERS = Registry("joint pruning method")
-JOINT_PRUNERS.register(
-    "sparsegpt",
-    lambda weight, sparsity, nm, stats, spec, grid=None: sparsegpt_prune(
-        weight, required(stats, "sparsegpt", "hessian"), sparsity, nm, quantizer=spec, grid=grid
-    ),
-    needs=("hessian",),
-)
+
+
+@PRUNERS.register("magnitude")
+def _magnitude(
+    weight: torch.Tensor, *, target: PruneTarget, stats: LayerStats | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return magnitude_prune(weight, target.sparsity, target.nm)
+
+
+@PRUNERS.register("wanda", needs=("sq_norms",))
+def _wanda(
+    weight: torch.Tensor, *, target: PruneTarget, stats: LayerStats | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    sq_norms = required(stats, "wanda", "sq_norms")
+    return wanda_prune(weight, sq_norms, target.sparsity, target.nm)
+
+
+@PRUNERS.register("sparsegpt", needs=("hessian",))
+def _sparsegpt(
+    weight: torch.Tensor, *, target: PruneTarget, stats: LayerStats | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    hessian = required(stats, "sparsegpt", "hessian")
+    return sparsegpt_prune(weight, hessian, target.sparsity, target.nm)
+
+
+@QUANTIZERS.register("rtn")
+def _rtn(
+    weight: torch.Tensor,
+    *,
+    spec: QuantSpec,
+    stats: LayerStats | None,
+    mask: torch.Tensor | None = None,
+    act_order: bool = False,
+    grid: QuantGrid | None = None,
+) -> torch.Tensor:
+    return rtn_quantize(weight, spec.bits, spec.group_size, spec.symmetric, mask, grid=grid)
+
+
+@QUANTIZERS.register("gptq", needs=("hessian",))
+def _gptq(
+    weight: torch.Tensor,
+    *,
+    spec: QuantSpec,
+    stats: LayerStats | None,
+    mask: torch.Tensor | None = None,
+    act_order: bool = False,
+    grid: QuantGrid | None = None,
+) -> torch.Tensor:
+    hessian = required(stats, "gptq", "hessian")
+    return gptq_quantize(
+        weight, hessian, spec.bits, spec.group_size, spec.symmetric, act_order, mask, grid=grid
+    )
+
+
+@JOINT_PRUNERS.register("sparsegpt", needs=("hessian",))
+def _sparsegpt_quantizing(
+    weight: torch.Tensor,
+    *,
+    target: PruneTarget,
+    spec: QuantSpec,
+    stats: LayerStats | None,
+    grid: QuantGrid | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    hessian = required(stats, "sparsegpt", "hessian")
+    return sparsegpt_prune(weight, hessian, target.sparsity, target.nm, quantizer=spec, grid=grid)
+
 
 __all__ = [
     "JOINT_PRUNERS",
     "PRUNERS",
     "QUANTIZERS",
+    "PruneTarget",
     "QuantGrid",
     "QuantSpec",
     "Registry",

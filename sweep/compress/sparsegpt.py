@@ -18,7 +18,13 @@ from __future__ import annotations
 
 import torch
 
-from sweep.compress.hessian import LAZY_BLOCK, inverse_hessian_cholesky, prepare
+from sweep.compress.hessian import (
+    BLOCK_SIZE,
+    DAMPENING,
+    LAZY_BLOCK,
+    inverse_hessian_cholesky,
+    prepare,
+)
 from sweep.compress.magnitude import drop_lowest, nm_mask
 from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params, quantize
 
@@ -29,8 +35,8 @@ def sparsegpt_prune(
     sparsity: float,
     nm: tuple[int, int] | None = None,
     quantizer: QuantSpec | None = None,
-    block_size: int = 128,
-    damp: float = 0.01,
+    block_size: int = BLOCK_SIZE,
+    damp: float = DAMPENING,
     grid: QuantGrid | None = None,
     lazy: int = LAZY_BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor]:

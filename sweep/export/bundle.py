@@ -7,17 +7,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
+from sweep.compress.rtn import QuantGrid
 from sweep.export import ExportError
 from sweep.export.card import model_card
+from sweep.export.checkpoint import write_checkpoint
 from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
-from sweep.spec import StudySpec, meets_constraints
+from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
+from sweep.spec import StudySpec
+from sweep.trial import TrialRunner
 
 TRIAL_SPEC = "sweep-trial.yaml"
 RECIPE = "recipe.yaml"
@@ -32,31 +35,45 @@ class Source:
     trial: int | None  # None: `sweep compress` on a spec
     model: str
 
+    def to_dict(self) -> dict[str, object]:
+        return {"study": self.study, "trial": self.trial, "model": self.model}
 
-def choose_trial(study: optuna.Study, number: int | None = None) -> optuna.trial.FrozenTrial:
+
+@dataclass(frozen=True)
+class Bundle:
+    """What an export folder describes: the configuration, the spec it ran in, what it
+    measured, the base model's scores, and where it comes from."""
+
+    spec: StudySpec
+    config: CompressionConfig
+    measurement: Measurement
+    base: BaseReference
+    source: Source
+
+
+def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
     """Trial ``number`` (which must be complete), or by default the complete trial with the best
     SrCr among those that meet the study's constraints (the top of the SrCr-against-compression
     front)."""
-    complete = [
-        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "srcr" in t.user_attrs
-    ]  # fmt: skip
+    complete = [r for r in trial_records(study, TrialState.COMPLETE) if r.measured]
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no complete trial to export")
     if number is None:
-        feasible = [t for t in complete if meets_constraints(t.constraints)]
+        feasible = [r for r in complete if r.feasible]
         if not feasible:
             raise ExportError(
                 f"no complete trial of {study.study_name!r} meets the study's constraints; "
                 "choose one with --trial"
             )
-        return max(feasible, key=lambda t: (t.user_attrs["srcr"], t.user_attrs["tcr"]))
-    for t in complete:
-        if t.number == number:
-            return t
-    numbers = ", ".join(str(t.number) for t in complete[:20])
-    raise ExportError(f"trial {number} is not a complete trial of {study.study_name!r}; "
-                      f"complete trials: {numbers}")  # fmt: skip
+        return max(feasible, key=lambda r: (r.measurement.srcr, r.measurement.tcr))
+    for r in complete:
+        if r.number == number:
+            return r
+    numbers = ", ".join(str(r.number) for r in complete[:20])
+    raise ExportError(
+        f"trial {number} is not a complete trial of {study.study_name!r}; "
+        f"complete trials: {numbers}"
+    )
 
 
 def check_output_folder(out: Path) -> None:
@@ -68,42 +85,33 @@ def check_output_folder(out: Path) -> None:
 
 
 def write_bundle(
-    out: Path,
-    model: Any,
-    tokenizer: Any,
-    spec: StudySpec,
-    config: CompressionConfig,
-    grids: dict,
-    dtype: Any,
-    measured: dict[str, Any],
-    base: dict[str, Any],
-    source: Source,
+    out: Path, runner: TrialRunner, grids: dict[str, QuantGrid], bundle: Bundle
 ) -> list[Path]:
-    """Write everything into ``out``; returns the files written."""
-    from sweep.export.checkpoint import write_checkpoint
-
+    """Write ``bundle`` into ``out``, with the runner's model as compressed (``grids`` from that
+    compression); returns the files written."""
+    config, source = bundle.config, bundle.source
     out.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(model, tokenizer, config, grids, out, dtype)
+    write_checkpoint(runner.model, runner.tokenizer, config, grids, out, runner.storage_dtype)
     origin = source.study if source.trial is None else f"trial {source.trial} of {source.study}"
     header = (
         f"{config.canonical().key()}: {origin}\n"
         f"Reproduce it with: sweep compress {TRIAL_SPEC} --out <folder>"
     )
     name = source.study if source.trial is None else f"{source.study}-trial-{source.trial}"
-    write_trial_spec(trial_spec(spec, config, name), out / TRIAL_SPEC, header)
+    one = trial_spec(bundle.spec, config, name, runner.fingerprint)
+    write_trial_spec(one, out / TRIAL_SPEC, header)
     (out / RECIPE).write_text(recipe_yaml(config))
     checkpoint_bytes = (out / "model.safetensors").stat().st_size
     record = {
-        "source": {"study": source.study, "trial": source.trial, "model": source.model},
+        "source": source.to_dict(),
         "config": config.canonical().to_dict(),
         "config_key": config.canonical().key(),
-        "measured": measured,
-        "base_reference": base,
+        "measured": bundle.measurement.to_dict(),
+        "base_reference": bundle.base.to_dict(),
         "checkpoint_bytes": checkpoint_bytes,
     }
     (out / MEASUREMENTS).write_text(json.dumps(record, indent=2) + "\n")
-    card = model_card(config, measured, base, record["source"], recipe_limits(config),
-                      checkpoint_bytes)  # fmt: skip
+    card = model_card(bundle, recipe_limits(config), checkpoint_bytes)
     (out / "README.md").write_text(card)
     files = sorted(p for p in out.iterdir() if p.is_file())
     for path in files:

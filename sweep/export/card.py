@@ -3,47 +3,33 @@ measurement of the trial that chose it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from sweep.compress import CompressionConfig
+from sweep.metrics import METRICS
 
-METRIC_LINES = (
-    ("tcr", "TCr (theoretical compression rate)", "{:.4f}"),
-    ("real_ratio", "real compression ratio (16-bit bytes / bytes written)", "{:.2f}x"),
-    ("sr", "Sr (semantic retention)", "{:.4f}"),
-    ("srcr", "SrCr (retention per capacity kept)", "{:.4f}"),
-    ("sparsity", "measured sparsity of the pruning step", "{:.4f}"),
-    ("zero_fraction", "fraction of exact zeros in the compressed weights", "{:.4f}"),
-    ("perplexity", "word perplexity on the study's perplexity task", "{:.3f}"),
-)
+if TYPE_CHECKING:
+    from sweep.export.bundle import Bundle
 
 
-def model_card(
-    config: CompressionConfig,
-    trial: dict[str, Any],
-    base: dict[str, Any],
-    source: dict[str, Any],
-    recipe_notes: list[str],
-    checkpoint_bytes: int,
-) -> str:
-    """Markdown with a YAML header. ``trial`` holds the trial's stored metrics (``tcr``, ``sr``,
-    ``task_scores``...), ``base`` the base reference (``scores``, ``random_scores``), ``source``
-    the study, trial number, model and storage the export came from."""
-    c = config.canonical()
+def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -> str:
+    """Markdown with a YAML header: the configuration, every measurement of the trial beside the
+    base model's scores, how to load it, and how to reproduce it."""
+    c = bundle.config.canonical()
+    m, base, source = bundle.measurement, bundle.base, bundle.source
     lines = [
         "---",
         "library_name: transformers",
-        f"base_model: {source['model']}",
+        f"base_model: {source.model}",
         "tags: [sweep, pruning, quantization, compressed-tensors]",
         "---",
         "",
-        f"# {source['model']} · {c.key()}",
+        f"# {source.model} · {c.key()}",
         "",
         "Compressed by sweep (a search over pruning and quantization), "
         + (
-            f"from trial {source['trial']} of study `{source['study']}`."
-            if source.get("trial") is not None
-            else f"by the spec `{source['study']}`."
+            f"from trial {source.trial} of study `{source.study}`."
+            if source.trial is not None
+            else f"by the spec `{source.study}`."
         ),
         "",
         "## Configuration",
@@ -51,19 +37,18 @@ def model_card(
         "| field | value |",
         "|---|---|",
     ]
-    fields = c.to_dict() | {"sparsity": round(c.target_sparsity, 6)}
+    fields = c.to_dict() | {"target_sparsity": round(c.target_sparsity, 6)}
     lines += [f"| {k} | `{v}` |" for k, v in fields.items()]
     lines += ["", "## Measurements", "", "| metric | value |", "|---|---|"]
-    for key, label, fmt in METRIC_LINES:
-        value = trial.get(key)
+    for metric in METRICS.values():
+        value = m.value(metric.name)
         if value is not None:
-            lines.append(f"| {label} | {fmt.format(value)} |")
+            lines.append(f"| {metric.title} | {metric.show(value)} |")
     lines.append(f"| checkpoint size (model.safetensors) | {checkpoint_bytes / 1e6:.2f} MB |")
     lines += ["", "| task | random guess | base model | this model |", "|---|---|---|---|"]
-    for task, score in trial.get("task_scores", {}).items():
+    for task, score in m.task_scores.items():
         lines.append(
-            f"| {task} | {base['random_scores'][task]:.3f} | {base['scores'][task]:.3f} | "
-            f"{score:.3f} |"
+            f"| {task} | {base.random_scores[task]:.3f} | {base.scores[task]:.3f} | {score:.3f} |"
         )
     lines += [
         "",

@@ -29,11 +29,15 @@ def single_config_space(config: CompressionConfig) -> SearchSpace:
     )
 
 
-def trial_spec(spec: StudySpec, config: CompressionConfig, name: str) -> StudySpec:
-    """``spec`` narrowed to ``config``: same model, data and tasks; one configuration, one trial."""
+def trial_spec(
+    spec: StudySpec, config: CompressionConfig, name: str, fingerprint: str | None = None
+) -> StudySpec:
+    """``spec`` narrowed to ``config``: same model, data and tasks; one configuration, one trial.
+    With ``fingerprint``, the weights it was measured on (``sweep compress`` refuses others)."""
     return spec.model_copy(
         update={
             "name": name,
+            "model_fingerprint": fingerprint or spec.model_fingerprint,
             "search": single_config_space(config),
             "sampler": SamplerSpec(name="grid", seed=0),
             "constraints": Constraints(),

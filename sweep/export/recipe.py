@@ -9,9 +9,8 @@ from typing import Any
 import yaml
 
 from sweep.compress import CompressionConfig
+from sweep.compress.hessian import BLOCK_SIZE, DAMPENING
 
-DAMPENING = 0.01  # the engine's GPTQ and SparseGPT damping, as a fraction of mean(diag(H))
-BLOCK_SIZE = 128
 IGNORE = ["lm_head"]
 
 

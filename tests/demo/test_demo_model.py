@@ -12,7 +12,7 @@ ACCURACY_FLOOR = 0.8
 
 @pytest.fixture(scope="module")
 def base_scores():
-    model, tokenizer = load_model("demo", device="cpu")
+    model, tokenizer = load_model(MODEL_DIR, device="cpu")
     spec = EvaluationSpec(tasks=DEMO_TASKS, perplexity_task=PERPLEXITY_TASK)
     evaluator = Evaluator(spec, model, tokenizer, [TASKS_DIR])
     try:

@@ -8,6 +8,7 @@ from safetensors import safe_open
 from sweep.calibration_data import calibration_batches
 from sweep.compress import CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.driver import compressible_linears
+from sweep.demo import CALIBRATION_FILE, MODEL_DIR
 from sweep.export.bundle import ExportError
 from sweep.export.checkpoint import WEIGHTS_FILE, write_checkpoint
 from sweep.metrics import packed_linear_bytes, real_compression_ratio
@@ -39,10 +40,10 @@ class Demo:
     """The demo model loaded once, restored before each compression."""
 
     def __init__(self) -> None:
-        self.model, self.tokenizer = load_model("demo", dtype="auto", device="cpu")
+        self.model, self.tokenizer = load_model(MODEL_DIR, dtype="auto", device="cpu")
         self.snapshot = WeightSnapshot(self.model)
         self.inventory = tensor_inventory(self.model)
-        spec = CalibrationSpec(samples=16, seq_len=64)
+        spec = CalibrationSpec(path=CALIBRATION_FILE, samples=16, seq_len=64)
         tokens = calibration_batches(spec, self.tokenizer)
         self.calibration, self.probe = tokens[:12], tokens[12:]  # (12, 64), (4, 64)
         self.cache = CalibrationCache()

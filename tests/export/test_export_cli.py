@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from transformers import AutoModelForCausalLM
 
 from sweep.compress import CompressionConfig, compress_model
-from sweep.demo import DEMO_TASKS, TASKS_DIR
+from sweep.demo import DEMO_TASKS, MODEL_DIR, TASKS_DIR
 from sweep.evaluate import Evaluator
 from sweep.model import load_model
 from sweep.spec import EvaluationSpec
@@ -43,7 +43,7 @@ def exported(demo_grid_study) -> tuple[Path, optuna.trial.FrozenTrial]:
 def _tokens(n: int = 4, length: int = 48) -> torch.Tensor:
     from sweep.demo import CALIBRATION_FILE
 
-    _, tokenizer = load_model("demo")
+    _, tokenizer = load_model(MODEL_DIR)
     lines = CALIBRATION_FILE.read_text().splitlines()[:n]
     ids = tokenizer(lines, add_special_tokens=False, padding="max_length", truncation=True,
                     max_length=length, return_tensors="pt")["input_ids"]  # fmt: skip
@@ -54,7 +54,7 @@ def test_export_writes_a_folder_that_reloads_to_the_same_model(exported, one_thr
     out, trial = exported
     assert {p.name for p in out.iterdir()} >= set(EXPORTED)
     config = CompressionConfig(**trial.user_attrs["config"])
-    model, _ = load_model("demo")
+    model, _ = load_model(MODEL_DIR)
     compress_model(model, config, progress=False, storage_dtype=torch.bfloat16)
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     ids = _tokens()
@@ -111,7 +111,7 @@ def test_compress_reproduces_the_exported_trial(exported, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     measured = json.loads((again / "measurements.json").read_text())["measured"]
     a = trial.user_attrs
-    for key in ("sr", "srcr", "tcr", "real_ratio", "sparsity", "perplexity"):
+    for key in ("sr", "srcr", "tcr", "real_ratio", "measured_sparsity", "perplexity"):
         assert measured[key] == pytest.approx(a[key], rel=1e-6), key
     assert measured["task_scores"] == pytest.approx(a["task_scores"], abs=1e-9)
     assert (again / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

@@ -1,0 +1,104 @@
+"""The terminal side of the tool: ``Events`` shown with rich, and the tables the commands print."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sweep.events import Events
+from sweep.metrics import METRICS
+
+if TYPE_CHECKING:
+    from sweep.compress.config import CompressionConfig
+    from sweep.record import Measurement
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+class ConsoleEvents(Events):
+    """Spinners for slow steps, a line per trial, and a bar of complete trials."""
+
+    def __init__(self, out: Console = console) -> None:
+        self.console = out
+        self._progress: Progress | None = None
+        self._task = None
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+    @contextmanager
+    def busy(self, text: str) -> Iterator[None]:
+        with self.console.status(text):
+            yield
+
+    def trials_started(self, done: int, target: int) -> None:
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        self._progress = Progress(*columns, console=self.console)
+        self._progress.start()
+        self._task = self._progress.add_task("new configurations", total=target, completed=done)
+
+    def trials_progress(self, done: int, target: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=target)
+
+    def trial_phase(self, number: int, config: CompressionConfig, phase: str) -> None:
+        if self._progress is not None:
+            self._progress.update(
+                self._task, description=f"trial {number} · {phase} · {config.key()}"
+            )
+
+    def trial_measured(self, number: int, config: CompressionConfig, m: Measurement) -> None:
+        self.console.print(trial_line(number, config, m))
+
+    def trial_reused(self, number: int, config: CompressionConfig) -> None:
+        self.console.print(f"  trial {number}: {config.key()}: computed before, result reused")
+
+    def trial_failed(self, number: int, config: CompressionConfig, reason: str) -> None:
+        self.console.print(f"  [red]trial {number} failed[/]: {config.key()}: {reason}")
+
+    def trials_finished(self, done: int, seconds: float) -> None:
+        if self._progress is not None:
+            self._progress.update(
+                self._task, completed=done, description=f"trials done in {seconds:.0f}s"
+            )
+            self._progress.stop()
+            self._progress = None
+
+
+def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
+    """One line for a computed trial: its metrics and where its time went."""
+    shown = [f"{METRICS[k].label} {METRICS[k].show(m.value(k))}" for k in ("sr", "srcr", "tcr")]
+    shown.append(f"ratio {METRICS['real_ratio'].show(m.real_ratio)}")
+    if m.perplexity is not None:
+        shown.append(f"ppl {m.perplexity:.2f}")
+    t = m.timings
+    return (
+        f"  trial {number}: {config.key()}: {' '.join(shown)} "
+        f"({t['calibration_s']:.1f}s calibrate, {t['compress_s']:.1f}s compress, "
+        f"{t['evaluate_s']:.1f}s eval)"
+    )
+
+
+def metrics_table(config: CompressionConfig, m: Measurement) -> Table:
+    """Every metric of one computed configuration, and its task scores."""
+    table = Table(title=config.key(), title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for metric in METRICS.values():
+        value = m.value(metric.name)
+        if value is not None:
+            table.add_row(metric.label, metric.show(value))
+    for task, score in m.task_scores.items():
+        table.add_row(task, f"{score:.4f}")
+    return table

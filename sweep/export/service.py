@@ -1,0 +1,120 @@
+"""`sweep export` and `sweep compress` as requests: recompress one configuration with the study's
+own model and calibration, and write the folder (see ``sweep.export.bundle``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweep.events import Events
+from sweep.export import ExportError
+from sweep.export.bundle import Bundle, Source, check_output_folder, choose_trial, write_bundle
+from sweep.export.fragment import the_config, trial_spec
+from sweep.space import check_group_sizes, unfit_layers
+from sweep.spec import RUNS, load_spec
+from sweep.study import (
+    ModelChangedError,
+    StudyAddress,
+    check_model_weights,
+    stored_base,
+    stored_spec,
+    study_fingerprint,
+)
+from sweep.trial import TrialResult
+from sweep.workers import prepare_runner
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """Which trial of which study to export, and where to."""
+
+    study: StudyAddress
+    trial: int | None = None  # default: the best SrCr among the trials meeting the constraints
+    out: Path | None = None  # default: runs/<study>-trial-<n>
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Exported:
+    folder: Path
+    files: list[Path]
+    trial: int
+
+
+def export_trial(request: ExportRequest, events: Events) -> Exported:
+    """Recompress the chosen trial's configuration and write its folder. The study's stored
+    spec is used (whatever the spec file says now), narrowed to that configuration, so that
+    calibration data is read only if it needs some. What would make the export fail (weights
+    other than the study's, a group size the format cannot store) is checked before the
+    recompression."""
+    study = request.study.open()
+    chosen = choose_trial(study, request.trial)
+    folder = request.out or RUNS / f"{study.study_name}-trial-{chosen.number}"
+    check_output_folder(folder)
+    ran, base = stored_spec(study), stored_base(study)
+    config, measurement = chosen.config, chosen.measurement
+    if config is None or measurement is None or base is None:
+        raise ExportError(f"trial {chosen.number} of {study.study_name!r} holds no measurement")
+    events.note(f"exporting trial {chosen.number} of {study.study_name}: {config.key()}")
+    one = trial_spec(ran, config, ran.name, study_fingerprint(study))
+    with prepare_runner(one, events, request.progress, evaluate=False) as runner:
+        check_model_weights(study, runner.fingerprint, ran.model, record=False)
+        unfit = unfit_layers(config.group_size if config.quantizes else None,
+                             runner.input_widths())  # fmt: skip
+        if unfit:
+            name, width = next(iter(unfit.items()))
+            raise ExportError(
+                f"trial {chosen.number} ({config.key()}) cannot be exported: its group size "
+                f"{config.group_size} does not divide the input width of {len(unfit)} layers "
+                f"({name.removesuffix('.weight')}: {width}), and compressed-tensors stores a "
+                "grouped layer only when its groups tile the row"
+            )
+        compressed = runner.compress(config, record_grids=True)
+        bundle = Bundle(ran, config, measurement, base, Source(ran.name, chosen.number, ran.model))
+        with events.busy(f"writing {folder}"):
+            files = write_bundle(folder, runner, compressed.grids, bundle)
+    return Exported(folder, files, chosen.number)
+
+
+@dataclass(frozen=True)
+class CompressRequest:
+    """A spec holding one configuration (as `sweep export` writes), and where to write the
+    checkpoint, if anywhere."""
+
+    spec_path: Path
+    out: Path | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Compressed:
+    result: TrialResult
+    files: list[Path]
+
+
+def compress_spec(request: CompressRequest, events: Events) -> Compressed:
+    """Compress the model by the spec's one configuration, evaluate it and the base model (for
+    Sr), and write the folder when ``request.out`` is set."""
+    spec = load_spec(request.spec_path)
+    config = the_config(spec)
+    if request.out is not None:
+        check_output_folder(request.out)
+    with prepare_runner(spec, events, request.progress) as runner:
+        expected = spec.model_fingerprint
+        if expected is not None and expected != runner.fingerprint:
+            raise ModelChangedError(
+                f"the weights of model {spec.model} are not those {request.spec_path} was "
+                f"measured on (fingerprint {expected[:12]} then, {runner.fingerprint[:12]} now)"
+            )
+        check_group_sizes(spec.search, runner.input_widths())
+        with events.busy("evaluating the base model"):
+            base = runner.evaluate_base()
+        result = runner.run(config, base, record_grids=request.out is not None)
+        files: list[Path] = []
+        if request.out is not None:
+            bundle = Bundle(
+                spec, config, result.measurement, base, Source(spec.name, None, spec.model)
+            )
+            with events.busy(f"writing {request.out}"):
+                files = write_bundle(request.out, runner, result.grids, bundle)
+    return Compressed(result, files)

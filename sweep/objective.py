@@ -1,0 +1,332 @@
+"""A worker's trials: the loop that runs them until its run's budget is met, and Optuna's
+objective, which picks a configuration, computes it once across all workers, and records it.
+
+A run (``study.Run``) computes a number of *new* configurations. Each trial claims its
+configuration in the shared results table (``sweep.results``) before computing it, so a
+configuration is computed once; a trial that finds it computed copies the stored measurement
+(it is recorded, and teaches the sampler, but does not count toward the budget). Optuna's
+heartbeats mark a dead worker's trial failed and retry it; a trial that raises is stored FAIL
+with its reason, and the loop goes on; Ctrl-C stores the running trial FAIL and ends the loop
+(KeyboardInterrupt propagates).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from sweep.errors import UserError
+from sweep.events import Events
+from sweep.metrics import BOUNDED
+from sweep.plan import SearchPlan, Step
+from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
+from sweep.results import ResultsTable, result_key
+from sweep.space import suggest_config
+from sweep.spec import StudySpec
+from sweep.study import Run
+from sweep.trial import TrialError, TrialRunner
+
+REPEAT_LIMIT = 30  # proposals in a row already computed: the sampler has little left to offer
+FAILURE_LIMIT = 5  # trials in a row that raise: something is wrong beyond one configuration
+
+
+class TrialsFailing(UserError):
+    """Every recent trial of a worker failed; the reasons are stored on the trials."""
+
+
+@dataclass
+class WorkerContext:
+    """What one worker holds for the study it works on: the spec, the loaded model (in its
+    runner), the base reference, the shared results table and what the results' keys cover,
+    and the run it takes part in."""
+
+    spec: StudySpec
+    runner: TrialRunner
+    base: BaseReference
+    results: ResultsTable
+    result_context: dict[str, Any]
+    run: Run
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands: new configurations it computed, trials of it still running, and
+    trials that reused a stored result."""
+
+    computed: int
+    running: int
+    reused: int
+
+    @classmethod
+    def of(cls, study: optuna.Study, run: Run) -> RunProgress:
+        records = trial_records(study, TrialState.COMPLETE, TrialState.RUNNING)
+        # a trial that has just started may not have recorded its run yet: count it, to be safe
+        mine = [
+            r for r in records if r.run == run.id or r.state == TrialState.RUNNING and not r.run
+        ]
+        return cls(
+            computed=sum(r.computed for r in mine),
+            running=sum(r.state == TrialState.RUNNING for r in mine),
+            reused=sum(r.measured and r.reused for r in mine),
+        )
+
+
+def _in_run(record: TrialRecord, run: Run) -> bool:
+    """Of ``run``; a trial that has just started may not have stored its run yet: it counts, to
+    be safe."""
+    return record.run == run.id or (record.state == TrialState.RUNNING and record.run is None)
+
+
+class InterruptGuard:
+    """Ctrl-C, at the right moment: inside a trial's work (which is then stored FAIL, marked
+    interrupted) or between trials, but never while Optuna creates or stores a trial, which
+    would leave it RUNNING or lose its values; there it waits until Optuna is done."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.deferring = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.deferring:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> InterruptGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _raise_pending(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Ctrl-C waits for the end of the block (Optuna creating and storing a trial)."""
+        self.deferring = True
+        try:
+            yield
+        finally:
+            self.deferring = False
+        self._raise_pending()
+
+    @contextmanager
+    def allowed(self) -> Iterator[None]:
+        """Ctrl-C interrupts the block (a trial's work), even if it came just before."""
+        self._raise_pending()
+        self.deferring = False
+        try:
+            yield
+        finally:
+            self.deferring = True
+
+
+class Surplus(optuna.TrialPruned):
+    """This trial would take its run past its budget; it is stored PRUNED, computing nothing."""
+
+
+class Objective:
+    """Optuna's objective: admit the trial, pick a configuration, compute it once, record it."""
+
+    def __init__(
+        self, context: WorkerContext, events: Events, guard: InterruptGuard | None = None
+    ) -> None:
+        self.context = context
+        self.events = events
+        self.guard = guard or InterruptGuard()
+        self.repeats = 0  # trials in a row that reused a stored result
+        self.failures = 0  # trials in a row that raised
+
+    def _admit(self, trial: optuna.Trial) -> None:
+        """Trials are admitted in number order until the run's budget is reached: trials that
+        computed, and those started before this one, which may yet compute."""
+        run = self.context.run
+        records = trial_records(trial.study, TrialState.COMPLETE, TrialState.RUNNING)
+        ahead = [
+            r
+            for r in records
+            if (r.run == run.id and r.computed)
+            or (
+                r.state == TrialState.RUNNING
+                and r.number < trial.number
+                and r.run in (run.id, None)
+            )
+        ]
+        if len(ahead) >= run.budget:
+            TrialRecord(trial.number, TrialState.PRUNED, surplus=True).store(trial)
+            raise Surplus(f"{len(ahead)} trials computed or running, budget {run.budget}")
+
+    def _values(self, m: Measurement) -> tuple[float, ...]:
+        values = tuple(float(m.value(o)) for o in self.context.spec.objectives)
+        if not all(math.isfinite(v) for v in values):
+            raise TrialError(f"non-finite objectives {values}")
+        return values
+
+    def _finish(self, trial: optuna.Trial, record: TrialRecord) -> tuple[float, ...]:
+        """Store the measured record and its constraint values; return the objective values."""
+        m = record.measurement
+        assert m is not None
+        values = self._values(m)
+        record.store(trial)
+        metrics = {name: m.value(name) for name in BOUNDED}
+        for bound, value in self.context.spec.constraints.violations(metrics).items():
+            trial.set_constraint(bound, value)
+        return values
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        with self.guard.allowed():
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
+        ctx = self.context
+        self._admit(trial)
+        config = suggest_config(trial, ctx.spec.search)
+        record = TrialRecord(
+            trial.number, TrialState.RUNNING, config, worker=ctx.results.owner, run=ctx.run.id
+        )
+        record.store(trial)
+        rkey = result_key(ctx.result_context, config)
+
+        def waiting(owner: str) -> None:
+            self.events.note(
+                f"  trial {trial.number}: {config.key()} is being computed by "
+                f"{owner}: waiting for its result"
+            )
+
+        claim = ctx.results.claim(
+            rkey,
+            config.key(),
+            ctx.result_context,
+            trial.study.study_name,
+            trial.number,
+            on_wait=waiting,
+        )
+        if not claim.owned:
+            measurement = Measurement.from_dict(claim.result)
+            values = self._finish(trial, replace(record, measurement=measurement, reused=True))
+            self.repeats += 1
+            self.events.trial_reused(trial.number, config)
+            return values
+        self.repeats = 0
+        try:
+            with ctx.results.beating(rkey):
+                result = ctx.runner.run(
+                    config,
+                    ctx.base,
+                    on_phase=lambda phase: self.events.trial_phase(trial.number, config, phase),
+                )
+            self._values(result.measurement)
+        except BaseException as err:
+            reason = f"{type(err).__name__}: {err}"
+            interrupted = isinstance(err, KeyboardInterrupt)  # not the configuration's fault
+            replace(record, fail_reason=reason, interrupted=interrupted).store(trial)
+            ctx.results.fail(rkey, reason)
+            self.failures += 1
+            self.events.trial_failed(trial.number, config, reason)
+            raise
+        self.failures = 0
+        ctx.results.finish(rkey, result.measurement.to_dict())
+        values = self._finish(trial, replace(record, measurement=result.measurement))
+        self.events.trial_measured(trial.number, config, result.measurement)
+        return values
+
+
+def run_trials(
+    study: optuna.Study,
+    context: WorkerContext,
+    plan: SearchPlan,
+    events: Events,
+    poll_s: float = 2.0,
+) -> RunProgress:
+    """Run trials, as ``plan`` says, until the run has computed its budget of new
+    configurations or the plan has nothing left; returns where the run stands."""
+    with InterruptGuard() as guard:
+        return _loop(study, context, plan, events, poll_s, guard)
+
+
+def _loop(
+    study: optuna.Study,
+    context: WorkerContext,
+    plan: SearchPlan,
+    events: Events,
+    poll_s: float,
+    guard: InterruptGuard,
+) -> RunProgress:
+    objective = Objective(context, events, guard)
+    budget = context.run.budget
+    progress = RunProgress.of(study, context.run)
+    events.trials_started(progress.computed, budget)
+    start = time.perf_counter()
+    waited_for = -1
+    try:
+        while True:
+            progress = RunProgress.of(study, context.run)
+            events.trials_progress(progress.computed, budget)
+            if progress.computed >= budget:
+                break
+            # trials running elsewhere may yet complete, or die and be retried
+            busy = progress.computed + progress.running >= budget
+            step = Step.WAIT if busy else plan.next(study)
+            if step is Step.STOP:
+                break
+            if step is Step.WAIT:
+                if progress.running != waited_for:
+                    events.note(
+                        f"waiting for {progress.running} trial(s) running on other "
+                        "workers (a dead worker's trial is retried after "
+                        "its heartbeat stops)"
+                    )
+                    waited_for = progress.running
+                time.sleep(poll_s)
+                optuna.storages.fail_stale_trials(study)
+                continue
+            waited_for = -1
+            with guard.deferred():
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            if objective.repeats >= REPEAT_LIMIT:
+                events.note(
+                    f"the sampler proposed {objective.repeats} configurations in a row "
+                    "that the study had computed: the space looks exhausted for it, so "
+                    "this worker stops"
+                )
+                break
+            if objective.failures >= FAILURE_LIMIT:
+                raise TrialsFailing(
+                    f"{objective.failures} trials in a row failed; the last: "
+                    f"{_last_failure(study)} (`sweep status` lists every reason)"
+                )
+    finally:
+        final = RunProgress.of(study, context.run)
+        events.trials_finished(final.computed, time.perf_counter() - start)
+    return final
+
+
+def run_summary(progress: RunProgress, run: Run) -> str:
+    """One line on a run: what it computed, and what it found computed before."""
+    reused = progress.reused
+    running = f", {progress.running} running" if progress.running else ""
+    return (
+        f"run {run.id}: {progress.computed} of {run.budget} new configurations computed"
+        f"{running}; {reused} trial{'' if reused == 1 else 's'} reused a stored result"
+    )
+
+
+def _last_failure(study: optuna.Study) -> str:
+    failed = trial_records(study, TrialState.FAIL)
+    return failed[-1].fail_reason or "no reason stored" if failed else "unknown"

@@ -1,0 +1,177 @@
+"""What a study stores, in one place: the base reference, a measurement, and a trial's record.
+
+- ``BaseReference``: the uncompressed model's scores, the denominator of Sr; one per study.
+- ``Measurement``: what computing one configuration gives (``METRICS``, task scores, timings).
+  It is kept in the results table (``sweep.results``), so that a configuration is computed once,
+  and copied into every trial that asked for that configuration.
+- ``TrialRecord``: a stored Optuna trial as the rest of the tool reads it: its configuration,
+  its measurement and what happened to it. ``to_user_attrs`` and ``from_trial`` are the only code
+  that knows the names of the trials' user attributes.
+
+Three sparsities, three names: ``config.sparsity`` is what the configuration asks for (0 for an
+N:M pattern), ``config.target_sparsity`` what its pattern means (1 - N/M for N:M), and
+``Measurement.measured_sparsity`` the fraction the pruning step removed, which TCr and SrCr use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweep.compress.config import CompressionConfig
+from sweep.spec import meets_constraints
+
+
+@dataclass(frozen=True)
+class BaseReference:
+    """The uncompressed model's scores and each task's random-guess score: Sr's denominator."""
+
+    scores: dict[str, float]
+    random_scores: dict[str, float]
+    perplexity: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BaseReference:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Everything computing one configuration measured (see ``sweep.metrics``)."""
+
+    measured_sparsity: float  # fraction removed by the pruning step, over compressible weights
+    zero_fraction: float  # fraction of exact zeros in the final compressible weights
+    tcr: float
+    real_ratio: float
+    sr: float
+    srcr: float
+    perplexity: float | None
+    task_scores: dict[str, float]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    def value(self, metric: str) -> float | None:
+        """The value of one of ``sweep.metrics.METRICS`` by name."""
+        return getattr(self, metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """From ``to_dict``'s output (other keys are ignored); results stored before the measured
+        sparsity had its own name hold it as ``sparsity``."""
+        data = dict(data)
+        if "measured_sparsity" not in data and "sparsity" in data:
+            data["measured_sparsity"] = data["sparsity"]
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+# The trials' user attributes. Besides these, a measured trial holds Measurement's fields.
+_CONFIG = "config"
+_CONFIG_KEY = "config_key"  # config.key(), for people reading the dashboard and for lookups
+_WORKER = "worker"
+_RUN = "run"
+_REUSED = "reused"
+_FAIL_REASON = "fail_reason"
+_INTERRUPTED = "interrupted"
+_SURPLUS = "surplus"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a study, as stored.
+
+    ``reused``: its configuration had been computed before (by any trial of any study sharing
+    the results table) and the stored measurement was copied. ``fail_reason``: why it failed, as
+    ``ExceptionType: message`` (a dead worker leaves none). ``interrupted``: Ctrl-C stopped it,
+    which says nothing about its configuration. ``surplus``: started past the study's target,
+    it computed nothing.
+    """
+
+    number: int
+    state: TrialState
+    config: CompressionConfig | None = None
+    measurement: Measurement | None = None
+    constraints: dict[str, float] = field(default_factory=dict)  # Optuna's, <= 0 when met
+    worker: str | None = None
+    run: str | None = None  # the `sweep run` it belongs to (study.Run)
+    reused: bool = False
+    fail_reason: str | None = None
+    interrupted: bool = False
+    surplus: bool = False
+
+    @property
+    def config_key(self) -> str | None:
+        return None if self.config is None else self.config.key()
+
+    @property
+    def feasible(self) -> bool:
+        """Whether it meets the study's constraints (every bound, or there are none)."""
+        return meets_constraints(self.constraints)
+
+    @property
+    def computed(self) -> bool:
+        """Complete, and computed by this trial rather than copied from an earlier one."""
+        return self.measured and not self.reused
+
+    @property
+    def measured(self) -> bool:
+        """Complete, with a measurement: what fronts, tables and exports are made of."""
+        return self.state == TrialState.COMPLETE and self.measurement is not None
+
+    def to_user_attrs(self) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        if self.config is not None:
+            attrs[_CONFIG] = self.config.to_dict()
+            attrs[_CONFIG_KEY] = self.config.key()
+        if self.worker is not None:
+            attrs[_WORKER] = self.worker
+        if self.run is not None:
+            attrs[_RUN] = self.run
+        if self.measurement is not None:
+            attrs.update(self.measurement.to_dict())
+        flags = {_REUSED: self.reused, _INTERRUPTED: self.interrupted, _SURPLUS: self.surplus}
+        attrs.update({k: True for k, on in flags.items() if on})
+        if self.fail_reason is not None:
+            attrs[_FAIL_REASON] = self.fail_reason
+        return attrs
+
+    def store(self, trial: optuna.Trial) -> None:
+        """Write ``to_user_attrs`` into a running trial."""
+        for key, value in self.to_user_attrs().items():
+            trial.set_user_attr(key, value)
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
+        a = trial.user_attrs
+        return cls(
+            number=trial.number,
+            state=trial.state,
+            config=CompressionConfig(**a[_CONFIG]) if _CONFIG in a else None,
+            measurement=Measurement.from_dict(a) if "srcr" in a else None,
+            constraints=dict(trial.constraints),
+            worker=a.get(_WORKER),
+            run=a.get(_RUN),
+            reused=bool(a.get(_REUSED, False)),
+            fail_reason=a.get(_FAIL_REASON),
+            interrupted=bool(a.get(_INTERRUPTED, False)),
+            surplus=bool(a.get(_SURPLUS, False)),
+        )
+
+
+def trial_records(study: optuna.Study, *states: TrialState) -> list[TrialRecord]:
+    """The study's trials (of ``states``, or all), in number order."""
+    trials = study.get_trials(deepcopy=False, states=states or None)
+    return [TrialRecord.from_trial(t) for t in trials]
+
+
+def measured_records(study: optuna.Study) -> list[TrialRecord]:
+    """The complete trials that hold a measurement."""
+    return [r for r in trial_records(study, TrialState.COMPLETE) if r.measured]

@@ -1,0 +1,101 @@
+"""Where studies are kept: a SQLAlchemy URL, opened as Optuna's RDB storage.
+
+One set of liveness constants serves Optuna's trial heartbeats and the claims of the results
+table (``sweep.results``): a worker beats every ``HEARTBEAT_S`` seconds, and ``GRACE_S`` seconds
+after its last beat its running trial is failed (and retried) and its claim may be taken over.
+URLs are shown with their password masked (``display``), everywhere they are printed or logged.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from sweep.errors import UserError
+
+HEARTBEAT_S = 5
+GRACE_S = 20
+STORAGE_ENV = "SWEEP_STORAGE"  # `sweep worker` reads its URL here: no password on a command line
+_SQLITE = "sqlite:///"
+
+
+class StorageError(UserError, RuntimeError):
+    """The study's database cannot be opened or written."""
+
+
+def display(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return url if "@" not in url else "<storage URL>"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for other databases."""
+    return Path(url.removeprefix(_SQLITE)) if url.startswith(_SQLITE) else None
+
+
+def check_url(url: str) -> None:
+    """Refuse URLs that cannot hold a study: unparsable ones, and in-memory SQLite (each
+    process would see its own empty database, and nothing would be kept)."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise StorageError(
+            f"storage {display(url)!r} is not a database URL: use sqlite:///path/to/file.db or "
+            "postgresql+psycopg2://user:password@host/database"
+        ) from None
+    in_memory = parsed.get_backend_name() == "sqlite" and (
+        parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.query)
+    )
+    if in_memory:
+        raise StorageError(
+            f"storage {display(url)} is an in-memory SQLite database, which keeps nothing and "
+            "which other workers cannot see; give a file: sqlite:///runs/NAME.db"
+        )
+
+
+def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on any SQLAlchemy URL, with heartbeats and retry of dead trials.
+
+    A SQLite file's folder is created and the file put in WAL mode with a long busy timeout, so
+    a few workers on one machine do not fail with "database is locked".
+    """
+    check_url(url)
+    engine_kwargs: dict[str, Any] = {}
+    path = sqlite_path(url)
+    try:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(path, timeout=60) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+            engine_kwargs["connect_args"] = {"timeout": 60}
+        kwargs: dict[str, Any] = {}
+        if heartbeat:
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
+            kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
+                      "heartbeat_stale_trial_callback": retry}  # fmt: skip
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as err:  # SQLAlchemy and sqlite3 raise many kinds; all mean the same here
+        reason = str(err).replace(url, display(url)).splitlines()[0]
+        raise StorageError(f"cannot open study storage {display(url)}: {reason}") from None
+
+
+def require_database(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist (instead of creating an empty one)."""
+    check_url(url)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        raise StorageError(f"no study database at {url}: run `make sweep` first")
+
+
+def existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """The storage at ``url`` for reading (no heartbeat), without creating a SQLite file."""
+    require_database(url)
+    return make_storage(url, heartbeat=False)

@@ -1,0 +1,64 @@
+"""The trial record: what a trial stores and reads back, through a real Optuna study."""
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from sweep.compress import CompressionConfig
+from sweep.metrics import BOUNDED, METRICS, OBJECTIVES
+from sweep.record import Measurement, TrialRecord, measured_records, trial_records
+from sweep.spec import OBJECTIVES as SPEC_OBJECTIVES
+
+MEASURED = Measurement(
+    measured_sparsity=0.5, zero_fraction=0.5, tcr=0.875, real_ratio=3.9, sr=0.8, srcr=2.26,
+    perplexity=6.1, task_scores={"a": 0.7, "b": 0.6}, timings={"evaluate_s": 1.5},
+)  # fmt: skip
+CONFIG = CompressionConfig(sparsity=0.5, bits=4, prune_method="sparsegpt", quant_method="gptq")
+
+
+def test_a_stored_record_reads_back_the_same():
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    record = TrialRecord(trial.number, TrialState.COMPLETE, CONFIG, MEASURED, worker="w1",
+                         reused=True)  # fmt: skip
+    record.store(trial)
+    trial.set_constraint("tcr.max", -0.1)
+    study.tell(trial, [MEASURED.srcr, MEASURED.tcr])
+    failing = study.ask()
+    TrialRecord(failing.number, TrialState.FAIL, CONFIG, fail_reason="KeyboardInterrupt: ",
+                interrupted=True).store(failing)  # fmt: skip
+    study.tell(failing, state=TrialState.FAIL)
+
+    back, failed = trial_records(study)
+    assert back == TrialRecord(0, TrialState.COMPLETE, CONFIG, MEASURED, {"tcr.max": -0.1}, "w1",
+                               reused=True)  # fmt: skip
+    assert back.feasible and back.measured and back.config_key == CONFIG.key()
+    assert failed.interrupted and failed.fail_reason == "KeyboardInterrupt: "
+    assert not failed.measured and failed.measurement is None
+    assert [r.number for r in measured_records(study)] == [0]
+
+
+def test_trials_stored_before_the_measured_sparsity_had_its_name_still_read():
+    old = {**MEASURED.to_dict(), "sparsity": 0.25, "config_key": "x", "bits": 4}
+    del old["measured_sparsity"]
+    assert Measurement.from_dict(old).measured_sparsity == 0.25
+
+
+def test_an_infeasible_trial_says_so():
+    record = TrialRecord(0, TrialState.COMPLETE, CONFIG, MEASURED, {"sr.min": 0.05})
+    assert not record.feasible
+
+
+def test_the_metric_table_covers_what_specs_and_records_name():
+    assert set(SPEC_OBJECTIVES) == set(OBJECTIVES) == {"srcr", "sr", "tcr", "real_ratio"}
+    assert set(BOUNDED) == {"sr", "tcr", "real_ratio"}
+    assert set(METRICS) <= set(MEASURED.to_dict())
+    labels = [m.label for m in METRICS.values()]
+    assert len(labels) == len(set(labels))
+    assert METRICS["real_ratio"].show(3.94) == "3.94x"
+    assert METRICS["sr"].show(None) == "–"
+
+
+@pytest.mark.parametrize("metric", sorted(OBJECTIVES))
+def test_every_objective_is_a_number_of_a_measurement(metric):
+    assert isinstance(MEASURED.value(metric), float)
