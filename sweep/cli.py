@@ -253,7 +253,7 @@ def dashboard(
     from optuna_dashboard import run_server
 
     from sweep.spec import load_spec
-    from sweep.study import existing_storage
+    from sweep.storage import existing_storage
 
     backend = existing_storage(storage or load_spec(study).storage_url())
     console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -91,7 +92,8 @@ def _load_failure(name: str, err: Exception) -> str:
             "the spec says `trust_remote_code: true` (read that code first)"
         )
     if "Unrecognized configuration class" in text:
-        kind = text.split("Unrecognized configuration class", 1)[1].split()[0].strip("<>'.,")
+        found = re.search(r"(\w+Config)\b", text)
+        kind = found.group(1) if found else "another kind"
         return (
             f"model {name} is not a causal language model ({kind}); sweep compresses "
             "decoder-only models that transformers loads with AutoModelForCausalLM"

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from sweep.compress.config import CompressionConfig
 from sweep.spec import StudySpec
-from sweep.storage import GRACE_S, HEARTBEAT_S
+from sweep.storage import GRACE_S, HEARTBEAT_S, creating_tables
 
 ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stored results
 
@@ -103,16 +103,20 @@ class ResultsTable:
     """Claim, fill and read rows of ``sweep_results`` in the database at ``url``."""
 
     def __init__(
-        self, url: str, stale_after_s: float = GRACE_S, poll_s: float = HEARTBEAT_S / 2
+        self,
+        url: str,
+        stale_after_s: float = GRACE_S,
+        poll_s: float = HEARTBEAT_S / 2,
+        owner: str | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60}
         self.engine = sa.create_engine(url, **kwargs)
-        metadata.create_all(self.engine, checkfirst=True)
+        creating_tables(lambda: metadata.create_all(self.engine, checkfirst=True))
         self.stale_after = timedelta(seconds=stale_after_s)
         self.poll_s = poll_s
-        self.owner = worker_id()
+        self.owner = owner or worker_id()
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:

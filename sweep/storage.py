@@ -9,15 +9,18 @@ URLs are shown with their password masked (``display``), everywhere they are pri
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError
 
 from sweep.errors import UserError
 
+T = TypeVar("T")
 HEARTBEAT_S = 5
 GRACE_S = 20
 STORAGE_ENV = "SWEEP_STORAGE"  # `sweep worker` reads its URL here: no password on a command line
@@ -81,10 +84,26 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
             retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
             kwargs = {"heartbeat_interval": HEARTBEAT_S, "grace_period": GRACE_S,
                       "heartbeat_stale_trial_callback": retry}  # fmt: skip
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        return creating_tables(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                                 **kwargs))  # fmt: skip
     except Exception as err:  # SQLAlchemy and sqlite3 raise many kinds; all mean the same here
         reason = str(err).replace(url, display(url)).splitlines()[0]
         raise StorageError(f"cannot open study storage {display(url)}: {reason}") from None
+
+
+def creating_tables(make: Callable[[], T], attempts: int = 5) -> T:
+    """``make()``, which creates tables when they are missing: several processes doing so on a
+    new PostgreSQL database at once race (one gets "duplicate key ... pg_type"), and the loser
+    only has to try again, finding the tables made."""
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (IntegrityError, ProgrammingError) as err:
+            raced = "duplicate key" in str(err) or "already exists" in str(err)
+            if not raced or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def require_database(url: str) -> None:

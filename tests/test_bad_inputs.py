@@ -1,157 +1,317 @@
-"""Bad input: a clear error naming what is wrong, a non-zero exit, and the database as it was."""
+"""Bad input, as a careless or hostile user gives it: each row runs one command of the real CLI
+(in this process, through typer's runner) and must end with exit code 2, a message that names
+what is wrong, no traceback, and the study's database exactly as it was."""
 
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 import pytest
+import torch
 import yaml
+from optuna.trial import TrialState
+from typer.testing import CliRunner
+
+from sweep.cli import app
+from sweep.compress import CompressionConfig
+from sweep.record import Measurement, TrialRecord
 
 from .helpers import db_contents, sweep
 from .toy import toy_spec
 
 
+@dataclass
+class World:
+    """What the rows run against: a study with one complete trial, its spec, and broken
+    models, files and folders to point it at."""
+
+    tmp: Path
+    spec: Path
+    url: str
+    toy: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def variant(self, name: str, change: Callable[[dict], None]) -> Path:
+        data = yaml.safe_load(self.spec.read_text())
+        change(data)
+        path = self.tmp / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+
+def _broken_models(toy: Path, tmp: Path) -> dict[str, Path]:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    model = toy / "model"
+    out = {}
+    garbled = tmp / "garbled"
+    shutil.copytree(model, garbled)
+    weights = garbled / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    out["garbled"] = garbled
+
+    t5 = tmp / "t5"
+    config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
+    T5ForConditionalGeneration(config).save_pretrained(t5)
+    for f in model.glob("tokenizer*"):
+        shutil.copy(f, t5)
+    out["t5"] = t5
+
+    remote = tmp / "remote"
+    shutil.copytree(model, remote)
+    config_file = remote / "config.json"
+    data = json.loads(config_file.read_text())
+    data["model_type"] = "sweep-custom"  # a kind transformers has no code of its own for
+    data["auto_map"] = {"AutoConfig": "custom.CustomConfig",
+                        "AutoModelForCausalLM": "custom.CustomModel"}  # fmt: skip
+    config_file.write_text(json.dumps(data))
+    (remote / "custom.py").write_text("raise SystemExit('this code must never run')\n")
+    out["remote"] = remote
+
+    pickled = tmp / "pickled"
+    shutil.copytree(model, pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save({"when": datetime.datetime(2026, 1, 1)}, pickled / "pytorch_model.bin")
+    out["pickled"] = pickled
+
+    empty = tmp / "empty-model"
+    empty.mkdir()
+    out["empty"] = empty
+    return out
+
+
 @pytest.fixture(scope="module")
-def study_db(tmp_path_factory, toy_dir):
-    """A study with one complete trial, that every bad run below must leave as it is."""
+def world(tmp_path_factory, toy_dir) -> World:
     tmp = tmp_path_factory.mktemp("bad")
     spec = toy_spec(toy_dir, "bad")
     url = f"sqlite:///{tmp / 'bad.db'}"
     first = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp)
     assert first.returncode == 0, first.stdout + first.stderr
-    return tmp, spec, url
-
-
-def _variant(tmp: Path, spec: Path, name: str, change) -> Path:
-    data = yaml.safe_load(spec.read_text())
-    change(data)
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
+    w = World(tmp, spec, url, toy_dir, _broken_models(toy_dir, tmp))
+    (tmp / "empty.txt").write_text("\n\n")
+    busy = tmp / "busy"
+    busy.mkdir()
+    (busy / "trials.csv").write_text("mine\n")
+    w.paths["busy"] = busy
+    return w
 
 
 def _set(*keys_and_value):
     *keys, value = keys_and_value
 
-    def change(data):
+    def change(data: dict) -> None:
         node = data
         for k in keys[:-1]:
-            node = node[k]
+            node = node.setdefault(k, {})
         node[keys[-1]] = value
 
     return change
 
 
-CASES = {
-    "missing model path": (_set("model", "./no/such/model"), ["model folder", "does not exist"]),
-    "unknown task": (
-        _set("evaluation", "tasks", ["toy_recal"]),
-        ["unknown lm-eval task 'toy_recal'", "toy_recall"],
-    ),
-    "sparsity outside [0, 1)": (
-        _set("search", "sparsity", {"values": [0.5, 1.0]}),
-        ["search.sparsity.values", "less than 1"],
-    ),
-    "unsupported bit-width": (_set("search", "bits", [4, 6]), ["search.bits", "6", "allowed"]),
-    "invalid N:M pattern": (
-        _set("search", "patterns", ["4:2"]),
-        ["search.patterns", "0 < N < M", "'4:2'"],
-    ),
-    "unknown sampler": (
-        _set("sampler", {"name": "nsga3", "seed": 0}),
-        ["sampler.name", "Did you mean 'nsga2'"],
-    ),
-    "changed search space": (
-        _set("search", "bits", [2, 4, 16]),
-        [
-            "was created with another spec",
-            "search.bits: [2, 3, 4, 8, 16] -> [2, 4, 16]",
-            "--study-name",
-        ],
-    ),
-}
+def _run_variant(name: str, change, *extra: str) -> Callable[[World], list[str]]:
+    """`sweep run` on a variant of the study's spec, as a new study (unless ``extra`` says)."""
+
+    def args(w: World) -> list[str]:
+        path = w.variant(name.replace(" ", "_"), lambda d: change(d, w))
+        fresh = [] if extra else ["--study-name", "fresh"]
+        return ["run", str(path), "--storage", w.url, *fresh, *extra]
+
+    return args
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_spec_field(study_db, case):
-    tmp, spec, url = study_db
-    change, expected = CASES[case]
+def _field(*keys_and_value):
+    setter = _set(*keys_and_value)
+    return lambda data, w: setter(data)
+
+
+def _model(kind: str):
+    return lambda data, w: data.update(model=str(w.paths[kind]))
+
+
+def _cmd(*parts: str) -> Callable[[World], list[str]]:
+    """A command line; ``{spec}``, ``{url}``, ``{tmp}`` and ``{<path name>}`` are filled in."""
+
+    def args(w: World) -> list[str]:
+        names = {"spec": w.spec, "url": w.url, "tmp": w.tmp, **w.paths}
+        return [p.format(**names) for p in parts]
+
+    return args
+
+
+@dataclass(frozen=True)
+class Row:
+    args: Callable[[World], list[str]]
+    says: tuple[str, ...]  # in the error message; the first names the bad input
+
+
+ROWS: dict[str, Row] = {
+    # the spec's fields
+    "missing model path": Row(_run_variant("nomodel", _field("model", "./no/such/model")),
+                              ("model folder", "does not exist")),
+    "unknown task": Row(_run_variant("task", _field("evaluation", "tasks", ["toy_recal"])),
+                        ("unknown lm-eval task 'toy_recal'", "toy_recall")),
+    "sparsity outside [0, 1)": Row(
+        _run_variant("sparsity", _field("search", "sparsity", {"values": [0.5, 1.0]})),
+        ("search.sparsity.values", "less than 1")),
+    "unsupported bit-width": Row(_run_variant("bits", _field("search", "bits", [4, 6])),
+                                 ("search.bits", "6", "allowed")),
+    "invalid N:M pattern": Row(_run_variant("nm", _field("search", "patterns", ["4:2"])),
+                               ("search.patterns", "0 < N < M", "'4:2'")),
+    "unknown sampler": Row(_run_variant("sampler", _field("sampler", {"name": "nsga3"})),
+                           ("sampler.name", "Did you mean 'nsga2'")),
+    "misspelt field": Row(_run_variant("typo", _field("serach", {})), ("serach: unknown field",)),
+    "unknown device": Row(_run_variant("tpu", _field("device", "tpu9")),
+                          ("unknown device 'tpu9'", "cuda:N")),
+    "cuda without a GPU": Row(_run_variant("cuda", _field("device", "cuda")),
+                              ("device 'cuda': no CUDA GPU is visible", "auto or cpu")),
+    "a group size that divides no layer": Row(
+        _run_variant("g7", _field("search", "group_sizes", [7])),
+        ("search.group_sizes: 7 does not divide", "model.layers.0.self_attn.q_proj (64)",
+         "fit every layer: [8, 16, 32, 64]")),
+    "a group size wider than some layers": Row(
+        _run_variant("g128", _field("search", "group_sizes", [32, 128])),
+        ("search.group_sizes: 128 does not divide", "(64)")),
+    "empty calibration file": Row(
+        _run_variant("emptycal", lambda d, w: d["calibration"].update(path=str(w.tmp / "empty.txt"))
+                     or d["search"].update(prune_methods=["sparsegpt"])),
+        ("calibration file", "is empty")),
+    "missing calibration file": Row(
+        _run_variant("nocal", lambda d, w: d["calibration"].update(path=str(w.tmp / "none.txt"))
+                     or d["search"].update(quant_methods=["gptq"])),
+        ("calibration file", "does not exist")),
+    "no calibration for methods that need it": Row(
+        _run_variant("nocalsection", lambda d, w: d["search"].update(prune_methods=["wanda"])
+                     or d.pop("calibration") and None),
+        ("need calibration data", "no `calibration` section")),
+    "a band upside down": Row(
+        _run_variant("band", _field("constraints", {"tcr": {"min": 0.8, "max": 0.5}})),
+        ("constraints.tcr", "max (0.5) must be >= min (0.8)")),
+    "an objective twice": Row(_run_variant("twice", _field("objectives", ["sr", "sr"])),
+                              ("objectives", "must not repeat")),
+    # models that are not what a study needs
+    "truncated safetensors": Row(_run_variant("garbled", _model("garbled")),
+                                 ("cannot load model", "garbled")),
+    "not a causal LM": Row(_run_variant("t5", _model("t5")),
+                           ("is not a causal language model", "T5Config")),
+    "code that ships with the model": Row(_run_variant("remote", _model("remote")),
+                                          ("trust_remote_code: true",)),
+    "pickle refused by weights_only": Row(_run_variant("pickled", _model("pickled")),
+                                          ("pickle checkpoint", "weights_only")),
+    "a model folder without a config": Row(_run_variant("emptymodel", _model("empty")),
+                                           ("cannot load model", "empty-model")),
+    # a stored study's pinned fields
+    "changed search space": Row(
+        _run_variant("space", _field("search", "bits", [2, 4, 16]), "--trials", "1"),
+        ("was created with another spec", "search.bits: [2, 3, 4, 8, 16] -> [2, 4, 16]",
+         "--study-name")),
+    "changed constraints": Row(
+        _run_variant("constraints", _field("constraints", {"sr": {"min": 0.9}}), "--trials", "1"),
+        ("was created with another spec", "constraints.sr", "--study-name")),
+    # files and options
+    "malformed YAML": Row(_cmd("run", "{tmp}/malformed.yaml", "--storage", "{url}"),
+                          ("not valid YAML",)),
+    "missing spec file": Row(_cmd("run", "{tmp}/nope.yaml", "--storage", "{url}"),
+                             ("study spec", "nope.yaml does not exist")),
+    "a study name that climbs out of runs/": Row(
+        _cmd("run", "{spec}", "--storage", "{url}", "--study-name", "../x"),
+        ("--study-name", "'../x'", "letters, digits")),
+    "an in-memory database": Row(_cmd("run", "{spec}", "--storage", "sqlite:///:memory:"),
+                                 ("in-memory SQLite database", "keeps nothing")),
+    "not a database URL": Row(_cmd("run", "{spec}", "--storage", "runs/x.db"),
+                              ("'runs/x.db' is not a database URL",)),
+    "unreachable database, password masked": Row(
+        _cmd("run", "{spec}", "--storage", "postgresql+psycopg2://nobody:s3cret@127.0.0.1:1/no"),
+        ("cannot open study storage postgresql+psycopg2://nobody:***@127.0.0.1:1/no",)),
+    "zero trials": Row(_cmd("run", "{spec}", "--storage", "{url}", "--trials", "0"),
+                       ("Invalid value for '--trials'",)),
+    "zero workers": Row(_cmd("run", "{spec}", "--storage", "{url}", "--workers", "0"),
+                        ("Invalid value for '--workers'",)),
+    "worker on a missing database": Row(
+        _cmd("worker", "--storage", "sqlite:///{tmp}/elsewhere.db", "--study", "bad"),
+        ("no study database at", "elsewhere.db")),
+    "worker on a missing study": Row(_cmd("worker", "--storage", "{url}", "--study", "bda"),
+                                     ("no study 'bda'", "'bad'")),
+    "worker on an unknown device": Row(
+        _cmd("worker", "--storage", "{url}", "--study", "bad", "--device", "tpu9"),
+        ("unknown device 'tpu9'",)),
+    "status of a missing study": Row(
+        _cmd("status", "--storage", "{url}", "--study-name", "nope"), ("no study 'nope'",)),
+    "report on an unknown axis": Row(
+        _cmd("report", "{spec}", "--storage", "{url}", "--x", "ratio"),
+        ("--x must be 'tcr' or 'real_ratio'", "'ratio'")),
+    "report into a folder of the user's": Row(
+        _cmd("report", "{spec}", "--storage", "{url}", "--out", "{busy}"),
+        ("busy is not empty and holds no earlier report",)),
+    "export of a trial that does not exist": Row(
+        _cmd("export", "{spec}", "--storage", "{url}", "--trial", "999"),
+        ("trial 999 is not a complete trial", "complete trials: 0")),
+    "export into a folder of the user's": Row(
+        _cmd("export", "{spec}", "--storage", "{url}", "--out", "{busy}"),
+        ("busy is not empty and holds no earlier export",)),
+    "compress a spec of many configurations": Row(_cmd("compress", "{spec}"),
+                                                  ("exactly one configuration",)),
+    "dashboard on a missing database": Row(
+        _cmd("dashboard", "{spec}", "--storage", "sqlite:///{tmp}/missing.db"),
+        ("no study database at",)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(ROWS))
+def test_bad_input_is_refused_in_one_line_and_changes_nothing(world: World, case: str, monkeypatch):
+    if case == "cuda without a GPU" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    row = ROWS[case]
+    monkeypatch.chdir(world.tmp)
+    (world.tmp / "malformed.yaml").write_text("name: bad\nsearch: {bits: [2, 4\n")
+    before = db_contents(world.url)
+    args = row.args(world)  # may write a variant of the spec
+    files_before = {p.name for p in world.tmp.iterdir() if not p.name.endswith(("-wal", "-shm"))}
+    result = CliRunner().invoke(app, args)
+    err = result.stderr
+    said = " ".join(err.split())
+    assert result.exit_code == 2, f"{result.output}\n{result.exception!r}"
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and len(err.splitlines()) <= 12, err
+    for text in row.says:
+        assert text in said, f"{text!r} not in: {err}"
+    if "error:" in err:  # ours (typer writes its usage errors in a box of its own)
+        assert row.says[0] in " ".join(err[err.index("error:") :].split())
+    assert "s3cret" not in result.output
+    assert db_contents(world.url) == before
+    written = {p.name for p in world.tmp.iterdir() if not p.name.endswith(("-wal", "-shm"))}
+    assert written == files_before  # nothing else (SQLite's own journal files aside)
+    assert (world.paths["busy"] / "trials.csv").read_text() == "mine\n"
+
+
+def test_there_are_thirty_rows_at_least():
+    assert len(ROWS) >= 30
+
+
+def test_a_trial_whose_group_size_the_model_cannot_store_is_refused_before_recompressing(
+    world: World,
+):
+    # such a trial can no longer be run; a study from before the check may hold one
+    url = f"sqlite:///{world.tmp / 'old.db'}"
+    shutil.copy(world.url.removeprefix("sqlite:///"), world.tmp / "old.db")
+    study = optuna.load_study(study_name="bad", storage=url)
+    config = CompressionConfig(bits=4, group_size=7)
+    done = study.get_trials(states=(TrialState.COMPLETE,))[0]
+    measured = Measurement.from_dict(done.user_attrs)
+    trial = study.ask()
+    TrialRecord(trial.number, TrialState.COMPLETE, config, measured).store(trial)
+    study.tell(trial, done.values)
     before = db_contents(url)
-    bad = _variant(tmp, spec, case.replace(" ", "_").replace(":", ""), change)
-    # a fresh study name, so that each error is the case's own and not "the spec changed"
-    name = [] if case == "changed search space" else ["--study-name", "fresh"]
-    result = sweep("run", str(bad), "--storage", url, *name, cwd=tmp)
-    assert result.returncode == 2, result.stdout + result.stderr
-    for text in expected:
-        assert text in result.stderr, f"{text!r} not in: {result.stderr}"
-    assert db_contents(url) == before
-
-
-def test_malformed_yaml(study_db):
-    tmp, _, url = study_db
-    before = db_contents(url)
-    bad = tmp / "malformed.yaml"
-    bad.write_text("name: bad\nsearch: {bits: [2, 4\n")
-    result = sweep("run", str(bad), "--storage", url, cwd=tmp)
-    assert result.returncode == 2
-    assert "not valid YAML" in result.stderr
-    assert db_contents(url) == before
-
-
-def test_empty_calibration_file(study_db):
-    tmp, spec, url = study_db
-    before = db_contents(url)
-    empty = tmp / "empty.txt"
-    empty.write_text("\n\n")
-
-    def change(data):
-        data["calibration"] = {"source": "file", "path": str(empty), "samples": 4, "seq_len": 32}
-        data["search"]["prune_methods"] = ["sparsegpt"]
-
-    bad = _variant(tmp, spec, "empty_cal", change)
-    result = sweep("run", str(bad), "--storage", url, "--study-name", "other", cwd=tmp)
-    assert result.returncode == 2
-    assert "calibration file" in result.stderr and "is empty" in result.stderr
-    assert db_contents(url) == before
-
-
-def test_unreachable_database(study_db):
-    tmp, spec, _ = study_db
-    url = "postgresql+psycopg2://nobody:pw@127.0.0.1:1/none"
-    result = sweep("run", str(spec), "--storage", url, cwd=tmp)
-    assert result.returncode == 2
-    assert "cannot open study storage" in result.stderr and "127.0.0.1" in result.stderr
-
-
-def test_read_only_database_file(study_db):
-    tmp, spec, url = study_db
-    path = Path(url.removeprefix("sqlite:///"))
-    before = db_contents(url)
-    mode = path.stat().st_mode
-    path.chmod(0o444)
-    try:
-        result = sweep("run", str(spec), "--storage", url, cwd=tmp)
-    finally:
-        path.chmod(mode)
-    assert result.returncode == 2
-    assert "read-only" in result.stderr
-    assert db_contents(url) == before
-
-
-def test_missing_spec_file(tmp_path):
-    result = sweep("run", str(tmp_path / "nope.yaml"), cwd=tmp_path)
-    assert result.returncode == 2
-    assert "does not exist" in result.stderr
-
-
-def test_worker_for_a_missing_database_or_study(study_db):
-    tmp, _, url = study_db
-    missing = tmp / "elsewhere.db"
-    result = sweep("worker", "--storage", f"sqlite:///{missing}", "--study", "bad", cwd=tmp)
-    assert result.returncode == 2
-    assert "no study database at" in result.stderr and str(missing) in result.stderr
-    assert not missing.exists()
-
-    before = db_contents(url)
-    result = sweep("worker", "--storage", url, "--study", "bda", cwd=tmp)
-    assert result.returncode == 2
-    assert "no study 'bda'" in result.stderr and "'bad'" in result.stderr
-    assert db_contents(url) == before
+    result = CliRunner().invoke(app, ["export", "--storage", url, "--study-name", "bad",
+                                      "--trial", str(trial.number), "--no-progress",
+                                      "--out", str(world.tmp / "g7")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.split())
+    assert f"trial {trial.number} (rtn-w4-g7-asym) cannot be exported" in said
+    assert "group size 7 does not divide the input width of" in said
+    assert not (world.tmp / "g7").exists() and db_contents(url) == before

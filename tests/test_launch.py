@@ -142,6 +142,8 @@ def test_ctrl_c_stops_the_other_workers_and_leaves_no_trial_running(toy_dir: Pat
     assert len(workers) == 2, (tmp_path / "sweep.log").read_text()
     children = psutil.Process(run.pid).children(recursive=True)
     assert children
+    for child in children:  # the storage URL (and any password in it) is not on their command line
+        assert url not in " ".join(child.cmdline())
 
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=60) == 130

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +16,8 @@ import yaml
 from optuna.trial import TrialState
 
 from sweep.results import results_table
+from sweep.spec import load_spec
+from sweep.study import open_study
 
 from .helpers import sweep, sweep_async
 from .toy import toy_spec
@@ -122,8 +125,13 @@ def test_killed_worker_loses_nothing(tmp_path: Path, toy_dir: Path):
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
 
+    start = time.monotonic()
     second = sweep("worker", "--storage", url, "--study", "kill", "--no-progress", cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
+    # the dead trial is failed GRACE_S (20 s) after its last beat, and its claim is free then
+    # too (it used to stay claimed for 60 s, silently)
+    assert time.monotonic() - start < 50
+    assert "waiting for 1 trial(s) running on other workers" in second.stdout
 
     study = optuna.load_study(study_name="kill", storage=url)
     assert study.trials[victim].state == TrialState.FAIL
@@ -158,7 +166,8 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(tmp_path: Path, toy_d
     url, run, victim, kept = _start_until_mid_trial(tmp_path, toy_dir, "interrupt", 6)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=60) == 130
-    assert "interrupted" in (tmp_path / "sweep.log").read_text()
+    log = (tmp_path / "sweep.log").read_text()
+    assert "interrupted" in log and "Traceback" not in log
 
     study = optuna.load_study(study_name="interrupt", storage=url)
     interrupted = study.trials[victim]
@@ -173,6 +182,37 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(tmp_path: Path, toy_d
     statuses = dict(rows)
     # its claim is released (a later trial of that configuration computes it again)
     assert statuses[interrupted.user_attrs["config_key"]] == "failed"
+
+    # the next run takes it up first, whatever the sampler (here random)
+    again = sweep("run", str(toy_spec(toy_dir, "interrupt")), "--trials", "1", "--storage", url,
+                  cwd=tmp_path)  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    study = optuna.load_study(study_name="interrupt", storage=url)
+    redone = [t for t in study.trials[victim + 1 :] if t.state == TrialState.COMPLETE
+              and t.user_attrs["config_key"] == interrupted.user_attrs["config_key"]]  # fmt: skip
+    assert redone, "the interrupted configuration was not computed again"
+
+
+def test_runs_creating_one_new_study_at_once_all_get_it(postgres_url: str, toy_dir: Path):
+    spec = load_spec(toy_spec(toy_dir, "race"))
+    barrier = threading.Barrier(6)
+    opened: list[int] = []
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait()
+        try:
+            opened.append(open_study(spec, postgres_url)._study_id)
+        except BaseException as err:  # noqa: BLE001 - every failure is what the test looks for
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(opened) == 6 and len(set(opened)) == 1
 
 
 def test_another_study_with_the_same_context_reuses_results(tmp_path: Path, toy_dir: Path):

@@ -41,6 +41,16 @@ def test_replay_curve_rises_to_at_most_the_grid_hypervolume(sampler):
     table = {k: (t * (1 + (len(k) % 3) / 10), t) for k, t in tcr.items()}
     full = hypervolume_2d(list(table.values()))
     curve, keys = replay(spec, sampler, 0, table, 30)
-    assert len(curve) == len(keys) == 30 and set(keys) <= set(table)
+    assert len(curve) == len(set(keys)) == 30 and len(keys) >= 30 and set(keys) <= set(table)
     assert all(a <= b for a, b in zip(curve, curve[1:], strict=False))
     assert 0 < curve[-1] <= full + 1e-12
+
+
+def test_a_replay_asks_until_it_has_enough_new_configurations_or_gives_up():
+    spec = bench_spec("core")
+    table = {c.key(): (1.0, theoretical_compression_rate(c.target_sparsity, c.bits))
+             for c in all_configs(spec.search)}  # fmt: skip
+    curve, keys = replay(spec, "random", 0, table, len(table))
+    assert len(set(keys)) == len(curve)
+    if len(curve) < len(table):  # it gave up: its last 30 asks were configurations seen before
+        assert set(keys[-30:]) <= set(keys[:-30])
