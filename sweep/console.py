@@ -28,6 +28,7 @@ class ConsoleEvents(Events):
         self.console = out
         self._progress: Progress | None = None
         self._task = None
+        self._phase_s: dict[str, list[float]] = {}  # seconds each phase took in earlier trials
 
     def note(self, text: str) -> None:
         self.console.print(text)
@@ -53,12 +54,18 @@ class ConsoleEvents(Events):
             self._progress.update(self._task, completed=done, total=target)
 
     def trial_phase(self, number: int, config: CompressionConfig, phase: str) -> None:
-        if self._progress is not None:
-            self._progress.update(
-                self._task, description=f"trial {number} · {phase} · {config.key()}"
-            )
+        if self._progress is None:
+            return
+        past = self._phase_s.get("evaluate" if phase == "evaluate" else "compress")
+        eta = f" · ~{sum(past) / len(past):.0f}s" if past else ""
+        self._progress.update(
+            self._task, description=f"trial {number} · {phase}{eta} · {config.key()}"
+        )
 
     def trial_measured(self, number: int, config: CompressionConfig, m: Measurement) -> None:
+        t = m.timings
+        self._phase_s.setdefault("compress", []).append(t["calibration_s"] + t["compress_s"])
+        self._phase_s.setdefault("evaluate", []).append(t["evaluate_s"])
         self.console.print(trial_line(number, config, m))
 
     def trial_reused(self, number: int, config: CompressionConfig) -> None:

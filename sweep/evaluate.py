@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
+import io
+import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +76,14 @@ def _random_score(task_obj: Any) -> float:
     return sum(1.0 / len(task_obj.doc_to_choice(d)) for d in docs) / len(docs)
 
 
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """lm-eval's own progress bars and notices, which it prints on stderr whatever its settings
+    (about 19 lines a trial), go nowhere: the trial loop shows its own phases."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 @dataclass
 class Scores:
     """One evaluation: a score per task (for Sr), and perplexity when the study asks for it."""
@@ -115,7 +128,8 @@ class Evaluator:
                 near = difflib.get_close_matches(name, list(known), n=3)
                 hint = f" Did you mean: {', '.join(near)}?" if near else ""
                 raise TaskError(f"unknown lm-eval task {name!r}.{hint}")
-        self._task_dicts = {name: manager.load([name]) for name in names}
+        with quiet():
+            self._task_dicts = {name: manager.load([name]) for name in names}
         self.random_scores = {t.name: self._task_random_score(t) for t in spec.tasks}
         max_length = spec.max_length or getattr(tokenizer, "model_max_length", None)
         if max_length is not None and max_length > 1_000_000:
@@ -127,6 +141,18 @@ class Evaluator:
             max_length=max_length,
             device=device,
         )
+
+    def fingerprint(self) -> str:
+        """sha256 of every document the tasks evaluate, so that two machines (or two versions of
+        a local task) with other questions under the same task names are told apart."""
+        digest = hashlib.sha256(b"sweep-tasks-v1")
+        for name in sorted(self._task_dicts):
+            leaves = self._task_dicts[name]["tasks"]
+            for leaf_name in sorted(leaves):
+                digest.update(leaf_name.encode())
+                for doc in leaves[leaf_name].eval_docs:
+                    digest.update(json.dumps(doc, sort_keys=True, default=str).encode())
+        return digest.hexdigest()
 
     def _task_random_score(self, task: TaskSpec) -> float:
         if task.random_score is not None:
@@ -140,13 +166,14 @@ class Evaluator:
     def _run(self, name: str) -> dict[str, Any]:
         from lm_eval.evaluator import evaluate
 
-        out = evaluate(
-            self.lm,
-            self._task_dicts[name],
-            limit=self.spec.limit,
-            bootstrap_iters=0,
-            log_samples=False,
-        )
+        with quiet():
+            out = evaluate(
+                self.lm,
+                self._task_dicts[name],
+                limit=self.spec.limit,
+                bootstrap_iters=0,
+                log_samples=False,
+            )
         return out["results"][name]
 
     def score(self) -> Scores:

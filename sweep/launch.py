@@ -24,12 +24,13 @@ from sweep.plan import make_plan
 from sweep.record import BaseReference, measured_records
 from sweep.report import pareto_html_path, trials_frame, write_pareto_html
 from sweep.results import ResultsTable, result_context
-from sweep.space import check_group_sizes
+from sweep.space import check_group_sizes, first_configs
 from sweep.spec import StudySpec, load_spec, with_overrides
 from sweep.storage import display
 from sweep.study import (
     Run,
     check_model_weights,
+    check_task_documents,
     current_run,
     load_existing_study,
     open_study,
@@ -79,6 +80,7 @@ def launch(request: LaunchRequest, events: Events) -> RunOutcome:
     """Run (or continue) a study with ``request.workers`` workers, this process one of them,
     until the run has computed ``request.trials`` new configurations (default: the spec's)."""
     spec = request.spec()
+    first_configs(spec.search)  # a bad search.first fails here, before anything is loaded
     url = request.storage or spec.storage_url()
     preflight(spec, url)  # fails before the model is loaded, and writes nothing
     devices = worker_devices(request.workers, spec.device)
@@ -86,6 +88,7 @@ def launch(request: LaunchRequest, events: Events) -> RunOutcome:
         check_group_sizes(spec.search, runner.input_widths())  # before any trial
         study = open_study(spec, url)
         check_model_weights(study, runner.fingerprint, spec.model)
+        check_task_documents(study, runner.tasks_fingerprint)
         plan = make_plan(spec, worker=0, trials_before=len(study.trials))
         study.sampler = plan.sampler
         run = start_run(study, request.trials or spec.trials)
@@ -135,6 +138,7 @@ def join(request: JoinRequest, events: Events) -> RunProgress:
     study.sampler = plan.sampler
     with prepare_runner(spec, events, request.progress, request.device) as runner:
         check_model_weights(study, runner.fingerprint, spec.model)
+        check_task_documents(study, runner.tasks_fingerprint)
         run = current_run(study) or start_run(study, spec.trials)
         base = ensure_base(study, runner, events, wait_s=WAIT_FOR_BASE_S)
         context = _context(spec, runner, base, request.storage, run)
@@ -151,17 +155,22 @@ def ensure_base(
     while base is None and time.monotonic() < deadline:
         time.sleep(1.0)
         base = stored_base(study)  # user attributes are read from the storage each time
+    took = "stored with the study"
     if base is None:
+        start = time.perf_counter()
         with events.busy("evaluating the base model (once per study)"):
             base = runner.evaluate_base()
         store_base(study, base)
-    scores = ", ".join(f"{t} {s:.3f}" for t, s in base.scores.items())
-    events.note(f"base model: {scores}")
+        took = f"evaluated in {time.perf_counter() - start:.0f}s"
+    shown = [f"{t} {s:.3f}" for t, s in base.scores.items()]
+    if base.perplexity is not None:
+        shown.append(f"perplexity {base.perplexity:.2f}")
+    events.note(f"base model: {', '.join(shown)} ({took})")
     return base
 
 
 def _context(
     spec: StudySpec, runner: TrialRunner, base: BaseReference, url: str, run: Run
 ) -> WorkerContext:
-    context = result_context(spec, model_fingerprint(runner.model))
+    context = result_context(spec, model_fingerprint(runner.model), runner.tasks_fingerprint)
     return WorkerContext(spec, runner, base, ResultsTable(url), context, run)

@@ -14,6 +14,7 @@ from sweep.compress.driver import compressible_linears
 from sweep.errors import UserError
 from sweep.metrics import Tensor2D
 from sweep.spec import check_device_name
+from sweep.zoo import is_named, model_folder
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,7 +56,8 @@ def resolve_device(device: str) -> str:
 def load_model(
     name: str | Path, dtype: str = "auto", device: str = "cpu", trust_remote_code: bool = False
 ) -> tuple[nn.Module, object]:
-    """Load a causal LM and its tokenizer, in eval mode on ``device``.
+    """Load a causal LM and its tokenizer, in eval mode on ``device``: a local folder, a
+    Hugging Face id, or a model sweep knows by name (``sweep.zoo``).
 
     ``dtype="auto"`` computes in float32 on the CPU (fast and exact there) and in the checkpoint's
     own dtype on a GPU. Code that ships with a model runs only with ``trust_remote_code``;
@@ -63,7 +65,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = str(name)
+    source = str(model_folder(str(name))) if is_named(str(name)) else str(name)
     looks_local = source.startswith((".", "/", "~")) or Path(source).exists()
     if looks_local and not Path(source).expanduser().is_dir():
         raise ModelLoadError(f"model folder {source} does not exist")

@@ -2,8 +2,8 @@
 
 A plan owns the Optuna sampler of one worker and may keep a plan of its own on top of it (the
 grid queues every configuration of the space). Before each trial the worker loop
-(``sweep.objective.run_trials``) asks its plan what to do; the study's budget (its target number
-of complete trials) is the loop's business, not the plan's.
+(``sweep.objective.run_trials``) asks its plan what to do; the run's budget (the number of new
+configurations it computes) is the loop's business, not the plan's.
 
 The contract of a plan:
 
@@ -16,7 +16,8 @@ The contract of a plan:
   runs on other workers: look again soon) or ``Step.STOP`` (nothing left to do).
 - ``exhausted(study)``: True once the plan has nothing left to propose.
 
-Every plan first queues again the configurations of trials that Ctrl-C interrupted (a dead
+Every plan first queues the configurations the spec lists in ``search.first`` (in their order,
+before anything else), and queues again those of trials that Ctrl-C interrupted (a dead
 worker's trials Optuna queues again by itself), unless another trial has done, runs or waits
 for them.
 
@@ -33,7 +34,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.record import TrialRecord, trial_records
-from sweep.space import all_configs, config_params, suggest_config
+from sweep.space import all_configs, config_params, first_configs, suggest_config
 from sweep.spec import SAMPLERS, StudySpec
 
 SEED_STRIDE = 7919  # seeds of later runs lie apart from those of the workers of earlier ones
@@ -59,8 +60,21 @@ class SearchPlan:
         raise NotImplementedError
 
     def prepare(self, study: optuna.Study) -> str | None:
+        first = self.queue_first(study)
         self.requeue_interrupted(study)
-        return None
+        return f"queued first: {first} configuration(s) of search.first" if first else None
+
+    def queue_first(self, study: optuna.Study) -> int:
+        """Queue the configurations of ``search.first`` that are neither done, running nor
+        queued, in their order; return how many."""
+        done, pending = self._progress(study)
+        queued = 0
+        for config in first_configs(self.spec.search):
+            if config.key() not in done | pending:
+                study.enqueue_trial(config_params(config, self.spec.search), skip_if_exists=False)
+                pending.add(config.key())
+                queued += 1
+        return queued
 
     def next(self, study: optuna.Study) -> Step:
         self.requeue_interrupted(study)
@@ -145,9 +159,11 @@ class GridPlan(RandomPlan):
     """
 
     def prepare(self, study: optuna.Study) -> str:
+        first = self.queue_first(study)  # before the rest, which is shuffled
         self.queue_missing(study)
         size = len(all_configs(self.spec.search))
-        return f"grid: {size} distinct configurations, each visited once"
+        ahead = f"; {first} of search.first queued ahead" if first else ""
+        return f"grid: {size} distinct configurations, each visited once{ahead}"
 
     def next(self, study: optuna.Study) -> Step:
         self.queue_missing(study)

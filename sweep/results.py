@@ -55,7 +55,9 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def result_context(spec: StudySpec, model_fingerprint: str) -> dict[str, Any]:
+def result_context(
+    spec: StudySpec, model_fingerprint: str, tasks_fingerprint: str | None
+) -> dict[str, Any]:
     """What, besides the compression config, determines a trial's result."""
     cal = spec.calibration
     ev = spec.evaluation
@@ -69,6 +71,8 @@ def result_context(spec: StudySpec, model_fingerprint: str) -> dict[str, Any]:
             "seq_len": cal.seq_len,
             "mode": cal.mode,
         }
+        if cal.function:
+            calibration["function"] = cal.function
     return {
         "engine": ENGINE_VERSION,
         "model": spec.model,
@@ -81,6 +85,7 @@ def result_context(spec: StudySpec, model_fingerprint: str) -> dict[str, Any]:
             "perplexity_task": ev.perplexity_task,
             "limit": ev.limit,
             "max_length": ev.max_length,
+            "documents": tasks_fingerprint,
         },
     }
 

@@ -54,6 +54,58 @@ class _Answers:
         return self._values[name]
 
 
+class _Given:
+    """Stands in for a trial: answers from the parameters a spec gives (no sparsity: not
+    pruned; no bits: not quantized), refusing a question it has no answer for and an answer the
+    space does not offer."""
+
+    def __init__(self, params: dict, where: str) -> None:
+        self.params = dict(params)
+        self.asked: set[str] = set()
+        self.where = where
+
+    def suggest_categorical(self, name: str, choices: list):
+        self.asked.add(name)
+        if name not in self.params and _UNCOMPRESSED.get(name, _NONE) in choices:
+            return _UNCOMPRESSED[name]  # left out: that step does not happen
+        if name not in self.params:
+            raise SpecError(f"{self.where}: give {name} (one of {choices})")
+        value = self.params[name]
+        if name == "sparsity" and isinstance(value, (int, float)):
+            value = round(float(value), 6)
+        if value not in choices:
+            raise SpecError(f"{self.where}: {name} {value!r} is not in the space: {choices}")
+        return value
+
+
+_NONE = object()
+_UNCOMPRESSED = {"pattern": "unstructured", "sparsity": 0.0, "bits": 16}
+
+
+def _single_choices(space: SearchSpace) -> dict[str, object]:
+    """The parameters the space fixes (one choice, so never asked), and their value."""
+    lists = {"pattern": space.patterns, "sparsity": space.sparsity.grid(), "bits": space.bits,
+             "prune_method": space.prune_methods, "quant_method": space.quant_methods,
+             "group_size": space.group_sizes, "symmetric": space.symmetric,
+             "order": space.orders, "case": space.cases}  # fmt: skip
+    return {name: choices[0] for name, choices in lists.items() if len(choices) == 1}
+
+
+def first_configs(space: SearchSpace) -> list[CompressionConfig]:
+    """The configurations ``space.first`` names, in order; a clear error for one the space does
+    not hold, one that leaves a choice open, or a parameter it has no use for."""
+    configs = []
+    for i, params in enumerate(space.first):
+        given = _Given(params, f"search.first[{i}]")
+        config = suggest_config(given, space)  # type: ignore[arg-type]
+        single = _single_choices(space)
+        unused = sorted(k for k in set(params) - given.asked if single.get(k, _NONE) != params[k])
+        if unused:
+            raise SpecError(f"search.first[{i}]: {', '.join(unused)} has no effect here")
+        configs.append(config)
+    return configs
+
+
 def config_params(config: CompressionConfig, space: SearchSpace) -> dict:
     """The trial parameters for which ``suggest_config`` gives ``config`` (as canonical)."""
     answers = _Answers(config.canonical())

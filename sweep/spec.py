@@ -65,6 +65,10 @@ class SearchSpace(_Strict):
     quant_methods: list[str] = ["rtn"]
     orders: list[str] = ["prune_first"]
     cases: list[Literal["A", "B"]] = ["B"]
+    # configurations to run before any other, as trial parameters (sparsity, pattern, bits,
+    # prune_method, quant_method, group_size, symmetric, order, case); those with one choice
+    # in the space may be left out. Checked against the space by ``space.first_configs``.
+    first: list[dict[str, float | int | str | bool | None]] = []
 
     @field_validator("patterns")
     @classmethod
@@ -139,11 +143,13 @@ class CalibrationSpec(_Strict):
     """Calibration text for methods that need activations.
 
     ``source``: ``file`` (a local text file, one sample a line or paragraph; a relative ``path``
-    is taken from the spec's folder) or ``dataset`` (a Hugging Face dataset, for machines with
-    network access).
+    is taken from the spec's folder), ``dataset`` (a Hugging Face dataset, for machines with
+    network access) or ``function`` (``module:callable``, a Python function that returns a list
+    of texts, e.g. ``sweep.realtext:calibration_texts``).
     """
 
-    source: Literal["file", "dataset"] = "file"
+    source: Literal["file", "dataset", "function"] = "file"
+    function: str | None = None
     path: Path | None = None
     dataset: str | None = None
     dataset_config: str | None = None
@@ -163,6 +169,8 @@ class CalibrationSpec(_Strict):
             raise ValueError("source 'file' needs a path")
         if self.source == "dataset" and not self.dataset:
             raise ValueError("source 'dataset' needs a dataset name")
+        if self.source == "function" and not re.fullmatch(r"[\w.]+:\w+", self.function or ""):
+            raise ValueError("source 'function' needs a function as module:callable")
         return self
 
 

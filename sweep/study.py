@@ -33,6 +33,7 @@ _BASE_ATTR = "base_reference"
 _SPEC_ATTR = "spec"
 _RUN_ATTR = "current_run"
 _WEIGHTS_ATTR = "model_weights"
+_TASKS_ATTR = "task_documents"
 # the parts of a spec that a stored study must keep: they define its trials' meaning (and which
 # of them are feasible)
 PINNED_FIELDS = (
@@ -48,6 +49,10 @@ class ModelChangedError(UserError, ValueError):
     """The model's weights are not those the study's trials were measured on."""
 
 
+class TasksChangedError(UserError, ValueError):
+    """The tasks' documents are not those the study's trials were scored on."""
+
+
 def load_existing_study(url: str, name: str, heartbeat: bool = False) -> optuna.Study:
     """A study that must already exist; a clear error when its storage or the study is missing.
     With ``heartbeat`` its trials can be run (a worker), else only read."""
@@ -61,6 +66,7 @@ def load_existing_study(url: str, name: str, heartbeat: bool = False) -> optuna.
 
 def _pinned(spec: StudySpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
+    data["search"].pop("first", None)  # what runs first changes no trial's meaning
     return {k: data[k] for k in PINNED_FIELDS}
 
 
@@ -133,6 +139,23 @@ def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
             stored["storage"] = display(stored["storage"])  # the dashboard shows user attrs
         study.set_user_attr(_SPEC_ATTR, stored)
     return study
+
+
+def check_task_documents(study: optuna.Study, fingerprint: str, record: bool = True) -> None:
+    """Refuse tasks whose documents are not those the study's trials were scored on
+    (``Evaluator.fingerprint``); with ``record``, a study that has none keeps these."""
+    stored = study.user_attrs.get(_TASKS_ATTR)
+    if stored is None:
+        if record:
+            study.set_user_attr(_TASKS_ATTR, fingerprint)
+        return
+    if stored != fingerprint:
+        raise TasksChangedError(
+            f"the documents of study {study.study_name!r}'s tasks are not those its trials were "
+            f"scored on (fingerprint {stored[:12]} then, {fingerprint[:12]} now): a task's files "
+            "changed, or this machine builds other questions. Restore them, or start a new "
+            "study with --study-name NEW_NAME"
+        )
 
 
 def study_fingerprint(study: optuna.Study) -> str | None:

@@ -122,6 +122,7 @@ class TrialRunner:
         round_weights(model, self.storage_dtype)  # a trial evaluates what an export stores
         self.snapshot = WeightSnapshot(model)
         self.fingerprint = weights_fingerprint(model)
+        self.tasks_fingerprint = None if evaluator is None else evaluator.fingerprint()
 
     def input_widths(self) -> dict[str, int]:
         """The input width of every compressible layer, by parameter name."""

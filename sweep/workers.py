@@ -22,6 +22,7 @@ from sweep.space import all_configs
 from sweep.spec import RUNS, StudySpec
 from sweep.storage import STORAGE_ENV
 from sweep.trial import Calibration, TrialRunner
+from sweep.zoo import is_named, model_folder
 
 STOP_GRACE_S = 15.0  # how long a stopped worker gets to store its running trial as failed
 
@@ -48,6 +49,9 @@ def prepare_runner(
             "the spec has no `calibration` section"
         )
     device = resolve_device(device or spec.device)
+    if is_named(spec.model):
+        with events.busy(f"fetching {spec.model} (once)"):
+            model_folder(spec.model, events.note)
     with events.busy(f"loading model {spec.model} on {device}"):
         model, tokenizer = load_model(spec.model, spec.dtype, device, spec.trust_remote_code)
     inventory = tensor_inventory(model)
@@ -58,7 +62,7 @@ def prepare_runner(
     calibration = None
     cal = spec.calibration
     if needs_data and cal is not None:
-        where = cal.path if cal.source == "file" else cal.dataset
+        where = {"file": cal.path, "dataset": cal.dataset, "function": cal.function}[cal.source]
         with events.busy(f"reading calibration data ({where})"):
             ids = calibration_batches(cal, tokenizer)
         events.note(

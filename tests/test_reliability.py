@@ -220,3 +220,36 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_study(demo_grid_study, full_
         assert "no space left on the disk" in done.stderr and "Traceback" not in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert db_contents(url) == before
+
+
+def test_tasks_whose_questions_changed_are_refused(toy_dir, tmp_path):
+    tasks = tmp_path / "tasks"
+    shutil.copytree(toy_dir / "tasks", tasks)
+    spec = _spec(toy_dir, tmp_path, "asked", evaluation={"tasks": ["toy_recall"],
+                 "include_path": str(tasks)})  # fmt: skip
+    url = f"sqlite:///{tmp_path / 'asked.db'}"
+    assert sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path).returncode == 0
+    data = tasks / "toy_recall" / "test.jsonl"
+    data.write_text("".join(data.read_text().splitlines(keepends=True)[::2]))  # half of them
+    before = db_contents(url)
+    again = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "tasks are not those its trials were scored on" in " ".join(again.stderr.split())
+    assert db_contents(url) == before
+
+
+def test_evaluation_prints_nothing_of_its_own(toy_dir, capfd):
+    from sweep.evaluate import Evaluator
+    from sweep.spec import EvaluationSpec
+
+    model, tokenizer = load_model(toy_dir / "model")
+    spec = EvaluationSpec(tasks=["toy_recall"], include_path=toy_dir / "tasks", limit=20)
+    evaluator = Evaluator(spec, model, tokenizer)
+    try:
+        capfd.readouterr()
+        scores = evaluator.score()
+    finally:
+        evaluator.close()
+    out, err = capfd.readouterr()
+    assert scores.tasks["toy_recall"] > 0.5
+    assert out == "" and "it/s" not in err, err  # lm-eval's bars used to fill a log

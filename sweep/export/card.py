@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sweep.metrics import METRICS
+from sweep.zoo import hub_id
 
 if TYPE_CHECKING:
     from sweep.export.bundle import Bundle
@@ -19,7 +20,7 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
     lines = [
         "---",
         "library_name: transformers",
-        f"base_model: {source.model}",
+        f"base_model: {hub_id(source.model)}",
         "tags: [sweep, pruning, quantization, compressed-tensors]",
         "---",
         "",
