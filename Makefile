@@ -32,7 +32,7 @@ WORKERS ?= 1
 SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $(TRIALS)) \
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
-.PHONY: install sweep test lint dashboard status report export chromium demo-model bench \
+.PHONY: install sweep test lint dashboard status report export chromium demo-model demo-criteria bench \
         bench-engine bench-search clean
 
 install: $(STAMP)
@@ -93,6 +93,10 @@ bench-search: $(STAMP)
 # Regenerates the demo corpus, tasks and model (11 to 15 minutes on 2 CPU cores).
 demo-model: $(STAMP)
 	$(PY) -m sweep.demo.build
+
+# Checks that the demo model degrades under compression as real LLMs do (eight trials, ~30 s).
+demo-criteria: $(STAMP)
+	$(PY) -m sweep.demo.criteria
 
 clean:
 	rm -rf $(VENV) .cache

@@ -1,9 +1,10 @@
-"""Build the embedded demo: corpus -> tasks and calibration -> train -> save -> evaluate.
+"""Build the embedded demo: corpus -> tasks and calibration -> train -> save -> evaluate -> check.
 
 Run with `python -m sweep.demo.build` (11 to 15 minutes on 2 CPU cores; `--monitor`
 prints the three accuracies every 200 steps). Writes
 `sweep/demo/tasks/`, `sweep/demo/data/calibration.txt` and `sweep/demo/model/` (weights,
-tokenizer and `scores.json` with the base model's scores).
+tokenizer and `scores.json` with the base model's scores and the compression checks of
+`sweep.demo.criteria`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sweep.demo import (
     PERPLEXITY_TASK,
     TASKS_DIR,
     corpus,
+    criteria,
 )
 from sweep.demo.train import TrainConfig, build_tokenizer, describe, pack, save, train
 
@@ -212,6 +214,11 @@ def build(cfg: TrainConfig, skip_train: bool = False, monitor: bool = False) -> 
     previous = json.loads(path.read_text()) if skip_train and path.exists() else {}
     result = previous | {"scores": scores, "eval_dtype": "float32"} | info
     result["file_bytes"] = (MODEL_DIR / "model.safetensors").stat().st_size
+    measured = criteria.measure(MODEL_DIR)
+    checks = criteria.verdicts(measured)
+    for text, ok in checks:
+        print(f"{'pass' if ok else 'FAIL'}  {text}")
+    result["criteria"] = measured | {"verdicts": dict(checks)}
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -220,13 +227,25 @@ def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override a training setting, e.g. --set weight_decay=1.0 (for experiments)",
+    )  # fmt: skip
     parser.add_argument("--eval-only", action="store_true", help="re-score the saved model")
     parser.add_argument(
         "--monitor", action="store_true", help="print task accuracies while training"
     )
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    build(TrainConfig(steps=args.steps), skip_train=args.eval_only, monitor=args.monitor)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1))
+    cfg = TrainConfig(steps=args.steps)
+    for item in args.set:
+        field, _, value = item.partition("=")
+        if not hasattr(cfg, field):
+            parser.error(f"--set {item}: TrainConfig has no field {field!r}")
+        current = getattr(cfg, field)
+        parsed = value.lower() in {"1", "true", "yes"} if isinstance(current, bool) else value
+        setattr(cfg, field, type(current)(parsed))
+    build(cfg, skip_train=args.eval_only, monitor=args.monitor)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A seeded synthetic English corpus for the demo model, and its held-out evaluation questions.
 
-The world is small on purpose so that a ~3M-parameter Llama learns it in minutes on a CPU:
+The world is small on purpose so that the demo's narrow, deep Llama (see `sweep.demo.train`)
+learns it in minutes on a CPU:
 
 - **recall**: 40 invented countries with a capital, 50 invented people with a favourite colour,
   a home town, a job and a pet (240 facts). Each fact is written in training with four of its

@@ -10,6 +10,18 @@ Two settings matter more than they look at this budget (~2400 steps): weights in
 std 0.06 rather than the usual 0.02, and a peak learning rate of 2e-3. With std 0.02 (or with
 lr 3e-3) attention stays near uniform for hundreds of steps, and the copy-from-context that the
 reasoning task needs never forms in time.
+
+The shape is narrow and deep on purpose: width 128 and 8 layers. A wide, shallow model with room
+to spare (width 256 and 4 layers, the demo until it was rebuilt) shrugged off what breaks real
+LLMs: 2-bit round-to-nearest kept Sr 0.89 and 70% magnitude pruning 0.85, perplexity barely
+moved, and noise added to every weight at half the weights' own spread cost recall and reasoning
+about one point. Depth is what changed that, as errors compound through the layers of a real
+model. Measured on the same corpus and budget: with 460 facts instead of 240 at width 256 and 4
+layers, 2-bit RTN still kept 0.87; with weight decay strong enough to forget the initialisation
+(as long training does), 0.91. At width 128, 10 and 12 layers had not learned the reasoning task
+at three quarters of the budget (0.30-0.36; they also train slower), and 8 layers with
+460 facts ended at 0.49 on it. `sweep.demo.criteria` holds the model to the extremes real LLMs
+share.
 """
 
 from __future__ import annotations
@@ -35,13 +47,13 @@ SPECIAL_TOKENS = {
 
 @dataclass
 class TrainConfig:
-    """Model shape and optimisation settings (defaults: about 11 minutes on 2 idle CPU cores)."""
+    """Model shape and optimisation settings (defaults: about 11 minutes on 2 CPU cores)."""
 
-    hidden_size: int = 256
-    intermediate_size: int = 768
-    num_hidden_layers: int = 4
-    num_attention_heads: int = 8
-    num_key_value_heads: int = 4
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
     seq_len: int = 128
     batch_size: int = 16
     steps: int = 2400

@@ -1,0 +1,57 @@
+"""The shipped demo model degrades under compression the way real LLMs do (sweep.demo.criteria).
+
+The whole check runs eight trials at build time and writes them to scores.json; here the two
+extremes that a robust toy fails first, 2-bit round-to-nearest (must collapse) and 4-bit GPTQ
+(must keep the model), are measured again and checked against their thresholds and the record.
+"""
+
+import json
+
+import pytest
+
+from sweep.demo import MODEL_DIR
+from sweep.demo.criteria import CHECKS, PROBES, measure, verdicts
+
+PROBED = ["2-bit RTN", "4-bit GPTQ"]
+# Criteria the shipped model does not meet yet (README, "How the demo degrades"); strict, so that
+# a model that meets one fails here until the entry is removed.
+KNOWN_GAPS = {"2-bit RTN: Sr <= 0.5"}
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return measure(MODEL_DIR, PROBED)
+
+
+def _sr(measured) -> dict[str, float]:
+    return {name: r["sr"] for name, r in measured["probes"].items()}
+
+
+def test_4bit_gptq_keeps_the_model_and_2bit_rtn_breaks_it(measured):
+    sr = _sr(measured)
+    assert sr["4-bit GPTQ"] >= 0.95
+    assert sr["4-bit GPTQ"] - sr["2-bit RTN"] >= 0.3
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: 2-bit RTN keeps Sr 0.61 on the demo model")
+def test_2bit_rtn_collapses_as_on_real_llms(measured):
+    assert _sr(measured)["2-bit RTN"] <= 0.5
+
+
+def test_build_recorded_every_criterion(measured):
+    recorded = json.loads((MODEL_DIR / "scores.json").read_text())["criteria"]
+    assert set(recorded["probes"]) == set(PROBES)
+    failing = {text for text, ok in recorded["verdicts"].items() if not ok}
+    assert failing == KNOWN_GAPS
+    for name in PROBED:  # the same code on the same weights and data measures the same
+        assert measured["probes"][name]["sr"] == pytest.approx(recorded["probes"][name]["sr"],
+                                                               abs=0.002)  # fmt: skip
+
+
+def test_verdicts_fail_a_robust_toy(measured):
+    robust = {"base": measured["base"],
+              "probes": {name: {"sr": 0.95} for name in PROBES}}  # fmt: skip
+    failing = [text for text, ok in verdicts(robust) if not ok]
+    assert "2-bit RTN: Sr <= 0.5" in failing and "70% magnitude: Sr <= 0.5" in failing
+    assert len(failing) == 4  # the two collapses and the two "below" checks
+    assert len(verdicts(robust)) == len(measured["base"]) + len(CHECKS)
