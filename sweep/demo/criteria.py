@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweep.compress.config import CompressionConfig
+from sweep.errors import UserError
 
 DEMO_SPEC = Path(__file__).resolve().parents[2] / "studies" / "demo.yaml"
 BASE_MIN_ACCURACY = 0.8
@@ -101,7 +102,11 @@ def main() -> None:
     parser.add_argument("--model", default=str(MODEL_DIR), help="model folder (default: demo)")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
-    measured = measure(args.model)
+    try:
+        measured = measure(args.model)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     results = verdicts(measured)
     for text, ok in results:
         print(f"{'pass' if ok else 'FAIL'}  {text}")
