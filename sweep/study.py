@@ -141,15 +141,22 @@ def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
     return study
 
 
+def _pinned_mismatch(study: optuna.Study, attr: str, fingerprint: str, record: bool) -> str | None:
+    """The fingerprint the study pinned under ``attr`` when it differs from ``fingerprint``, else
+    None; with ``record``, a study that has none pins ``fingerprint``."""
+    stored = study.user_attrs.get(attr)
+    if stored is None:
+        if record:
+            study.set_user_attr(attr, fingerprint)
+        return None
+    return stored if stored != fingerprint else None
+
+
 def check_task_documents(study: optuna.Study, fingerprint: str, record: bool = True) -> None:
     """Refuse tasks whose documents are not those the study's trials were scored on
     (``Evaluator.fingerprint``); with ``record``, a study that has none keeps these."""
-    stored = study.user_attrs.get(_TASKS_ATTR)
-    if stored is None:
-        if record:
-            study.set_user_attr(_TASKS_ATTR, fingerprint)
-        return
-    if stored != fingerprint:
+    stored = _pinned_mismatch(study, _TASKS_ATTR, fingerprint, record)
+    if stored is not None:
         raise TasksChangedError(
             f"the documents of study {study.study_name!r}'s tasks are not those its trials were "
             f"scored on (fingerprint {stored[:12]} then, {fingerprint[:12]} now): a task's files "
@@ -168,12 +175,8 @@ def check_model_weights(
 ) -> None:
     """Refuse weights other than those the study's trials were measured on (the fingerprint of
     ``sweep.model.weights_fingerprint``); with ``record``, a study that has none keeps these."""
-    stored = study.user_attrs.get(_WEIGHTS_ATTR)
-    if stored is None:
-        if record:
-            study.set_user_attr(_WEIGHTS_ATTR, fingerprint)
-        return
-    if stored != fingerprint:
+    stored = _pinned_mismatch(study, _WEIGHTS_ATTR, fingerprint, record)
+    if stored is not None:
         raise ModelChangedError(
             f"the weights of model {model} are not those study {study.study_name!r} was "
             f"measured on (fingerprint {stored[:12]} then, {fingerprint[:12]} now): its trials "

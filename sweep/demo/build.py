@@ -214,11 +214,7 @@ def build(cfg: TrainConfig, skip_train: bool = False, monitor: bool = False) -> 
     previous = json.loads(path.read_text()) if skip_train and path.exists() else {}
     result = previous | {"scores": scores, "eval_dtype": "float32"} | info
     result["file_bytes"] = (MODEL_DIR / "model.safetensors").stat().st_size
-    measured = criteria.measure(MODEL_DIR)
-    checks = criteria.verdicts(measured)
-    for text, ok in checks:
-        print(f"{'pass' if ok else 'FAIL'}  {text}")
-    result["criteria"] = measured | {"verdicts": dict(checks)}
+    result["criteria"] = criteria.check(MODEL_DIR)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 

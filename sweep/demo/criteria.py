@@ -94,6 +94,16 @@ def verdicts(measured: dict[str, object]) -> list[tuple[str, bool]]:
     return out + [(c.text, c.holds(sr)) for c in CHECKS]
 
 
+def check(model: str | Path) -> dict[str, object]:
+    """Measure every probe on ``model``, print each criterion's verdict, and return the
+    measurements with ``"verdicts"`` ({criterion: holds}) added."""
+    measured = measure(model)
+    results = verdicts(measured)
+    for text, ok in results:
+        print(f"{'pass' if ok else 'FAIL'}  {text}")
+    return measured | {"verdicts": dict(results)}
+
+
 def main() -> None:
     """Command-line entry point: exit 1 when any criterion fails."""
     from sweep.demo import MODEL_DIR
@@ -103,16 +113,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     args = parser.parse_args()
     try:
-        measured = measure(args.model)
+        record = check(args.model)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    results = verdicts(measured)
-    for text, ok in results:
-        print(f"{'pass' if ok else 'FAIL'}  {text}")
     if args.json:
-        args.json.write_text(json.dumps(measured | {"verdicts": dict(results)}, indent=2) + "\n")
-    sys.exit(0 if all(ok for _, ok in results) else 1)
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+    sys.exit(0 if all(record["verdicts"].values()) else 1)  # type: ignore[union-attr]
 
 
 if __name__ == "__main__":
