@@ -86,14 +86,19 @@ class ConsoleEvents(Events):
 def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
     """One line for a computed trial: its metrics and where its time went."""
     shown = [f"{METRICS[k].label} {METRICS[k].show(m.value(k))}" for k in ("sr", "srcr", "tcr")]
+    if not m.full:
+        shown[0] = f"Sr ~{m.sr:.3f} [{m.sr_low:.3f}, {m.sr_high:.3f}]"
     shown.append(f"ratio {METRICS['real_ratio'].show(m.real_ratio)}")
     if m.perplexity is not None:
         shown.append(f"ppl {m.perplexity:.2f}")
+    if m.kl is not None:
+        shown.append(f"KL {m.kl:.3f}")
     t = m.timings
+    stopped = "; [yellow]stopped after its sample[/]: dominated by the front" if not m.full else ""
     return (
         f"  trial {number}: {config.key()}: {' '.join(shown)} "
         f"({t['calibration_s']:.1f}s calibrate, {t['compress_s']:.1f}s compress, "
-        f"{t['evaluate_s']:.1f}s eval)"
+        f"{t['evaluate_s']:.1f}s eval{stopped})"
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from sweep.errors import UserError
-from sweep.spec import EvaluationSpec, TaskSpec
+from sweep.spec import AUTO_MIN_DOCS, EvaluationSpec, TaskSpec
 
 METRIC_PREFERENCE = ("acc", "acc_norm", "exact_match")
 PERPLEXITY_METRIC = "word_perplexity"
@@ -54,16 +54,23 @@ def materialise_task_folder(folder: Path, into: Path) -> Path:
     return dest
 
 
-def _pick_metric(task: str, result: dict[str, Any], wanted: str | None) -> float:
+def _metric_name(task: str, result: dict[str, Any], wanted: str | None) -> str:
+    """The metric a task is read by: ``wanted``, or the first of ``METRIC_PREFERENCE`` that
+    lm-eval reports for it."""
     available = {k.split(",")[0]: v for k, v in result.items() if "," in k and "stderr" not in k}
     names = [wanted] if wanted else list(METRIC_PREFERENCE)
     for name in names:
         if name in available and isinstance(available[name], (int, float)):
-            return float(available[name])
+            return name
     raise TaskError(
         f"task {task!r} reports no metric {' or '.join(names)}; it reports: "
         f"{', '.join(sorted(available)) or 'nothing'}"
     )
+
+
+def _pick_metric(task: str, result: dict[str, Any], wanted: str | None) -> float:
+    name = _metric_name(task, result, wanted)
+    return float(next(v for k, v in result.items() if k.split(",")[0] == name))
 
 
 def _random_score(task_obj: Any) -> float:
@@ -76,12 +83,26 @@ def _random_score(task_obj: Any) -> float:
     return sum(1.0 / len(task_obj.doc_to_choice(d)) for d in docs) / len(docs)
 
 
+def _document_text(task: Any, doc: Any) -> str:
+    """A document as text: its prompt, followed by its answer when the task names one."""
+    parts = []
+    for part in (task.doc_to_text(doc), task.doc_to_target(doc)):
+        if isinstance(part, int) and task.OUTPUT_TYPE == "multiple_choice":
+            part = task.doc_to_choice(doc)[part]
+        if isinstance(part, str) and part:
+            parts.append(part)
+    return " ".join(parts)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """lm-eval's own progress bars and notices, which it prints on stderr whatever its settings
     (about 19 lines a trial), go nowhere: the trial loop shows its own phases."""
     with contextlib.redirect_stderr(io.StringIO()):
         yield
+
+
+DocScores = dict[str, dict[int, float]]  # per leaf task, per document index: its score
 
 
 @dataclass
@@ -163,33 +184,110 @@ class Evaluator:
         total = sum(sizes)
         return sum(s * n for s, n in zip(scores, sizes, strict=True)) / total if total else 0.0
 
-    def _run(self, name: str) -> dict[str, Any]:
+    def _run(
+        self, name: str, samples: dict[str, list[int]] | None = None, log: bool = False
+    ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        """lm-eval on task ``name``: its results, and with ``log`` each leaf's per-document
+        records. ``samples`` restricts leaves to those document indices (then no ``limit``)."""
         from lm_eval.evaluator import evaluate
 
         with quiet():
             out = evaluate(
                 self.lm,
                 self._task_dicts[name],
-                limit=self.spec.limit,
+                limit=None if samples is not None else self.spec.limit,
+                samples=samples,
                 bootstrap_iters=0,
-                log_samples=False,
+                log_samples=log,
             )
-        return out["results"][name]
+        return out["results"].get(name, {}), out.get("samples") or {}
+
+    def staged(self) -> bool:
+        """Whether trials are evaluated in stages (``EvaluationSpec.stages``): ``on``, or
+        ``auto`` with every task holding at least ``AUTO_MIN_DOCS`` documents."""
+        mode = self.spec.stages.mode
+        if mode != "auto":
+            return mode == "on"
+        return all(sum(self.populations(t.name).values()) >= AUTO_MIN_DOCS for t in self.spec.tasks)
+
+    def is_leaf(self, name: str) -> bool:
+        """A plain lm-eval task, not a group of them."""
+        loaded = self._task_dicts[name]
+        return not loaded.get("groups") and list(loaded["tasks"]) == [name]
+
+    def populations(self, name: str) -> dict[str, int]:
+        """Documents each leaf of task ``name`` evaluates (within ``limit``)."""
+        leaves = self._task_dicts[name]["tasks"]
+        sizes = {leaf: len(list(task.eval_docs)) for leaf, task in leaves.items()}
+        if self.spec.limit is not None:
+            sizes = {leaf: min(n, self.spec.limit) for leaf, n in sizes.items()}
+        return sizes
+
+    def documents(
+        self, task: TaskSpec, samples: dict[str, list[int]] | None = None
+    ) -> tuple[float | None, DocScores]:
+        """Task ``task`` on the documents ``samples`` names per leaf (default: all, within
+        ``limit``): lm-eval's own score when every document ran (else None), and every
+        document's score by the task's metric."""
+        everything = samples is None
+        if everything:
+            samples = {leaf: list(range(n)) for leaf, n in self.populations(task.name).items()}
+        result, logged = self._run(task.name, samples, log=True)
+        metric = self._doc_metric(task, logged)
+        per_doc = {
+            leaf: {int(r["doc_id"]): float(r[metric]) for r in records}
+            for leaf, records in logged.items()
+        }
+        score = _pick_metric(task.name, result, task.metric) if everything and result else None
+        return score, per_doc
+
+    def _doc_metric(self, task: TaskSpec, logged: dict[str, list[dict[str, Any]]]) -> str:
+        first = next((r for records in logged.values() for r in records), None)
+        if first is None:
+            raise TaskError(f"task {task.name!r} evaluated no document")
+        names = [task.metric] if task.metric else list(METRIC_PREFERENCE)
+        for name in names:
+            if isinstance(first.get(name), (int, float)):
+                return name
+        raise TaskError(
+            f"task {task.name!r} gives no per-document {' or '.join(names)} (staged "
+            "evaluation needs a metric averaged over documents); set evaluation.stages.mode: off"
+        )
+
+    def texts(self, limit_chars: int) -> list[str]:
+        """Text of the evaluation's documents, for the KL proxy: the perplexity task's when
+        there is one, else each task's prompts with their answers; about ``limit_chars``."""
+        names = (
+            [self.spec.perplexity_task]
+            if self.spec.perplexity_task
+            else [t.name for t in self.spec.tasks]
+        )
+        out, total = [], 0
+        for name in names:
+            for task in self._task_dicts[name]["tasks"].values():
+                for doc in task.eval_docs:
+                    text = _document_text(task, doc)
+                    out.append(text)
+                    total += len(text)
+                    if total >= limit_chars:
+                        return out
+        return out
 
     def score(self) -> Scores:
-        tasks = {t.name: _pick_metric(t.name, self._run(t.name), t.metric) for t in self.spec.tasks}
-        ppl = None
-        if self.spec.perplexity_task:
-            name = self.spec.perplexity_task
-            ppl = _pick_metric(name, self._run(name), PERPLEXITY_METRIC)
+        tasks = {t.name: self.task_score(t) for t in self.spec.tasks}
+        ppl = self.perplexity() if self.spec.perplexity_task else None
         return Scores(tasks=tasks, perplexity=ppl)
+
+    def task_score(self, task: TaskSpec) -> float:
+        """lm-eval's score of one task on all its documents (within ``limit``)."""
+        return _pick_metric(task.name, self._run(task.name)[0], task.metric)
 
     def perplexity(self) -> float:
         """Word perplexity of the model on the spec's ``perplexity_task`` (no other task runs)."""
         name = self.spec.perplexity_task
         if not name:
             raise TaskError("this evaluation has no perplexity_task")
-        return _pick_metric(name, self._run(name), PERPLEXITY_METRIC)
+        return _pick_metric(name, self._run(name)[0], PERPLEXITY_METRIC)
 
     def close(self) -> None:
         self._tmp.cleanup()

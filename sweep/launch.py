@@ -166,6 +166,13 @@ def ensure_base(
     if base.perplexity is not None:
         shown.append(f"perplexity {base.perplexity:.2f}")
     events.note(f"base model: {', '.join(shown)} ({took})")
+    if base.samples is not None:
+        samples = base.task_samples() or {}
+        sizes = ", ".join(f"{t} {s.size} of {s.population}" for t, s in samples.items())
+        events.note(
+            f"staged evaluation: KL proxy, then a sample of each task ({sizes} documents); "
+            "a trial whose best case the front dominates stops there"
+        )
     return base
 
 
@@ -173,4 +180,5 @@ def _context(
     spec: StudySpec, runner: TrialRunner, base: BaseReference, url: str, run: Run
 ) -> WorkerContext:
     context = result_context(spec, model_fingerprint(runner.model), runner.tasks_fingerprint)
-    return WorkerContext(spec, runner, base, ResultsTable(url), context, run)
+    staged = base.samples is not None and runner.evaluator is not None
+    return WorkerContext(spec, runner, base, ResultsTable(url), context, run, staged)

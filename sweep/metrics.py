@@ -169,6 +169,7 @@ METRICS: dict[str, Metric] = {
             "zero_fraction", "zeros", "fraction of exact zeros in the compressed weights", "{:.4f}"
         ),
         Metric("perplexity", "perplexity", "word perplexity on the perplexity task", "{:.3f}"),
+        Metric("kl", "KL", "KL proxy (nats per token, base vs compressed model)", "{:.4f}"),
     )
 }
 OBJECTIVES = tuple(name for name, m in METRICS.items() if m.objective)

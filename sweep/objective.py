@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,6 +30,7 @@ from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
 from sweep.results import ResultsTable, result_key
 from sweep.space import suggest_config
 from sweep.spec import StudySpec
+from sweep.staging import dominated_by, optimistic
 from sweep.study import Run
 from sweep.trial import TrialError, TrialRunner
 
@@ -52,6 +54,7 @@ class WorkerContext:
     results: ResultsTable
     result_context: dict[str, Any]
     run: Run
+    staged: bool = False  # trials evaluate in stages (the base reference holds samples)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,22 @@ class Objective:
             trial.set_constraint(bound, value)
         return values
 
+    def _stop_rule(self, study: optuna.Study) -> Callable[[Measurement], bool]:
+        """Whether a trial's optimistic measurement is dominated by the study's front: its
+        trials that had their full evaluation and meet the constraints (read when asked)."""
+        objectives = self.context.spec.objectives
+
+        def stop(best_case: Measurement) -> bool:
+            front = [
+                tuple(float(r.measurement.value(o)) for o in objectives)
+                for r in trial_records(study, TrialState.COMPLETE)
+                if r.fully_measured and r.feasible
+            ]
+            point = tuple(float(best_case.value(o)) for o in objectives)
+            return dominated_by(point, front)
+
+        return stop
+
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         with self.guard.allowed():
             return self._run(trial)
@@ -163,12 +182,17 @@ class Objective:
             trial.number,
             on_wait=waiting,
         )
-        if not claim.owned:
+        stop = self._stop_rule(trial.study)
+        while not claim.owned:
             measurement = Measurement.from_dict(claim.result)
-            values = self._finish(trial, replace(record, measurement=measurement, reused=True))
-            self.repeats += 1
-            self.events.trial_reused(trial.number, config)
-            return values
+            if measurement.full or stop(optimistic(measurement, config)):
+                values = self._finish(trial, replace(record, measurement=measurement, reused=True))
+                self.repeats += 1
+                self.events.trial_reused(trial.number, config)
+                return values
+            # stopped after its sample against another front, and not dominated by this
+            # study's: it needs its full evaluation
+            claim = ctx.results.reopen(claim, trial.study.study_name, trial.number)
         self.repeats = 0
         try:
             with ctx.results.beating(rkey):
@@ -176,6 +200,7 @@ class Objective:
                     config,
                     ctx.base,
                     on_phase=lambda phase: self.events.trial_phase(trial.number, config, phase),
+                    stop=stop if ctx.staged else None,
                 )
             self._values(result.measurement)
         except BaseException as err:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from sweep.compress import CompressionConfig
 from sweep.metrics import METRICS
+from sweep.staging import SAMPLE
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 INFEASIBLE = "outside the study's constraints"
@@ -44,6 +45,10 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
     ]
     if pd.notna(row.get("perplexity")):
         lines.append(show("perplexity"))
+    if pd.notna(row.get("kl")):
+        lines.append(show("kl"))
+    if row.get("stage") == SAMPLE:
+        lines.append(f"stopped after its sample: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
     lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]
     return "<br>".join(lines)
 
@@ -57,10 +62,14 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
     data = df.assign(family=families, hover=[_hover(r, tasks) for _, r in df.iterrows()])
     fig = go.Figure()
     for name, group in sorted(data.groupby("family"), key=lambda item: str(item[0])):
+        # a trial stopped after its sample (an estimate) is drawn hollow
+        stopped = group["stage"] == SAMPLE if "stage" in group else [False] * len(group)
+        symbols = ["circle-open" if s else "circle" for s in stopped]
         fig.add_trace(
             go.Scatter(
                 x=group[x], y=group[y], text=group["hover"], mode="markers", name=str(name),
-                marker={"size": 10, "opacity": 0.85, "line": {"width": 1, "color": "white"}},
+                marker={"size": 10, "opacity": 0.85, "symbol": symbols,
+                        "line": {"width": 1, "color": "white"}},
                 hovertemplate="%{text}<extra></extra>",
             )
         )  # fmt: skip

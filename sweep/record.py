@@ -23,6 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.compress.config import CompressionConfig
 from sweep.spec import meets_constraints
+from sweep.staging import FULL
+from sweep.subsample import TaskSample
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,14 @@ class BaseReference:
     scores: dict[str, float]
     random_scores: dict[str, float]
     perplexity: float | None = None
+    # staged evaluation: each task's sample of documents with the base model's scores on them
+    # (``sweep.subsample.TaskSample.to_dict``); None when the study evaluates in full only
+    samples: dict[str, dict[str, Any]] | None = None
+
+    def task_samples(self) -> dict[str, TaskSample] | None:
+        if self.samples is None:
+            return None
+        return {task: TaskSample.from_dict(data) for task, data in self.samples.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,6 +64,17 @@ class Measurement:
     perplexity: float | None
     task_scores: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    # staged evaluation (``sweep.staging``): FULL, or SAMPLE when the trial stopped after its
+    # sample (then task scores and Sr are estimates, Sr in [sr_low, sr_high], no perplexity)
+    stage: str = FULL
+    kl: float | None = None  # KL proxy: base vs compressed next-token distributions, nats
+    sr_low: float | None = None
+    sr_high: float | None = None
+
+    @property
+    def full(self) -> bool:
+        """Measured on every document: a front point, a table row, an export."""
+        return self.stage == FULL
 
     def value(self, metric: str) -> float | None:
         """The value of one of ``sweep.metrics.METRICS`` by name."""
@@ -123,8 +144,13 @@ class TrialRecord:
 
     @property
     def measured(self) -> bool:
-        """Complete, with a measurement: what fronts, tables and exports are made of."""
+        """Complete, with a measurement (full, or stopped after its sample)."""
         return self.state == TrialState.COMPLETE and self.measurement is not None
+
+    @property
+    def fully_measured(self) -> bool:
+        """Measured on every document: what fronts, tables and exports are made of."""
+        return self.measured and self.measurement.full
 
     def to_user_attrs(self) -> dict[str, Any]:
         attrs: dict[str, Any] = {}

@@ -19,6 +19,7 @@ from sweep.paper_table import paper_table, to_markdown
 from sweep.plots import PngUnavailable, family, pareto_figure, write_html, write_png
 from sweep.record import TrialRecord, trial_records
 from sweep.spec import RUNS
+from sweep.staging import FULL
 from sweep.study import stored_base
 
 
@@ -49,6 +50,7 @@ def _row(r: TrialRecord) -> dict[str, object]:
     if m is not None:
         row.update({f"score:{task}": score for task, score in m.task_scores.items()})
         row.update(m.timings)
+        row.update(stage=m.stage, sr_low=m.sr_low, sr_high=m.sr_high)
     row.update(feasible=r.feasible, reused=r.reused, worker=r.worker, fail_reason=r.fail_reason)
     return row
 
@@ -79,10 +81,12 @@ def pareto_mask(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 
 def front(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> pd.DataFrame:
     """The Pareto front of ``y`` against ``x`` among the trials that meet the study's
-    constraints, one row per configuration, sorted by ``x``."""
+    constraints and had their full evaluation (a trial stopped after its sample is never on
+    it), one row per configuration, sorted by ``x``."""
     if df.empty:
         return df
-    unique = df[df["feasible"]].drop_duplicates("config")
+    full = df["stage"] == FULL if "stage" in df else True
+    unique = df[df["feasible"] & full].drop_duplicates("config")
     return unique[pareto_mask(unique, x, y)].sort_values([x, y])
 
 

@@ -193,6 +193,17 @@ class ResultsTable:
             )
         return done.rowcount == 1
 
+    def reopen(self, claim: Claim, study: str, trial: int) -> Claim:
+        """Take back a computed row whose result falls short for this study (a trial that
+        stopped after its sample against another study's front): own it, or, when another
+        worker took it first, wait for that worker's result as ``claim`` does."""
+        row = self.get(claim.key)
+        if row is not None and row["status"] == "done" and self._take_over(row, study, trial):
+            return Claim(claim.key, owned=True)
+        if row is None:
+            raise RuntimeError(f"result {claim.key} disappeared while being reopened")
+        return self.claim(claim.key, row["config_key"], json.loads(row["context"]), study, trial)
+
     def beat(self, key: str) -> None:
         t = results_table.c
         with self.engine.begin() as conn:

@@ -174,6 +174,27 @@ class CalibrationSpec(_Strict):
         return self
 
 
+class StagesSpec(_Strict):
+    """Staged evaluation (``sweep.staging``): a KL proxy, then each task on a seeded sample of
+    its documents; a trial whose best case is dominated by the study's front stops there.
+
+    ``mode``: ``auto`` turns it on when every task has at least ``AUTO_MIN_DOCS`` documents to
+    evaluate (a sample of fewer saves little), ``on`` always, ``off`` never (every trial gets
+    the full evaluation, as a paper table needs).
+    """
+
+    mode: Literal["auto", "on", "off"] = "auto"
+    sample: float = Field(0.2, gt=0.0, lt=1.0)  # fraction of each task's documents in stage 1
+    min_docs: int = Field(50, gt=0)  # at least this many documents of each task in stage 1
+    z: float = Field(2.5, gt=0.0)  # stage 1's interval: estimate +/- z standard errors
+    seed: int = 0  # draws the sample; the same sample for every trial of a study
+    kl_tokens: int = Field(4096, gt=0)  # held-out tokens of the KL proxy
+    kl_seq_len: int = Field(256, gt=1)
+
+
+AUTO_MIN_DOCS = 200
+
+
 class EvaluationSpec(_Strict):
     """What to measure: lm-eval tasks for Sr, and an optional perplexity task."""
 
@@ -183,6 +204,7 @@ class EvaluationSpec(_Strict):
     batch_size: int = Field(32, gt=0)
     limit: int | None = Field(None, gt=0)  # questions per task, for quick looks
     max_length: int | None = Field(None, gt=0)
+    stages: StagesSpec = StagesSpec()
 
     @field_validator("tasks", mode="before")
     @classmethod

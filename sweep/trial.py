@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,7 +25,10 @@ from sweep.metrics import (
     theoretical_compression_rate,
 )
 from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
+from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
+from sweep.staging import SAMPLE, optimistic, sr_bounds
+from sweep.subsample import draw_sample, estimate, pooled_score
 
 
 @dataclass
@@ -123,6 +126,7 @@ class TrialRunner:
         self.snapshot = WeightSnapshot(model)
         self.fingerprint = weights_fingerprint(model)
         self.tasks_fingerprint = None if evaluator is None else evaluator.fingerprint()
+        self._proxy_base: BaseDistribution | None = None
 
     def input_widths(self) -> dict[str, int]:
         """The input width of every compressible layer, by parameter name."""
@@ -145,10 +149,22 @@ class TrialRunner:
         return self.evaluator
 
     def evaluate_base(self) -> BaseReference:
-        """Score the uncompressed model; refuse tasks it cannot do (retention undefined there)."""
+        """Score the uncompressed model; refuse tasks it cannot do (retention undefined there).
+        With staged evaluation on, also draw each task's sample of documents."""
         evaluator = self._evaluator()
         self.snapshot.restore()
-        scores = evaluator.score()
+        samples = None
+        if evaluator.staged():
+            stages = evaluator.spec.stages
+            tasks, samples = {}, {}
+            for task in evaluator.spec.tasks:
+                tasks[task.name], per_doc = evaluator.documents(task)
+                sample = draw_sample(per_doc, stages.sample, stages.min_docs, stages.seed)
+                samples[task.name] = sample.to_dict()
+            ppl = evaluator.perplexity() if evaluator.spec.perplexity_task else None
+            scores = Scores(tasks, ppl)
+        else:
+            scores = evaluator.score()
         random = dict(evaluator.random_scores)
         at_chance = {t: s for t, s in scores.tasks.items() if s <= random[t]}
         if at_chance:
@@ -157,7 +173,19 @@ class TrialRunner:
                 f"the base model is at or below chance on: {shown}; semantic retention is "
                 "undefined there, so drop these tasks from the study"
             )
-        return BaseReference(scores.tasks, random, scores.perplexity)
+        return BaseReference(scores.tasks, random, scores.perplexity, samples)
+
+    def proxy_base(self) -> BaseDistribution:
+        """The base model's next-token distributions on the KL proxy's held-out tokens,
+        computed on first use (the model then holds its base weights)."""
+        if self._proxy_base is None:
+            evaluator = self._evaluator()
+            stages = evaluator.spec.stages
+            texts = evaluator.texts(limit_chars=stages.kl_tokens * 16)
+            ids = held_out_tokens(texts, self.tokenizer, stages.kl_tokens, stages.kl_seq_len)
+            self.snapshot.restore()
+            self._proxy_base = base_distribution(self.model, ids)
+        return self._proxy_base
 
     def compress(self, config: CompressionConfig, record_grids: bool = False) -> CompressionResult:
         """Restore the base weights, then compress the model in place by ``config``."""
@@ -183,21 +211,87 @@ class TrialRunner:
         base: BaseReference,
         on_phase: Callable[[str], None] = lambda phase: None,
         record_grids: bool = False,
+        stop: Callable[[Measurement], bool] | None = None,
     ) -> TrialResult:
         """One trial: compress by ``config``, evaluate, score against ``base``. With
-        ``record_grids`` the result keeps the quantization grids (for an export)."""
+        ``record_grids`` the result keeps the quantization grids (for an export).
+
+        With ``stop`` and a base reference that holds samples, the evaluation is staged: the
+        KL proxy, then each task's sample; ``stop(optimistic)`` is asked with the measurement at
+        the top of Sr's interval, and when it says so the trial ends there, measured at stage
+        SAMPLE. Otherwise the rest of the documents and the perplexity task run.
+        """
         evaluator = self._evaluator()
+        staged = stop is not None and base.samples is not None
+        proxy = self.proxy_base() if staged else None
         start = time.perf_counter()
         on_phase("calibrate + compress" if requires_calibration(config) else "compress")
         compressed = self.compress(config, record_grids)
-        on_phase("evaluate")
-        t = time.perf_counter()
-        scores = evaluator.score()
         timings = {
             "calibration_s": compressed.calibration_s,
             "compress_s": compressed.seconds - compressed.calibration_s,
-            "evaluate_s": time.perf_counter() - t,
-            "total_s": time.perf_counter() - start,
         }
+        t = time.perf_counter()
+        if not staged:
+            on_phase("evaluate")
+            scores = evaluator.score()
+            extra: dict[str, Any] = {}
+        else:
+            assert proxy is not None and stop is not None
+            scores, extra = self._staged_scores(config, compressed, base, proxy, stop, on_phase)
+            timings.update(extra.pop("timings"))
+        timings["evaluate_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - start
         measurement = measure(config, compressed, scores, base, self.inventory, timings)
+        if extra:
+            measurement = replace(measurement, **extra)
         return TrialResult(config, measurement, compressed.grids)
+
+    def _staged_scores(
+        self,
+        config: CompressionConfig,
+        compressed: CompressionResult,
+        base: BaseReference,
+        proxy: BaseDistribution,
+        stop: Callable[[Measurement], bool],
+        on_phase: Callable[[str], None],
+    ) -> tuple[Scores, dict[str, Any]]:
+        evaluator = self._evaluator()
+        stages = evaluator.spec.stages
+        samples = base.task_samples()
+        assert samples is not None
+        on_phase("stage 0: KL proxy")
+        t = time.perf_counter()
+        kl = kl_divergence(self.model, proxy)
+        timings = {"kl_s": time.perf_counter() - t}
+        on_phase("stage 1: sample")
+        t = time.perf_counter()
+        in_sample = {
+            task.name: evaluator.documents(task, samples[task.name].indices())[1]
+            for task in evaluator.spec.tasks
+        }
+        estimates = {name: estimate(samples[name], docs) for name, docs in in_sample.items()}
+        point, low, high = sr_bounds(estimates, base.scores, base.random_scores, stages.z)
+        timings["sample_s"] = time.perf_counter() - t
+        extra: dict[str, Any] = {"kl": kl, "timings": timings}
+        estimated = Scores({n: min(1.0, max(0.0, e.mean)) for n, e in estimates.items()}, None)
+        stopped = replace(
+            measure(config, compressed, estimated, base, self.inventory, {}),
+            stage=SAMPLE,
+            sr_low=low,
+            sr_high=high,
+        )
+        if stop(optimistic(stopped, config)):
+            extra.update(stage=SAMPLE, sr_low=low, sr_high=high)
+            return estimated, extra
+        on_phase("evaluate the rest")
+        tasks = {}
+        for task in evaluator.spec.tasks:
+            sample = samples[task.name]
+            if evaluator.is_leaf(task.name):
+                rest = evaluator.documents(task, sample.complement())[1]
+                tasks[task.name] = pooled_score(sample, in_sample[task.name], rest)
+            else:  # a group: lm-eval's own aggregate over the whole of it
+                tasks[task.name] = evaluator.task_score(task)
+        ppl = evaluator.perplexity() if evaluator.spec.perplexity_task else None
+        return Scores(tasks, ppl), extra

@@ -73,6 +73,25 @@ def test_a_claim_whose_owner_stopped_beating_is_taken_over_and_the_owner_cannot_
     assert b.get("k")["status"] == "done" and '"sr": 0.9' in b.get("k")["result"]
 
 
+def test_a_computed_result_reopened_is_owned_by_one_worker_and_the_other_waits(url):
+    a, b = _table(url, "a"), _table(url, "b")
+    assert a.claim("k", "cfg", CONTEXT, "s", 0).owned
+    a.finish("k", {"sr": 0.5, "stage": "sample"})
+    stored = b.claim("k", "cfg", CONTEXT, "other-study", 1)
+    assert not stored.owned and stored.result["stage"] == "sample"
+    assert b.reopen(stored, "other-study", 1).owned
+    assert b.get("k")["status"] == "running" and b.get("k")["owner"] == "b"
+    waits: list[str] = []
+    thread, out = _claim_in_thread(a, "k", waits)
+    deadline = time.monotonic() + 5
+    while not waits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert waits == ["b"]  # the reopened row is b's until it stores the full result
+    b.finish("k", RESULT)
+    thread.join(timeout=5)
+    assert out["claim"].result == RESULT
+
+
 def test_a_beating_owner_keeps_its_claim(url):
     a, b = _table(url, "a"), _table(url, "b", stale_after_s=0.3)
     assert a.claim("k", "cfg", CONTEXT, "s", 0).owned

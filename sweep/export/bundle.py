@@ -55,7 +55,15 @@ def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
     """Trial ``number`` (which must be complete), or by default the complete trial with the best
     SrCr among those that meet the study's constraints (the top of the SrCr-against-compression
     front)."""
-    complete = [r for r in trial_records(study, TrialState.COMPLETE) if r.measured]
+    records = [r for r in trial_records(study, TrialState.COMPLETE) if r.measured]
+    stopped = {r.number for r in records if not r.fully_measured}
+    if number in stopped:
+        raise ExportError(
+            f"trial {number} of {study.study_name!r} stopped after its sample (its Sr is an "
+            "estimate, and the study's front dominated it): export a trial that had its full "
+            "evaluation"
+        )
+    complete = [r for r in records if r.fully_measured]
     if not complete:
         raise ExportError(f"study {study.study_name!r} has no complete trial to export")
     if number is None:

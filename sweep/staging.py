@@ -1,0 +1,65 @@
+"""Staged evaluation: when a trial stops after its sample, and when it earns the full one.
+
+A trial first measures the KL proxy (``sweep.proxy``, stored, not decisive) and its tasks on a
+fixed sample of documents (``sweep.subsample``), which gives Sr with an interval. Its optimistic
+point is its exact TCr and ratio with Sr at the top of that interval (and SrCr from it). If a
+trial of the study that had its full evaluation, and meets the study's constraints, is at least
+as good on every objective and better on one, the optimistic point is dominated: the trial
+stops, keeping what it measured, and is never drawn on a front. Otherwise it gets the rest of the
+evaluation. Optuna's pruners refuse multi-objective studies, so this decision is the tool's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from sweep.metrics import semantic_retention, srcr
+from sweep.subsample import Estimate
+
+if TYPE_CHECKING:
+    from sweep.compress.config import CompressionConfig
+    from sweep.record import Measurement
+
+FULL = "full"  # a measurement's stage: every document of every task, and the perplexity task
+SAMPLE = "sample"  # stopped after the sample: task scores estimated, no perplexity
+
+
+def sr_bounds(
+    estimates: Mapping[str, Estimate],
+    base: Mapping[str, float],
+    random_scores: Mapping[str, float],
+    z: float,
+) -> tuple[float, float, float]:
+    """Sr's point estimate and its lower and upper bounds, each task taken at ``mean`` and at
+    ``mean -/+ z * stderr`` (clipped to [0, 1]). The bound of each task is a ``z``-sigma bound,
+    so the bound on their mean is conservative."""
+
+    def sr(scores: dict[str, float]) -> float:
+        return semantic_retention(scores, base, random_scores)
+
+    clip = lambda v: min(1.0, max(0.0, v))  # noqa: E731
+    point = sr({t: clip(e.mean) for t, e in estimates.items()})
+    low = sr({t: clip(e.lower(z)) for t, e in estimates.items()})
+    high = sr({t: clip(e.upper(z)) for t, e in estimates.items()})
+    return point, low, high
+
+
+def optimistic(m: Measurement, config: CompressionConfig) -> Measurement:
+    """``m`` at the top of its Sr interval (SrCr with it); a full measurement as it is."""
+    if m.full or m.sr_high is None:
+        return m
+    return replace(m, sr=m.sr_high, srcr=srcr(m.sr_high, m.measured_sparsity, config.bits))
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` at least as good as ``b`` on every objective (all maximised) and better on one."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
+        x > y for x, y in zip(a, b, strict=True)
+    )
+
+
+def dominated_by(point: Sequence[float], front: Iterable[Sequence[float]]) -> bool:
+    """Whether any point of ``front`` dominates ``point``."""
+    return any(dominates(f, point) for f in front)

@@ -1,0 +1,77 @@
+"""Staged evaluation in a study, through the command line: which trials stop after their
+sample, what is stored for them, and that no front, table or export takes them for measured."""
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from sweep.record import trial_records
+from sweep.report import front, trials_frame
+from sweep.staging import FULL, SAMPLE, dominated_by, optimistic
+
+from .conftest import REPO
+from .helpers import spec_data, sweep
+
+STRONG = {"sparsity": 0.5, "bits": 2}  # SparseGPT 50% + 2-bit GPTQ in one pass: TCr 0.9375
+
+
+@pytest.fixture(scope="module")
+def staged_study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("staged")
+    spec = spec_data(REPO / "studies/demo.yaml")
+    spec["name"] = "staged"
+    spec["evaluation"]["stages"] = {"mode": "on", "min_docs": 40}
+    spec["search"] = {
+        "sparsity": {"values": [0.0, 0.5]}, "patterns": ["unstructured"],
+        "prune_methods": ["sparsegpt"], "bits": [2, 4], "group_sizes": [128],
+        "quant_methods": ["gptq"], "orders": ["joint"], "first": [STRONG],
+    }  # fmt: skip
+    spec["sampler"] = {"name": "grid", "seed": 0}
+    spec["trials"] = 4
+    path = folder / "staged.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    url = f"sqlite:///{folder / 'staged.db'}"
+    done = sweep("run", str(path), "--storage", url, "--no-progress", cwd=folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return url, folder, done.stdout
+
+
+def test_trials_dominated_in_their_best_case_stop_after_their_sample(staged_study):
+    url, _, stdout = staged_study
+    study = optuna.load_study(study_name="staged", storage=url)
+    records = trial_records(study)
+    assert len(records) == 4 and all(r.state == TrialState.COMPLETE for r in records)
+    full = [r for r in records if r.measurement.stage == FULL]
+    stopped = [r for r in records if r.measurement.stage == SAMPLE]
+    assert records[0].config.sparsity == 0.5 and records[0].measurement.stage == FULL
+    assert stopped, "the demo's strong first trial should dominate some others"
+    front_points = [(r.measurement.srcr, r.measurement.tcr) for r in full]
+    for r in stopped:
+        m = r.measurement
+        assert m.perplexity is None and m.kl is not None
+        assert m.sr_low <= m.sr <= m.sr_high
+        best = optimistic(m, r.config)
+        assert dominated_by((best.srcr, best.tcr), front_points)
+        # the sampler learns from it: a complete trial with its estimated values
+        trial = study.trials[r.number]
+        assert trial.values == pytest.approx([m.srcr, m.tcr])
+    for r in full:
+        assert r.measurement.perplexity is not None and r.measurement.kl is not None
+    assert "stopped after its sample" in stdout
+
+
+def test_stopped_trials_are_never_on_the_front_nor_exported(staged_study):
+    url, folder, _ = staged_study
+    study = optuna.load_study(study_name="staged", storage=url)
+    df = trials_frame(study)
+    assert set(df["stage"]) == {FULL, SAMPLE}
+    assert set(front(df)["stage"]) == {FULL}
+    stopped = int(df[df["stage"] == SAMPLE]["trial"].iloc[0])
+    done = sweep(
+        "export", "--storage", url, "--study-name", "staged", "--trial", str(stopped),
+        "--out", str(folder / "out"), cwd=folder,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "stopped after its sample" in done.stdout + done.stderr
+    assert not (folder / "out").exists()

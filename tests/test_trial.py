@@ -1,0 +1,71 @@
+"""A trial's staged evaluation on the demo model, against the full evaluation."""
+
+import pytest
+
+from sweep.compress import CompressionConfig
+from sweep.events import Events
+from sweep.spec import load_spec
+from sweep.staging import FULL, SAMPLE
+from sweep.workers import prepare_runner
+
+from .conftest import REPO
+
+TWO_BIT = CompressionConfig(bits=2, quant_method="rtn", group_size=128)
+
+
+@pytest.fixture(scope="module")
+def staged_runner():
+    spec = load_spec(REPO / "studies/demo.yaml")
+    stages = spec.evaluation.stages.model_copy(update={"mode": "on", "min_docs": 60})
+    spec = spec.model_copy(
+        update={"evaluation": spec.evaluation.model_copy(update={"stages": stages})}
+    )
+    with prepare_runner(spec, Events(), progress=False) as runner:
+        yield runner, runner.evaluate_base()
+
+
+def test_per_document_scores_are_lm_evals_scores(staged_runner):
+    runner, base = staged_runner
+    evaluator = runner.evaluator
+    for task in evaluator.spec.tasks:
+        assert evaluator.is_leaf(task.name)
+        score, docs = evaluator.documents(task)
+        per_doc = docs[task.name]
+        assert sorted(per_doc) == list(range(len(per_doc)))
+        assert score == pytest.approx(sum(per_doc.values()) / len(per_doc))
+        assert score == pytest.approx(evaluator.task_score(task))
+        assert base.scores[task.name] == pytest.approx(score)
+    samples = base.task_samples()
+    assert {t: s.size for t, s in samples.items()} == {t.name: 60 for t in evaluator.spec.tasks}
+
+
+def test_a_trial_that_goes_on_measures_exactly_what_the_full_evaluation_does(staged_runner):
+    runner, base = staged_runner
+    full = runner.run(TWO_BIT, base).measurement
+    staged = runner.run(TWO_BIT, base, stop=lambda best_case: False).measurement
+    assert staged.stage == full.stage == FULL
+    assert staged.task_scores == pytest.approx(full.task_scores, abs=1e-9)
+    assert staged.sr == pytest.approx(full.sr, abs=1e-9)
+    assert staged.perplexity == pytest.approx(full.perplexity)
+    assert full.kl is None and staged.kl > 0
+    assert {"kl_s", "sample_s"} <= set(staged.timings)
+
+
+def test_a_stopped_trial_keeps_an_interval_holding_its_full_sr(staged_runner):
+    runner, base = staged_runner
+    asked = []
+
+    def stop(best_case):
+        asked.append(best_case)
+        return True
+
+    stopped = runner.run(TWO_BIT, base, stop=stop).measurement
+    full = runner.run(TWO_BIT, base).measurement
+    assert stopped.stage == SAMPLE and not stopped.full
+    assert stopped.perplexity is None and stopped.kl > 0
+    assert stopped.sr_low <= stopped.sr <= stopped.sr_high
+    assert stopped.sr_low <= full.sr <= stopped.sr_high
+    assert stopped.tcr == full.tcr and stopped.real_ratio == full.real_ratio
+    (best_case,) = asked
+    assert best_case.sr == stopped.sr_high and best_case.srcr > stopped.srcr
+    assert stopped.timings["evaluate_s"] < full.timings["evaluate_s"]
