@@ -2,15 +2,19 @@
 
 In "cached" mode the statistics are those of the *base* model (every block fed the base
 model's activations), so they do not depend on the trial's config: a ``CalibrationCache`` keeps
-them per (model, calibration set), in memory and optionally on disk, and later trials run no
+them per (model, calibration set), block by block on disk (or in memory), and later trials run no
 calibration forward pass at all.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,61 +134,136 @@ def calibration_key(model: nn.Module, calibration: torch.Tensor) -> str:
 
 
 class CalibrationCache:
-    """Per-layer statistics of base models by ``calibration_key``, on the CPU.
+    """Per-layer statistics of base models by ``calibration_key``, block by block.
 
-    With ``folder`` each entry is also written there (``<key>.pt``, by ``torch.save``) and read
-    back by any later process that asks for the same key.
+    With ``folder``, an entry is a folder ``<key>/`` holding one file per block
+    (``block-0000.pt``, ...) and ``complete.json``; it is written once, block by block as the
+    statistics are collected, under a temporary name renamed when complete (so a reader never
+    sees half an entry, and of two workers filling it at once one wins). A trial reads it back in
+    block order (``blocks``), holding one block's statistics while the next is read ahead: the
+    memory it takes is that of two blocks, not of the model. Without ``folder`` entries are kept
+    in memory, whole (for tests and one-off calls).
     """
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = None if folder is None else Path(folder)
-        self._memory: dict[str, dict[str, LayerStats]] = {}
+        self._memory: dict[str, list[dict[str, LayerStats]]] = {}
 
-    def _path(self, key: str) -> Path | None:
-        return None if self.folder is None else self.folder / f"{key}.pt"
+    def _entry(self, key: str) -> Path:
+        assert self.folder is not None
+        return self.folder / key
 
-    def get(self, key: str) -> dict[str, LayerStats] | None:
-        """The statistics stored under ``key`` (memory first, then disk), or None."""
+    def _manifest(self, key: str) -> dict | None:
         if key in self._memory:
-            return self._memory[key]
-        path = self._path(key)
-        if path is None or not path.is_file():
+            blocks = self._memory[key]
+            hessian = all(s.hessian is not None for b in blocks for s in b.values())
+            return {"blocks": len(blocks), "hessian": hessian}
+        if self.folder is None:
             return None
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        if data.get("version") != FORMAT_VERSION:
+        path = self._entry(key) / "complete.json"
+        if not path.is_file():
             return None
-        shared: dict[int, LayerStats] = {}  # layers saved with one tensor get one LayerStats
-        stats = {
-            n: shared.setdefault(id(fields["sq_norms"]), LayerStats(**fields))
-            for n, fields in data["layers"].items()
-        }
-        self._memory[key] = stats
-        return stats
+        manifest = json.loads(path.read_text())
+        return manifest if manifest.get("layout") == CACHE_LAYOUT else None
 
-    def put(self, key: str, stats: dict[str, LayerStats]) -> None:
-        """Store ``stats`` (moved to the CPU) under ``key``; written atomically to disk if asked."""
-        stats = move_stats(stats, "cpu")
-        self._memory[key] = stats
-        path = self._path(key)
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        layers = {
-            n: {"hessian": s.hessian, "sq_norms": s.sq_norms, "n_samples": s.n_samples}
-            for n, s in stats.items()
-        }
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"version": FORMAT_VERSION, "layers": layers}, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    def has(self, key: str, hessian: bool = False) -> bool:
+        """Whether the entry ``key`` is complete (and holds Hessians, when ``hessian``)."""
+        manifest = self._manifest(key)
+        return manifest is not None and (manifest["hessian"] or not hessian)
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.get(key) is not None
+        return isinstance(key, str) and self.has(key)
+
+    def blocks(self, key: str) -> Iterator[dict[str, LayerStats]]:
+        """The entry's statistics, one block at a time in block order, the next block read
+        from disk while the caller works on the current one."""
+        if key in self._memory:
+            yield from self._memory[key]
+            return
+        manifest = self._manifest(key)
+        if manifest is None:
+            raise KeyError(f"no complete calibration cache entry {key}")
+        n = manifest["blocks"]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-read") as pool:
+            ahead = pool.submit(_load_block, self._entry(key) / _block_name(0))
+            for i in range(n):
+                stats = ahead.result()
+                if i + 1 < n:
+                    ahead = pool.submit(_load_block, self._entry(key) / _block_name(i + 1))
+                yield stats
+                del stats
+
+    def store(
+        self, key: str, blocks: Iterable[dict[str, LayerStats]]
+    ) -> Iterator[dict[str, LayerStats]]:
+        """Pass ``blocks`` through, writing each to the entry ``key`` as it goes by; the entry
+        is complete (and visible) once the last block has gone by."""
+        if self.folder is None:
+            kept = []
+            for stats in blocks:
+                kept.append(move_stats(stats, "cpu"))
+                yield stats
+            self._memory[key] = kept
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{key[:16]}-", suffix=".tmp"))
+        try:
+            hessian, n = True, 0
+            for n, stats in enumerate(blocks, start=1):
+                _save_block(stats, tmp / _block_name(n - 1))
+                hessian = hessian and all(s.hessian is not None for s in stats.values())
+                yield stats
+            manifest = {"layout": CACHE_LAYOUT, "blocks": n, "hessian": hessian}
+            (tmp / "complete.json").write_text(json.dumps(manifest))
+            target = self._entry(key)
+            if target.exists():  # an incomplete or older entry, or one another worker wrote
+                if self.has(key, hessian):
+                    return
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+
+    def put(self, key: str, blocks: Iterable[dict[str, LayerStats]]) -> None:
+        """Store an entry whole."""
+        for _ in self.store(key, blocks):
+            pass
+
+    def get(self, key: str) -> dict[str, LayerStats] | None:
+        """The whole entry as one mapping (every block in memory: for small models and tests),
+        or None."""
+        if not self.has(key):
+            return None
+        out: dict[str, LayerStats] = {}
+        for stats in self.blocks(key):
+            out.update(stats)
+        return out
 
     def clear(self) -> None:
-        """Forget the in-memory entries (files on disk stay)."""
+        """Forget the in-memory entries (entries on disk stay)."""
         self._memory.clear()
+
+
+CACHE_LAYOUT = 2  # one file a block (layout 1, one file for the whole model, is not read)
+
+
+def _block_name(index: int) -> str:
+    return f"block-{index:04d}.pt"
+
+
+def _save_block(stats: dict[str, LayerStats], path: Path) -> None:
+    layers = {
+        n: {"hessian": s.hessian, "sq_norms": s.sq_norms, "n_samples": s.n_samples}
+        for n, s in move_stats(stats, "cpu").items()
+    }
+    torch.save(layers, path)  # layers that share a LayerStats share its tensors in the file
+
+
+def _load_block(path: Path) -> dict[str, LayerStats]:
+    layers = torch.load(path, map_location="cpu", weights_only=True)
+    shared: dict[int, LayerStats] = {}  # layers saved with one tensor get one LayerStats
+    return {
+        n: shared.setdefault(id(fields["sq_norms"]), LayerStats(**fields))
+        for n, fields in layers.items()
+    }

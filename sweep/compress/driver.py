@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,7 +203,30 @@ def _run_block(
             call.hidden = out[0] if isinstance(out, (tuple, list)) else out
 
 
-@torch.no_grad()
+def block_stats(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    hessian: bool = True,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> Iterator[dict[str, LayerStats]]:
+    """Input statistics of each block's compressible Linears, one block at a time, of the model
+    as it is when each block is reached (on the CPU).
+
+    Each block's statistics and its outputs (the next block's inputs) come from one forward
+    over ``calibration`` (samples, seq_len), before the block is yielded: a caller may change
+    the block (compress it) and the next block still sees the unchanged block's outputs.
+    ``hessian=False`` collects only the squared norms (Wanda).
+    """
+    with torch.no_grad():
+        calls = capture_block_inputs(model, calibration, batch_size)
+    walk = tqdm(block_linears(model), desc="calibrate", disable=not progress)
+    for block, linears in zip(find_blocks(model), walk, strict=True):
+        with torch.no_grad(), StatsCollector(linears, hessian) as collector:
+            _run_block(block, calls, collector, keep=True)
+        yield move_stats(collector.result(), "cpu")
+
+
 def collect_stats(
     model: nn.Module,
     calibration: torch.Tensor,
@@ -210,19 +234,30 @@ def collect_stats(
     batch_size: int = 8,
     progress: bool = False,
 ) -> dict[str, LayerStats]:
-    """Input statistics of every compressible Linear of ``model`` as it is, on the CPU.
-
-    One forward per block over ``calibration`` (samples, seq_len); ``hessian=False`` collects
-    only the squared norms (Wanda).
-    """
-    calls = capture_block_inputs(model, calibration, batch_size)
+    """Input statistics of every compressible Linear of ``model`` as it is, on the CPU, in one
+    mapping (see ``block_stats``)."""
     stats: dict[str, LayerStats] = {}
-    walk = tqdm(block_linears(model), desc="calibrate", disable=not progress)
-    for block, linears in zip(find_blocks(model), walk, strict=True):
-        with StatsCollector(linears, hessian) as collector:
-            _run_block(block, calls, collector, keep=True)
-        stats.update(move_stats(collector.result(), "cpu"))
+    for block in block_stats(model, calibration, hessian, batch_size, progress):
+        stats.update(block)
     return stats
+
+
+class _Timed:
+    """An iterator that adds the seconds spent producing each item to ``seconds``."""
+
+    def __init__(self, items: Iterator) -> None:
+        self._items = items
+        self.seconds = 0.0
+
+    def __iter__(self) -> _Timed:
+        return self
+
+    def __next__(self):
+        t = time.perf_counter()
+        try:
+            return next(self._items)
+        finally:
+            self.seconds += time.perf_counter() - t
 
 
 def _check_calibration(calibration: torch.Tensor | None, mode: str) -> torch.Tensor:
@@ -285,23 +320,25 @@ def compress_model(
         )
         return compressor.result(start, calibration_s, False)
 
+    # The base model's statistics, block by block: read back from the cache, or collected
+    # (and written to it) as the walk goes, each block compressed once its statistics and
+    # outputs are taken. Either way one block's statistics are held at a time.
     key = None if cache is None else calibration_key(model, calibration)
-    stats = None if cache is None else cache.get(key)
-    from_cache = stats is not None and not (
-        hessian and any(s.hessian is None for s in stats.values())
-    )
-    calibration_s = 0.0
-    if not from_cache:
-        t = time.perf_counter()
-        stats = collect_stats(model, calibration, hessian, batch_size, progress)
-        calibration_s = time.perf_counter() - t
+    from_cache = cache is not None and cache.has(key, hessian)
+    if from_cache:
+        source = _Timed(cache.blocks(key))
+    else:
+        source = _Timed(block_stats(model, calibration, hessian, batch_size, progress))
         if cache is not None:
-            cache.put(key, stats)
-    for linears in tqdm(block_linears(model), desc="compress", disable=not progress):
+            source = _Timed(cache.store(key, source))
+    walk = tqdm(block_linears(model), desc="compress", disable=not progress)
+    for linears, stats in zip(walk, source, strict=True):
         device = _device(next(iter(linears.values())))
-        block_stats = move_stats({n: stats[n] for n in linears}, device)
+        stats = move_stats(stats, device)
         for name, layer in linears.items():
-            compressor.compress(name, layer, config, block_stats[name])
+            compressor.compress(name, layer, config, stats[name])
+        del stats
+    calibration_s = 0.0 if from_cache else source.seconds
     return compressor.result(start, calibration_s, from_cache)
 
 

@@ -4,7 +4,13 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from sweep.compress.calibration import CalibrationCache, calibration_key
 from sweep.compress.config import CompressionConfig
-from sweep.compress.driver import collect_stats, compress_model, compressible_linears
+from sweep.compress.driver import (
+    block_stats,
+    collect_stats,
+    compress_model,
+    compressible_linears,
+    find_blocks,
+)
 
 GPTQ_SPARSEGPT = CompressionConfig(
     sparsity=0.5, prune_method="sparsegpt", bits=4, quant_method="gptq", group_size=32
@@ -97,7 +103,13 @@ def test_disk_cache_is_shared_by_a_new_cache_object(tmp_path, calibration):
     model = tiny_llama()
     stats = collect_stats(model, calibration)
     key = calibration_key(model, calibration)
-    CalibrationCache(tmp_path).put(key, stats)
+    CalibrationCache(tmp_path).put(key, block_stats(model, calibration))
+    entry = tmp_path / key
+    n_blocks = len(find_blocks(model))
+    assert sorted(p.name for p in entry.iterdir()) == [
+        *(f"block-{i:04d}.pt" for i in range(n_blocks)), "complete.json"]  # fmt: skip
+    blocks = list(CalibrationCache(tmp_path).blocks(key))
+    assert [sorted(b) for b in blocks] == [sorted(b) for b in block_stats(model, calibration)]
     loaded = CalibrationCache(tmp_path).get(key)
     assert loaded is not None and loaded.keys() == stats.keys()
     for name in stats:
@@ -111,6 +123,31 @@ def test_disk_cache_is_shared_by_a_new_cache_object(tmp_path, calibration):
         model, cfg, False, calibration=calibration, cache=CalibrationCache(tmp_path)
     )
     assert result.stats_from_cache and counter.calls == 0
+
+
+def test_an_entry_left_half_written_is_never_read(tmp_path, calibration):
+    model = tiny_llama()
+    key = calibration_key(model, calibration)
+    cache = CalibrationCache(tmp_path)
+    writing = cache.store(key, block_stats(model, calibration))
+    next(writing)  # one block written, then the trial dies
+    writing.close()
+    assert not cache.has(key) and cache.get(key) is None
+    assert list(tmp_path.iterdir()) == []  # the temporary folder went with it
+    result = compress_model(model, GPTQ_SPARSEGPT, False, calibration=calibration, cache=cache)
+    assert not result.stats_from_cache and cache.has(key, hessian=True)
+
+
+def test_cached_compression_from_disk_equals_compression_without_a_cache(tmp_path, calibration):
+    kw = dict(progress=False, calibration=calibration)
+    plain = tiny_llama()
+    compress_model(plain, GPTQ_SPARSEGPT, **kw)
+    filled, streamed = tiny_llama(), tiny_llama()
+    first = compress_model(filled, GPTQ_SPARSEGPT, cache=CalibrationCache(tmp_path), **kw)
+    second = compress_model(streamed, GPTQ_SPARSEGPT, cache=CalibrationCache(tmp_path), **kw)
+    assert not first.stats_from_cache and second.stats_from_cache
+    a, b, c = _weights(plain), _weights(filled), _weights(streamed)
+    assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in a)
 
 
 def test_the_key_depends_on_the_weights_and_the_calibration_set(calibration):
