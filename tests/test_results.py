@@ -64,8 +64,8 @@ def test_a_failed_claim_is_taken_over_at_once(url):
 
 def test_a_claim_whose_owner_stopped_beating_is_taken_over_and_the_owner_cannot_overwrite(url):
     a, b = _table(url, "a"), _table(url, "b", stale_after_s=0.3)
+    start = time.monotonic()  # before a's heartbeat, which the staleness is counted from
     assert a.claim("k", "cfg", CONTEXT, "s", 0).owned
-    start = time.monotonic()
     assert b.claim("k", "cfg", CONTEXT, "s", 1).owned  # a never beats again
     assert time.monotonic() - start >= 0.3
     b.finish("k", RESULT)
