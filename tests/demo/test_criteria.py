@@ -13,9 +13,6 @@ from sweep.demo import MODEL_DIR
 from sweep.demo.criteria import CHECKS, PROBES, measure, verdicts
 
 PROBED = ["2-bit RTN", "4-bit GPTQ"]
-# Criteria the shipped model does not meet yet (README, "How the demo degrades"); strict, so that
-# a model that meets one fails here until the entry is removed.
-KNOWN_GAPS = {"2-bit RTN: Sr <= 0.5"}
 
 
 @pytest.fixture(scope="module")
@@ -30,19 +27,14 @@ def _sr(measured) -> dict[str, float]:
 def test_4bit_gptq_keeps_the_model_and_2bit_rtn_breaks_it(measured):
     sr = _sr(measured)
     assert sr["4-bit GPTQ"] >= 0.95
-    assert sr["4-bit GPTQ"] - sr["2-bit RTN"] >= 0.3
-
-
-@pytest.mark.xfail(strict=True, reason="known gap: 2-bit RTN keeps Sr 0.61 on the demo model")
-def test_2bit_rtn_collapses_as_on_real_llms(measured):
-    assert _sr(measured)["2-bit RTN"] <= 0.5
+    assert sr["2-bit RTN"] <= 0.5
 
 
 def test_build_recorded_every_criterion(measured):
     recorded = json.loads((MODEL_DIR / "scores.json").read_text())["criteria"]
     assert set(recorded["probes"]) == set(PROBES)
     failing = {text for text, ok in recorded["verdicts"].items() if not ok}
-    assert failing == KNOWN_GAPS
+    assert failing == set()
     for name in PROBED:  # the same code on the same weights and data measures the same
         assert measured["probes"][name]["sr"] == pytest.approx(recorded["probes"][name]["sr"],
                                                                abs=0.002)  # fmt: skip
