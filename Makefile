@@ -33,7 +33,7 @@ SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
 .PHONY: install sweep test lint dashboard status report export chromium demo-model demo-criteria bench \
-        bench-engine bench-search clean
+        bench-engine bench-search bench-fidelity bench-memory clean
 
 install: $(STAMP)
 
@@ -82,13 +82,20 @@ dashboard: $(STAMP)
 	$(VENV)/bin/sweep dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --port $(PORT)
 
 # Benchmarks print ratios measured side by side in one run, and write bench-results/*.json.
-bench: bench-engine bench-search
+bench: bench-engine bench-search bench-fidelity bench-memory
 
 bench-engine: $(STAMP)
 	$(PY) -m bench.engine
 
 bench-search: $(STAMP)
 	$(PY) -m bench.search
+
+GRIDS ?= demo
+bench-fidelity: $(STAMP)
+	$(PY) -m bench.fidelity --grids $(GRIDS)
+
+bench-memory: $(STAMP)
+	$(PY) -m bench.memory $(if $(MODEL),--model $(MODEL))
 
 # Regenerates the demo corpus, tasks and model (11 to 15 minutes on 2 CPU cores).
 demo-model: $(STAMP)

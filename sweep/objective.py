@@ -21,6 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from sweep.compress import CompressionConfig
 from sweep.errors import UserError
 from sweep.events import Events
 from sweep.interrupts import InterruptGuard
@@ -28,7 +29,7 @@ from sweep.metrics import BOUNDED
 from sweep.plan import SearchPlan, Step
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
 from sweep.results import ResultsTable, result_key
-from sweep.space import suggest_config
+from sweep.space import first_configs, suggest_config
 from sweep.spec import StudySpec
 from sweep.staging import dominated_by, optimistic
 from sweep.study import Run
@@ -101,6 +102,7 @@ class Objective:
         self.guard = guard or InterruptGuard()
         self.repeats = 0  # trials in a row that reused a stored result
         self.failures = 0  # trials in a row that raised
+        self.first = {c.key() for c in first_configs(context.spec.search)}
 
     def _admit(self, trial: optuna.Trial) -> None:
         """Trials are admitted in number order until the run's budget is reached: trials that
@@ -138,12 +140,19 @@ class Objective:
             trial.set_constraint(bound, value)
         return values
 
-    def _stop_rule(self, study: optuna.Study) -> Callable[[Measurement], bool]:
-        """Whether a trial's optimistic measurement is dominated by the study's front: its
-        trials that had their full evaluation and meet the constraints (read when asked)."""
+    def _stop_rule(
+        self, study: optuna.Study, config: CompressionConfig
+    ) -> Callable[[Measurement], bool]:
+        """Whether a trial of ``config`` stops after its sample: when its best case (see
+        ``staging.optimistic``) is dominated by the study's front, its trials that had their
+        full evaluation and meet the constraints (read when asked). A configuration that
+        ``search.first`` names always gets the full evaluation."""
         objectives = self.context.spec.objectives
+        if config.key() in self.first:
+            return lambda estimated: False
 
-        def stop(best_case: Measurement) -> bool:
+        def stop(estimated: Measurement) -> bool:
+            best_case = optimistic(estimated, config)
             front = [
                 tuple(float(r.measurement.value(o)) for o in objectives)
                 for r in trial_records(study, TrialState.COMPLETE)
@@ -182,10 +191,10 @@ class Objective:
             trial.number,
             on_wait=waiting,
         )
-        stop = self._stop_rule(trial.study)
+        stop = self._stop_rule(trial.study, config)
         while not claim.owned:
             measurement = Measurement.from_dict(claim.result)
-            if measurement.full or stop(optimistic(measurement, config)):
+            if measurement.full or stop(measurement):
                 values = self._finish(trial, replace(record, measurement=measurement, reused=True))
                 self.repeats += 1
                 self.events.trial_reused(trial.number, config)

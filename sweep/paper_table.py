@@ -10,6 +10,7 @@ import pandas as pd
 
 from sweep.metrics import task_retention
 from sweep.record import BaseReference
+from sweep.staging import SAMPLE
 
 # a joint trial is compared at a TCr point when its own TCr is in [point, point + TCR_BAND)
 TCR_BAND = 1 / 16
@@ -32,7 +33,8 @@ def _best(rows: pd.DataFrame) -> pd.Series | None:
 def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
     """One row per TCr point of the quantization-only trials (most compressed last).
 
-    ``df`` is ``report.trials_frame``'s complete trials. Columns: ``tcr``, then for ``quant``
+    ``df`` is ``report.trials_frame``'s complete trials; those stopped after their sample
+    (estimates) are left out. Columns: ``tcr``, then for ``quant``
     (the best quantization-only trial at that TCr) and ``joint`` (the best trial that prunes and
     quantizes with TCr in [tcr, tcr + 1/16)): ``<side>_config``, ``<side>_tcr``, ``<side>_sr``
     and ``<side>_sr:<task>``; and ``rel_diff = joint_sr / quant_sr - 1`` (the paper reports about
@@ -40,6 +42,8 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
     """
     columns = ["tcr", "quant_config", "quant_tcr", "quant_sr", "joint_config", "joint_tcr",
                "joint_sr", "rel_diff"]  # fmt: skip
+    if "stage" in df:
+        df = df[df["stage"] != SAMPLE]
     if df.empty:
         return pd.DataFrame(columns=columns)
     trials = pd.concat([df, retention_by_task(df, base)], axis=1)

@@ -27,7 +27,7 @@ from sweep.metrics import (
 from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
-from sweep.staging import SAMPLE, optimistic, sr_bounds
+from sweep.staging import SAMPLE, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
 
 
@@ -217,9 +217,10 @@ class TrialRunner:
         ``record_grids`` the result keeps the quantization grids (for an export).
 
         With ``stop`` and a base reference that holds samples, the evaluation is staged: the
-        KL proxy, then each task's sample; ``stop(optimistic)`` is asked with the measurement at
-        the top of Sr's interval, and when it says so the trial ends there, measured at stage
-        SAMPLE. Otherwise the rest of the documents and the perplexity task run.
+        KL proxy, then each task's sample, which gives an estimated measurement (Sr its point
+        estimate, in [sr_low, sr_high]); when ``stop`` says so for it, the trial ends there,
+        measured at stage SAMPLE. Otherwise the rest of the documents and the perplexity task
+        run.
         """
         evaluator = self._evaluator()
         staged = stop is not None and base.samples is not None
@@ -281,7 +282,7 @@ class TrialRunner:
             sr_low=low,
             sr_high=high,
         )
-        if stop(optimistic(stopped, config)):
+        if stop(stopped):
             extra.update(stage=SAMPLE, sr_low=low, sr_high=high)
             return estimated, extra
         on_phase("evaluate the rest")

@@ -1,0 +1,257 @@
+"""Staged evaluation against full evaluation: what it saves, and whether it ever loses a front
+point.
+
+Every configuration of a grid is computed once with the study's own trial code, in stages that
+never stop (so that each has its KL, its stage-1 estimate and its full measurement), and its
+evaluation also timed in full, as a study without stages runs it. The records are kept in
+``bench-results/fidelity-<grid>.json``, so later runs only replay. Then:
+
+(a) ``front_points_stopped``: configurations on the grid's full-fidelity front whose best case
+    (Sr at the top of its stage-1 interval) the grid's front dominates, i.e. that staged
+    evaluation would stop under the strongest front any search could hold (target: none); and
+    those a replayed staged search did stop.
+(b) ``eval_s``: evaluation seconds per new configuration over default-sampler (TPE) runs, staged
+    vs full, each run telling the sampler what a study would (a stopped trial's estimate), with
+    the hypervolume each run's full-fidelity front reaches (relative to the grid's).
+(c) Spearman rank correlation over the grid of ``kl`` (negated: lower is better) and of the
+    stage-1 Sr estimate with the full Sr.
+
+Grids: ``demo`` is bench-search's core grid on the demo model (77 configurations);
+``smollm2`` is the paper grid of ``studies/smollm2-paper.yaml`` on SmolLM2-135M (hours on a
+CPU). Run: ``make bench-fidelity`` (``GRIDS="demo smollm2"`` for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from bench.search import CORE_GRID, add_to_front, hypervolume_2d
+from sweep.compress.calibration import model_fingerprint
+from sweep.events import Events
+from sweep.objective import REPEAT_LIMIT
+from sweep.plan import make_plan
+from sweep.record import Measurement
+from sweep.space import all_configs, suggest_config
+from sweep.spec import SamplerSpec, SearchSpace, StudySpec, load_spec
+from sweep.staging import dominated_by, optimistic
+
+RESULTS = Path("bench-results")
+SPECS = {"demo": Path("studies/demo.yaml"), "smollm2": Path("studies/smollm2-paper.yaml")}
+
+
+def bench_spec(grid: str) -> StudySpec:
+    spec = load_spec(SPECS[grid])
+    evaluation = spec.evaluation.model_copy(
+        update={"stages": spec.evaluation.stages.model_copy(update={"mode": "on"})}
+    )
+    update: dict = {"name": f"bench-fidelity-{grid}", "evaluation": evaluation}
+    if grid == "demo":
+        update["search"] = SearchSpace(**CORE_GRID)
+    else:
+        update["search"] = spec.search.model_copy(update={"first": []})
+    return spec.model_copy(update=update)
+
+
+def compute_grid(spec: StudySpec, path: Path, console: Console) -> dict[str, dict]:
+    """One record per configuration: its full and estimated measurements and their timings;
+    only the configurations not yet in ``path`` (for this model and tasks) are computed."""
+    from sweep.workers import prepare_runner
+
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    with prepare_runner(spec, Events(), progress=False) as runner:
+        context = [model_fingerprint(runner.model), runner.tasks_fingerprint]
+        records = stored.get("records", {}) if stored.get("context") == context else {}
+        configs = sorted(all_configs(spec.search), key=lambda c: c.key())
+        base = runner.evaluate_base()
+        for config in track(configs, description="computing the grid", console=console):
+            if config.key() in records:
+                continue
+            estimated: list[Measurement] = []
+
+            def goes_on(m: Measurement, seen: list[Measurement] = estimated) -> bool:
+                seen.append(m)
+                return False
+
+            staged = runner.run(config, base, stop=goes_on).measurement
+            t = time.perf_counter()
+            runner.evaluator.score()  # the model still holds the compressed weights
+            full_eval_s = time.perf_counter() - t
+            records[config.key()] = {
+                "config": config.to_dict(),
+                "full": staged.to_dict(),
+                "estimated": estimated[0].to_dict(),
+                "eval_full_s": full_eval_s,
+                "eval_stage1_s": staged.timings["kl_s"] + staged.timings["sample_s"],
+                "eval_staged_full_s": staged.timings["evaluate_s"],
+            }
+            path.write_text(json.dumps({"context": context, "records": records}, indent=1))
+    return records
+
+
+def _values(m: Measurement, objectives: list[str]) -> tuple[float, ...]:
+    return tuple(float(m.value(o)) for o in objectives)
+
+
+def replay(
+    spec: StudySpec, records: dict[str, dict], staged: bool, seed: int, n: int
+) -> dict[str, float]:
+    """A default-sampler run that computes ``n`` new configurations, full or staged."""
+    from sweep.compress import CompressionConfig
+
+    spec = spec.model_copy(update={"sampler": SamplerSpec(name=spec.sampler.name, seed=seed)})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        directions=["maximize"] * len(spec.objectives), sampler=make_plan(spec).sampler
+    )
+    front: list[tuple[float, float]] = []
+    told: dict[str, tuple[float, ...]] = {}
+    eval_s, stopped, asked, repeats = 0.0, [], 0, 0
+    while len(told) < n and repeats < REPEAT_LIMIT:
+        trial = study.ask()
+        asked += 1
+        key = suggest_config(trial, spec.search).key()
+        if key in told:
+            study.tell(trial, told[key])
+            repeats += 1
+            continue
+        repeats = 0
+        r = records[key]
+        full = Measurement.from_dict(r["full"])
+        estimated = Measurement.from_dict(r["estimated"])
+        config = CompressionConfig(**r["config"])
+        best = _values(optimistic(estimated, config), spec.objectives)
+        if staged and dominated_by(best, front):
+            told[key] = _values(estimated, spec.objectives)
+            eval_s += r["eval_stage1_s"]
+            stopped.append(key)
+        else:
+            told[key] = _values(full, spec.objectives)
+            eval_s += r["eval_staged_full_s"] if staged else r["eval_full_s"]
+            add_to_front(front, told[key][:2])
+        study.tell(trial, told[key])
+    return {
+        "trials": asked,
+        "distinct": len(told),
+        "eval_s": eval_s / max(1, len(told)),
+        "hypervolume": hypervolume_2d(front),
+        "stopped": stopped,
+    }
+
+
+def grid_front(records: dict[str, dict], objectives: list[str]) -> list[str]:
+    """Keys of the configurations on the grid's full-fidelity front."""
+    values = {k: _values(Measurement.from_dict(r["full"]), objectives) for k, r in records.items()}
+    return [k for k, v in values.items() if not dominated_by(v, values.values())]
+
+
+def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
+    spec = bench_spec(grid)
+    records = compute_grid(spec, RESULTS / f"fidelity-{grid}.json", console)
+    from sweep.compress import CompressionConfig
+
+    objectives = list(spec.objectives)
+    full = {k: Measurement.from_dict(r["full"]) for k, r in records.items()}
+    estimated = {k: Measurement.from_dict(r["estimated"]) for k, r in records.items()}
+    on_front = grid_front(records, objectives)
+    front_values = [_values(full[k], objectives) for k in on_front]
+    worst_case = [
+        k
+        for k in on_front
+        if dominated_by(
+            _values(
+                optimistic(estimated[k], CompressionConfig(**records[k]["config"])), objectives
+            ),
+            front_values,
+        )  # fmt: skip
+    ]
+    grid_hv = hypervolume_2d([v[:2] for v in front_values])
+    frame = pd.DataFrame(
+        {
+            "sr": [full[k].sr for k in records],
+            "neg_kl": [-(full[k].kl or 0.0) for k in records],
+            "stage1": [estimated[k].sr for k in records],
+        }
+    )
+    spearman_kl = float(frame["neg_kl"].corr(frame["sr"], method="spearman"))
+    spearman_stage1 = float(frame["stage1"].corr(frame["sr"], method="spearman"))
+    n = len(records) if len(records) <= 24 else len(records) // 2
+    rows = []
+    for mode in ("full", "staged"):
+        runs = [
+            replay(spec, records, mode == "staged", seed, n)
+            for seed in track(range(seeds), description=f"{grid}: {mode}", console=console)
+        ]
+        stopped_front = sorted({k for r in runs for k in r["stopped"] if k in on_front})
+        rows.append(
+            {
+                "grid": grid,
+                "mode": mode,
+                "trials": statistics.median(r["trials"] for r in runs),
+                "distinct": statistics.median(r["distinct"] for r in runs),
+                "eval_s": statistics.median(r["eval_s"] for r in runs),
+                "hypervolume": statistics.median(r["hypervolume"] for r in runs) / grid_hv,
+                "front_points_stopped": len(stopped_front) if mode == "staged" else 0,
+                "front_points_stoppable": len(worst_case) if mode == "staged" else 0,
+                "stopped_share": statistics.median(len(r["stopped"]) / r["distinct"] for r in runs),
+                "spearman_kl": spearman_kl,
+                "spearman_stage1": spearman_stage1,
+                "grid_size": len(records),
+                "grid_front": len(on_front),
+                "seeds": seeds,
+            }
+        )
+    return rows
+
+
+def summarise(rows: list[dict], console: Console) -> None:
+    table = Table(title="staged vs full evaluation (medians over seeds)")
+    columns = ("grid", "mode", "new configs", "trials", "eval s / config", "HV vs grid",
+               "stopped", "front pts stopped (run/worst)", "Spearman KL, stage 1")  # fmt: skip
+    for col in columns:
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            r["grid"], r["mode"], f"{r['distinct']:g}", f"{r['trials']:g}", f"{r['eval_s']:.2f}",
+            f"{r['hypervolume']:.3f}", f"{r['stopped_share']:.0%}",
+            f"{r['front_points_stopped']} / {r['front_points_stoppable']} of {r['grid_front']}",
+            f"{r['spearman_kl']:.2f}, {r['spearman_stage1']:.2f}",
+        )  # fmt: skip
+    console.print(table)
+    for grid in dict.fromkeys(r["grid"] for r in rows):
+        mine = {r["mode"]: r for r in rows if r["grid"] == grid}
+        ratio = mine["full"]["eval_s"] / mine["staged"]["eval_s"]
+        console.print(
+            f"{grid}: staged evaluation costs {ratio:.2f}x less per new configuration; "
+            f"hypervolume {mine['staged']['hypervolume']:.3f} staged vs "
+            f"{mine['full']['hypervolume']:.3f} full"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--grids", nargs="+", default=["demo"], choices=sorted(SPECS))
+    args = parser.parse_args()
+    console = Console()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "fidelity.json"
+    kept = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in kept if r["grid"] not in args.grids]
+    for grid in args.grids:
+        rows += bench_grid(grid, args.seeds, console)
+    summarise(rows, console)
+    path.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The fidelity benchmark's replay on synthetic records (that it runs and what it counts, not
+what it measures on a model)."""
+
+from __future__ import annotations
+
+import random
+
+from bench.fidelity import bench_spec, grid_front, replay
+from sweep.metrics import srcr, theoretical_compression_rate
+from sweep.record import Measurement
+from sweep.space import all_configs
+from sweep.staging import FULL, SAMPLE
+
+
+def _records(width: float) -> dict[str, dict]:
+    """Every configuration of the demo grid with a made-up Sr; the stage-1 interval is
+    ``width`` either side of the full Sr (so it always holds it)."""
+    rng = random.Random(0)
+    out = {}
+    for c in all_configs(bench_spec("demo").search):
+        sparsity = c.target_sparsity
+        sr = max(0.05, 1 - sparsity * rng.uniform(0.3, 1.2) - (16 - c.bits) * rng.uniform(0, 0.04))
+        m = Measurement(
+            measured_sparsity=sparsity, zero_fraction=sparsity,
+            tcr=theoretical_compression_rate(sparsity, c.bits), real_ratio=1.0, sr=sr,
+            srcr=srcr(sr, sparsity, c.bits), perplexity=10.0, task_scores={}, stage=FULL, kl=0.1,
+        )  # fmt: skip
+        est = Measurement(**{**m.to_dict(), "stage": SAMPLE, "perplexity": None,
+                             "sr_low": sr - width, "sr_high": sr + width})  # fmt: skip
+        out[c.key()] = {
+            "config": c.to_dict(), "full": m.to_dict(), "estimated": est.to_dict(),
+            "eval_full_s": 10.0, "eval_stage1_s": 2.5, "eval_staged_full_s": 10.5,
+        }  # fmt: skip
+    return out
+
+
+def test_staged_replay_stops_dominated_configurations_and_never_a_front_one():
+    spec = bench_spec("demo")
+    records = _records(width=0.02)
+    front = set(grid_front(records, list(spec.objectives)))
+    assert 0 < len(front) < len(records)
+    full = replay(spec, records, staged=False, seed=0, n=30)
+    staged = replay(spec, records, staged=True, seed=0, n=30)
+    assert full["distinct"] == staged["distinct"] == 30
+    assert full["stopped"] == [] and full["eval_s"] == 10.0
+    assert staged["stopped"] and not set(staged["stopped"]) & front
+    stopped = len(staged["stopped"])
+    assert staged["eval_s"] == (stopped * 2.5 + (30 - stopped) * 10.5) / 30
+
+
+def test_a_wider_interval_stops_fewer_trials():
+    spec = bench_spec("demo")
+    narrow = replay(spec, _records(width=0.0), staged=True, seed=1, n=40)
+    wide = replay(spec, _records(width=0.6), staged=True, seed=1, n=40)
+    assert len(wide["stopped"]) < len(narrow["stopped"])
