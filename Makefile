@@ -85,7 +85,7 @@ dashboard: $(STAMP)
 bench: bench-engine bench-search bench-fidelity bench-memory
 
 bench-engine: $(STAMP)
-	$(PY) -m bench.engine
+	$(PY) -m bench.engine $(if $(MODEL),--model $(MODEL))
 
 bench-search: $(STAMP)
 	$(PY) -m bench.search

@@ -14,7 +14,9 @@ before it, as ``oneshot``'s sequential pipeline does). The peer runs once per co
 of a config share its numbers. Both tools run in one process with the same torch thread count
 (``--threads``, default 1: steady timings on a shared CPU).
 
-Run: ``python -m bench.engine`` (the demo model) or ``python -m bench.engine --model PATH``.
+Run: ``make bench-engine`` (the demo model; ``MODEL=smollm2-135m`` for the real small model, on
+its real-text perplexity task and calibration, in groups of 64, written to
+``bench-results/engine-smollm2-135m.json``) or ``python -m bench.engine --model PATH``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Case:
     sparsity: float = 0.0  # SparseGPT step: fraction pruned (0 = none); ignored with a pattern
     pattern: str = "unstructured"  # or "2:4"
     bits: int = 16  # GPTQ step: bit-width (16 = none)
+    group: int = GROUP  # GPTQ step: group size
 
     def recipe(self, model: nn.Module) -> list[Any]:
         """The llm-compressor modifiers equivalent to ``self.ours`` for ``model``."""
@@ -79,27 +82,28 @@ class Case:
                 "dampening_frac": DAMPENING,
                 "ignore": other_linears(model),
             }
-            if self.bits == 4:  # the preset a user picks: symmetric int4, group 128, static order
+            if self.bits == 4 and self.group == 128:  # the preset a user picks: W4A16
                 modifiers.append(GPTQModifier(targets=["Linear"], scheme="W4A16", **common))
             else:
-                modifiers.append(GPTQModifier(config_groups=_int_groups(self.bits), **common))
+                groups = _int_groups(self.bits, self.group)
+                modifiers.append(GPTQModifier(config_groups=groups, **common))
         return modifiers
 
 
-def _int_groups(bits: int) -> dict[str, Any]:
+def _int_groups(bits: int, group: int) -> dict[str, Any]:
     """A W{bits}A16 scheme shaped like llm-compressor's W4A16 preset."""
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
     weights = QuantizationArgs(
-        num_bits=bits, type="int", symmetric=True, strategy="group", group_size=GROUP
+        num_bits=bits, type="int", symmetric=True, strategy="group", group_size=group
     )
     return {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
 
 
-def _gptq(bits: int, **prune: Any) -> CompressionConfig:
+def _gptq(bits: int, group: int, **prune: Any) -> CompressionConfig:
     return CompressionConfig(
         bits=bits,
-        group_size=GROUP,
+        group_size=group,
         symmetric=True,
         quant_method="gptq",
         act_order=True,  # static groups, as llm-compressor's actorder="static"
@@ -109,26 +113,32 @@ def _gptq(bits: int, **prune: Any) -> CompressionConfig:
     )
 
 
-CASES: tuple[Case, ...] = (
-    Case(
-        "sparsegpt-50%",
-        CompressionConfig(sparsity=0.5, prune_method="sparsegpt"),
-        sparsity=0.5,
-    ),
-    Case(
-        "sparsegpt-2:4",
-        CompressionConfig(pattern="2:4", prune_method="sparsegpt"),
-        pattern="2:4",
-    ),
-    Case("gptq-w4-g128", _gptq(4), bits=4),
-    Case("gptq-w3-g128", _gptq(3), bits=3),
-    Case(
-        "sparsegpt-25%+gptq-w4 (A)",
-        _gptq(4, sparsity=0.25, prune_method="sparsegpt"),
-        sparsity=0.25,
-        bits=4,
-    ),
-)
+def make_cases(group: int = GROUP) -> tuple[Case, ...]:
+    """The five benchmarked configs, quantized in groups of ``group``."""
+    return (
+        Case(
+            "sparsegpt-50%",
+            CompressionConfig(sparsity=0.5, prune_method="sparsegpt"),
+            sparsity=0.5,
+        ),
+        Case(
+            "sparsegpt-2:4",
+            CompressionConfig(pattern="2:4", prune_method="sparsegpt"),
+            pattern="2:4",
+        ),
+        Case(f"gptq-w4-g{group}", _gptq(4, group), bits=4, group=group),
+        Case(f"gptq-w3-g{group}", _gptq(3, group), bits=3, group=group),
+        Case(
+            "sparsegpt-25%+gptq-w4 (A)",
+            _gptq(4, group, sparsity=0.25, prune_method="sparsegpt"),
+            sparsity=0.25,
+            bits=4,
+            group=group,
+        ),
+    )
+
+
+CASES = make_cases()
 
 
 def block_targets(model: nn.Module) -> list[str]:
@@ -276,17 +286,18 @@ def run_engine_bench(
                 cached, cached_s = _timed(work, case.ours, mode="cached", cache=cache, **calib)
                 if not cached.stats_from_cache:
                     raise RuntimeError("the warm CalibrationCache was not used")
-                ours = {"cached": (cached_s, ours_eval.perplexity(), weight_stats(work))}
+                cached_stats = weight_stats(work, case.group)
+                ours = {"cached": (cached_s, ours_eval.perplexity(), cached_stats)}
                 snapshot.restore()
                 _, seq_s = _timed(work, case.ours, mode="sequential", **calib)
-                ours["sequential"] = (seq_s, ours_eval.perplexity(), weight_stats(work))
+                ours["sequential"] = (seq_s, ours_eval.perplexity(), weight_stats(work, case.group))
                 snapshot.restore()
 
                 log(f"{case.name}: llm-compressor oneshot ...")
                 peer, peer_s = run_peer(
                     base, case, calibration, tokenizer, Path(config_dir), batch_size
                 )
-                peer_zeros, peer_levels = weight_stats(peer)
+                peer_zeros, peer_levels = weight_stats(peer, case.group)
                 check_compressed(case, peer_zeros, peer_levels, "llm-compressor")
                 peer_ppl = meter.measure(peer)
                 del peer
@@ -372,7 +383,11 @@ def _quiet(progress_bars: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Command line: run the benchmark, print the table, write the JSON rows."""
     parser = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__)
-    parser.add_argument("--model", help="model folder (default: the bundled demo model)")
+    parser.add_argument(
+        "--model",
+        help="model folder, or a model sweep knows by name (smollm2-135m: its real-text "
+        "perplexity task and calibration, groups of 64); default: the bundled demo model",
+    )
     parser.add_argument("--samples", type=int, default=64, help="calibration samples")
     parser.add_argument("--seq-len", type=int, default=128, help="tokens per sample")
     parser.add_argument("--batch-size", type=int, default=8, help="calibration batch size")
@@ -394,26 +409,45 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
 
     from sweep.calibration_data import calibration_batches
     from sweep.model import load_model
-    from sweep.spec import CalibrationSpec
+    from sweep.spec import CalibrationSpec, load_spec
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tasks_dir, ppl_task = args.tasks_dir, args.ppl_task
     from sweep.demo import CALIBRATION_FILE, MODEL_DIR, PERPLEXITY_TASK, TASKS_DIR
+    from sweep.zoo import is_named, model_folder
 
+    group = GROUP
+    calibration_spec = CalibrationSpec(
+        path=args.calibration_file or CALIBRATION_FILE, samples=args.samples, seq_len=args.seq_len
+    )
+    model_ref = args.model or MODEL_DIR
+    if args.model and is_named(args.model):  # a real model: its real-text task and calibration
+        from sweep.realtext import TASKS_DIR as REAL_TASKS
+
+        model_ref = model_folder(args.model, print)
+        real = load_spec(REPO / "studies/smollm2-paper.yaml")
+        calibration_spec = real.calibration.model_copy(
+            update={"samples": args.samples, "seq_len": args.seq_len}
+        )
+        ppl_task = ppl_task or real.evaluation.perplexity_task
+        tasks_dir = tasks_dir or [REAL_TASKS]
+        group = real.search.group_sizes[0]
+        if args.out == DEFAULT_OUT:
+            args.out = DEFAULT_OUT.with_name(f"engine-{args.model}.json")
     ppl_task = ppl_task or PERPLEXITY_TASK
     tasks_dir = tasks_dir or [TASKS_DIR]
-    model, tokenizer = load_model(args.model or MODEL_DIR, device="cpu")
-    calibration_file = args.calibration_file or CALIBRATION_FILE
-    spec = CalibrationSpec(path=calibration_file, samples=args.samples, seq_len=args.seq_len)
-    calibration = calibration_batches(spec, tokenizer)
-    cases = CASES
+    model, tokenizer = load_model(model_ref, device="cpu")
+    calibration = calibration_batches(calibration_spec, tokenizer)
+    all_cases = make_cases(group)
+    cases = all_cases
     if args.configs:
-        unknown = set(args.configs) - {c.name for c in CASES}
+        unknown = set(args.configs) - {c.name for c in all_cases}
         if unknown:
-            parser.error(f"unknown configs {sorted(unknown)}; known: {[c.name for c in CASES]}")
-        cases = tuple(c for c in CASES if c.name in args.configs)
+            known = [c.name for c in all_cases]
+            parser.error(f"unknown configs {sorted(unknown)}; known: {known}")
+        cases = tuple(c for c in all_cases if c.name in args.configs)
     meter = PerplexityMeter(tokenizer, ppl_task, tasks_dir)
     rows = run_engine_bench(model, tokenizer, calibration, meter, cases, args.batch_size)
     print_table(rows)

@@ -202,6 +202,10 @@ class Evaluator:
             )
         return out["results"].get(name, {}), out.get("samples") or {}
 
+    def max_length(self) -> int:
+        """The longest sequence lm-eval feeds the model (the model's context, or the spec's)."""
+        return int(self.lm.max_length)
+
     def staged(self) -> bool:
         """Whether trials are evaluated in stages (``EvaluationSpec.stages``): ``on``, or
         ``auto`` with every task holding at least ``AUTO_MIN_DOCS`` documents."""

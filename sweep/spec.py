@@ -191,6 +191,12 @@ class StagesSpec(_Strict):
     kl_tokens: int = Field(4096, gt=0)  # held-out tokens of the KL proxy
     kl_seq_len: int = Field(256, gt=1)
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, v: object) -> object:
+        # YAML 1.1 reads an unquoted on/off as a boolean
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
 
 AUTO_MIN_DOCS = 200
 

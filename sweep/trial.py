@@ -182,7 +182,8 @@ class TrialRunner:
             evaluator = self._evaluator()
             stages = evaluator.spec.stages
             texts = evaluator.texts(limit_chars=stages.kl_tokens * 16)
-            ids = held_out_tokens(texts, self.tokenizer, stages.kl_tokens, stages.kl_seq_len)
+            seq_len = min(stages.kl_seq_len, evaluator.max_length())
+            ids = held_out_tokens(texts, self.tokenizer, stages.kl_tokens, seq_len)
             self.snapshot.restore()
             self._proxy_base = base_distribution(self.model, ids)
         return self._proxy_base
@@ -281,6 +282,7 @@ class TrialRunner:
             stage=SAMPLE,
             sr_low=low,
             sr_high=high,
+            kl=kl,
         )
         if stop(stopped):
             extra.update(stage=SAMPLE, sr_low=low, sr_high=high)
@@ -290,7 +292,9 @@ class TrialRunner:
         for task in evaluator.spec.tasks:
             sample = samples[task.name]
             if evaluator.is_leaf(task.name):
-                rest = evaluator.documents(task, sample.complement())[1]
+                complement = sample.complement()
+                # lm-eval reads an empty list of documents as "all of them"
+                rest = evaluator.documents(task, complement)[1] if complement[task.name] else {}
                 tasks[task.name] = pooled_score(sample, in_sample[task.name], rest)
             else:  # a group: lm-eval's own aggregate over the whole of it
                 tasks[task.name] = evaluator.task_score(task)

@@ -139,3 +139,18 @@ def test_a_study_name_from_the_command_line_follows_the_specs_rules():
             continue
         with pytest.raises(SpecError, match="--study-name"):
             with_overrides(_spec(), name=bad)
+
+
+def test_stages_read_yaml_booleans_and_name_what_is_allowed():
+    import yaml
+
+    for text, mode in (("off", "off"), ("on", "on"), ("auto", "auto")):
+        data = yaml.safe_load(f"mode: {text}")  # YAML reads on/off as booleans
+        spec = _spec(evaluation={"tasks": ["t"], "stages": data})
+        assert spec.evaluation.stages.mode == mode
+    msg = _error(evaluation={"tasks": ["t"], "stages": {"mode": "sometimes"}})
+    assert "evaluation.stages.mode" in msg and "'auto', 'on' or 'off'" in msg
+    msg = _error(evaluation={"tasks": ["t"], "stages": {"sample": 1.5}})
+    assert "evaluation.stages.sample" in msg and "less than 1" in msg
+    for paper in ("demo-paper", "smollm2-paper"):  # a paper table needs every point in full
+        assert load_spec(REPO / f"studies/{paper}.yaml").evaluation.stages.mode == "off"

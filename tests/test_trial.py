@@ -1,11 +1,14 @@
 """A trial's staged evaluation on the demo model, against the full evaluation."""
 
+from dataclasses import replace
+
 import pytest
 
 from sweep.compress import CompressionConfig
 from sweep.events import Events
 from sweep.spec import load_spec
 from sweep.staging import FULL, SAMPLE
+from sweep.subsample import draw_sample
 from sweep.workers import prepare_runner
 
 from .conftest import REPO
@@ -67,5 +70,22 @@ def test_a_stopped_trial_keeps_an_interval_holding_its_full_sr(staged_runner):
     assert stopped.sr_low <= full.sr <= stopped.sr_high
     assert stopped.tcr == full.tcr and stopped.real_ratio == full.real_ratio
     (estimated,) = asked
-    assert estimated == stopped
+    assert replace(estimated, timings=stopped.timings) == stopped
     assert stopped.timings["evaluate_s"] < full.timings["evaluate_s"]
+
+
+def test_a_sample_of_every_document_is_the_full_evaluation(staged_runner):
+    runner, base = staged_runner
+    evaluator = runner.evaluator
+    runner.snapshot.restore()
+    everything = {
+        t.name: draw_sample(evaluator.documents(t)[1], 0.5, 10_000, seed=0).to_dict()
+        for t in evaluator.spec.tasks
+    }
+    whole = replace(base, samples=everything)
+    asked = []
+    staged = runner.run(TWO_BIT, whole, stop=lambda m: asked.append(m) or False).measurement
+    full = runner.run(TWO_BIT, base).measurement
+    (estimated,) = asked
+    assert estimated.sr_low == estimated.sr == estimated.sr_high == pytest.approx(full.sr)
+    assert staged.task_scores == pytest.approx(full.task_scores, abs=1e-9)
