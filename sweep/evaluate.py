@@ -54,23 +54,16 @@ def materialise_task_folder(folder: Path, into: Path) -> Path:
     return dest
 
 
-def _metric_name(task: str, result: dict[str, Any], wanted: str | None) -> str:
-    """The metric a task is read by: ``wanted``, or the first of ``METRIC_PREFERENCE`` that
-    lm-eval reports for it."""
+def _pick_metric(task: str, result: dict[str, Any], wanted: str | None) -> float:
     available = {k.split(",")[0]: v for k, v in result.items() if "," in k and "stderr" not in k}
     names = [wanted] if wanted else list(METRIC_PREFERENCE)
     for name in names:
         if name in available and isinstance(available[name], (int, float)):
-            return name
+            return float(available[name])
     raise TaskError(
         f"task {task!r} reports no metric {' or '.join(names)}; it reports: "
         f"{', '.join(sorted(available)) or 'nothing'}"
     )
-
-
-def _pick_metric(task: str, result: dict[str, Any], wanted: str | None) -> float:
-    name = _metric_name(task, result, wanted)
-    return float(next(v for k, v in result.items() if k.split(",")[0] == name))
 
 
 def _random_score(task_obj: Any) -> float:

@@ -27,7 +27,7 @@ from sweep.metrics import (
 from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
-from sweep.staging import SAMPLE, sr_bounds
+from sweep.staging import FULL, SAMPLE, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
 
 
@@ -83,6 +83,19 @@ def measure(
         task_scores=scores.tasks,
         timings=timings,
     )
+
+
+@dataclass
+class _StagedOutcome:
+    """What a staged evaluation gives: the scores (estimated, when it stopped after its
+    sample), the KL proxy, the seconds of its stages, and where it stopped."""
+
+    scores: Scores
+    kl: float
+    timings: dict[str, float]
+    stage: str = FULL
+    sr_low: float | None = None
+    sr_high: float | None = None
 
 
 _16_BIT = (torch.bfloat16, torch.float16)
@@ -234,19 +247,25 @@ class TrialRunner:
             "compress_s": compressed.seconds - compressed.calibration_s,
         }
         t = time.perf_counter()
-        if not staged:
+        if staged:
+            assert proxy is not None and stop is not None
+            outcome = self._staged_scores(config, compressed, base, proxy, stop, on_phase)
+            scores = outcome.scores
+            timings.update(outcome.timings)
+        else:
             on_phase("evaluate")
             scores = evaluator.score()
-            extra: dict[str, Any] = {}
-        else:
-            assert proxy is not None and stop is not None
-            scores, extra = self._staged_scores(config, compressed, base, proxy, stop, on_phase)
-            timings.update(extra.pop("timings"))
         timings["evaluate_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
         measurement = measure(config, compressed, scores, base, self.inventory, timings)
-        if extra:
-            measurement = replace(measurement, **extra)
+        if staged:
+            measurement = replace(
+                measurement,
+                stage=outcome.stage,
+                kl=outcome.kl,
+                sr_low=outcome.sr_low,
+                sr_high=outcome.sr_high,
+            )
         return TrialResult(config, measurement, compressed.grids)
 
     def _staged_scores(
@@ -257,7 +276,7 @@ class TrialRunner:
         proxy: BaseDistribution,
         stop: Callable[[Measurement], bool],
         on_phase: Callable[[str], None],
-    ) -> tuple[Scores, dict[str, Any]]:
+    ) -> _StagedOutcome:
         evaluator = self._evaluator()
         stages = evaluator.spec.stages
         samples = base.task_samples()
@@ -275,7 +294,6 @@ class TrialRunner:
         estimates = {name: estimate(samples[name], docs) for name, docs in in_sample.items()}
         point, low, high = sr_bounds(estimates, base.scores, base.random_scores, stages.z)
         timings["sample_s"] = time.perf_counter() - t
-        extra: dict[str, Any] = {"kl": kl, "timings": timings}
         estimated = Scores({n: min(1.0, max(0.0, e.mean)) for n, e in estimates.items()}, None)
         stopped = replace(
             measure(config, compressed, estimated, base, self.inventory, {}),
@@ -285,8 +303,7 @@ class TrialRunner:
             kl=kl,
         )
         if stop(stopped):
-            extra.update(stage=SAMPLE, sr_low=low, sr_high=high)
-            return estimated, extra
+            return _StagedOutcome(estimated, kl, timings, SAMPLE, low, high)
         on_phase("evaluate the rest")
         tasks = {}
         for task in evaluator.spec.tasks:
@@ -299,4 +316,4 @@ class TrialRunner:
             else:  # a group: lm-eval's own aggregate over the whole of it
                 tasks[task.name] = evaluator.task_score(task)
         ppl = evaluator.perplexity() if evaluator.spec.perplexity_task else None
-        return Scores(tasks, ppl), extra
+        return _StagedOutcome(Scores(tasks, ppl), kl, timings)

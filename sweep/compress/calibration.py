@@ -14,7 +14,6 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +139,9 @@ class CalibrationCache:
     (``block-0000.pt``, ...) and ``complete.json``; it is written once, block by block as the
     statistics are collected, under a temporary name renamed when complete (so a reader never
     sees half an entry, and of two workers filling it at once one wins). A trial reads it back in
-    block order (``blocks``), holding one block's statistics while the next is read ahead: the
-    memory it takes is that of two blocks, not of the model. Without ``folder`` entries are kept
-    in memory, whole (for tests and one-off calls).
+    block order (``blocks``), holding one block's statistics while the kernel reads the next
+    block's file ahead: the memory it takes is that of one block, not of the model. Without
+    ``folder`` entries are kept in memory, whole (for tests and one-off calls).
     """
 
     def __init__(self, folder: str | Path | None = None) -> None:
@@ -175,23 +174,22 @@ class CalibrationCache:
         return isinstance(key, str) and self.has(key)
 
     def blocks(self, key: str) -> Iterator[dict[str, LayerStats]]:
-        """The entry's statistics, one block at a time in block order, the next block read
-        from disk while the caller works on the current one."""
+        """The entry's statistics, one block at a time in block order. While the caller works on
+        a block, the next block's file is read ahead into the operating system's page cache,
+        not into this process: only one block's statistics are ever held here."""
         if key in self._memory:
             yield from self._memory[key]
             return
         manifest = self._manifest(key)
         if manifest is None:
             raise KeyError(f"no complete calibration cache entry {key}")
-        n = manifest["blocks"]
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-read") as pool:
-            ahead = pool.submit(_load_block, self._entry(key) / _block_name(0))
-            for i in range(n):
-                stats = ahead.result()
-                if i + 1 < n:
-                    ahead = pool.submit(_load_block, self._entry(key) / _block_name(i + 1))
-                yield stats
-                del stats
+        paths = [self._entry(key) / _block_name(i) for i in range(manifest["blocks"])]
+        for i, path in enumerate(paths):
+            stats = _load_block(path)
+            if i + 1 < len(paths):
+                _read_ahead(paths[i + 1])
+            yield stats
+            del stats
 
     def store(
         self, key: str, blocks: Iterable[dict[str, LayerStats]]
@@ -250,6 +248,17 @@ CACHE_LAYOUT = 2  # one file a block (layout 1, one file for the whole model, is
 
 def _block_name(index: int) -> str:
     return f"block-{index:04d}.pt"
+
+
+def _read_ahead(path: Path) -> None:
+    """Ask the kernel to start reading ``path`` into its page cache (returns at once)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    finally:
+        os.close(fd)
 
 
 def _save_block(stats: dict[str, LayerStats], path: Path) -> None:
