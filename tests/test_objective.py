@@ -13,8 +13,9 @@ from sweep.staging import FULL, SAMPLE, dominated_by, optimistic
 from .conftest import REPO
 from .helpers import spec_data, sweep
 
-STRONG = {"sparsity": 0.5, "bits": 2}  # SparseGPT 50% + 2-bit GPTQ in one pass: TCr 0.9375
-WEAK = {"sparsity": 0.0, "bits": 4}  # 4-bit GPTQ: TCr 0.75, far below STRONG's SrCr
+# SparseGPT 50% then 3-bit GPTQ: TCr 0.906, the best SrCr of the demo's paper grid (2.80)
+STRONG = {"sparsity": 0.5, "bits": 3}
+WEAK = {"sparsity": 0.0, "bits": 8}  # 8-bit GPTQ: TCr 0.5, SrCr 1.33
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,9 @@ def staged_study(tmp_path_factory):
     spec["evaluation"]["limit"] = 150
     spec["search"] = {
         "sparsity": {"values": [0.0, 0.5]}, "patterns": ["unstructured"],
-        "prune_methods": ["sparsegpt"], "bits": [2, 4], "group_sizes": [128],
-        "quant_methods": ["gptq"], "orders": ["joint"], "first": [STRONG, WEAK],
+        "prune_methods": ["sparsegpt"], "bits": [3, 8], "group_sizes": [128],
+        "quant_methods": ["gptq"], "orders": ["prune_first"], "cases": ["B"],
+        "first": [STRONG, WEAK],
     }  # fmt: skip
     spec["sampler"] = {"name": "grid", "seed": 0}
     spec["trials"] = 4
@@ -48,7 +50,7 @@ def test_trials_dominated_in_their_best_case_stop_after_their_sample(staged_stud
     stopped = [r for r in records if r.measurement.stage == SAMPLE]
     assert records[0].config.sparsity == 0.5 and records[0].measurement.stage == FULL
     # what search.first names is always evaluated in full, dominated or not
-    assert records[1].config.bits == 4 and records[1].measurement.stage == FULL
+    assert records[1].config.bits == 8 and records[1].measurement.stage == FULL
     weak, strong = records[1].measurement, records[0].measurement
     assert weak.srcr < strong.srcr and weak.tcr < strong.tcr
     assert stopped, "the demo's strong first trial should dominate some others"
