@@ -194,13 +194,13 @@ class Objective:
         stop = self._stop_rule(trial.study, config)
         while not claim.owned:
             measurement = Measurement.from_dict(claim.result)
-            if measurement.full or stop(measurement):
+            if measurement.full or (ctx.staged and stop(measurement)):
                 values = self._finish(trial, replace(record, measurement=measurement, reused=True))
                 self.repeats += 1
                 self.events.trial_reused(trial.number, config)
                 return values
-            # stopped after its sample against another front, and not dominated by this
-            # study's: it needs its full evaluation
+            # stopped after its sample against another study's front, and this study
+            # evaluates in full or its own front does not dominate it: compute it again
             claim = ctx.results.reopen(claim, trial.study.study_name, trial.number)
         self.repeats = 0
         try:
