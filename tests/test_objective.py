@@ -83,3 +83,24 @@ def test_stopped_trials_are_never_on_the_front_nor_exported(staged_study):
     assert done.returncode != 0
     assert "stopped after its sample" in done.stdout + done.stderr
     assert not (folder / "out").exists()
+
+
+def test_a_study_evaluating_in_full_recomputes_what_another_stopped(staged_study):
+    url, folder, _ = staged_study
+    spec = yaml.safe_load((folder / "staged.yaml").read_text())
+    spec["name"] = "in-full"
+    spec["evaluation"]["stages"] = {"mode": "off"}  # same documents, so results are shared
+    path = folder / "in-full.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    done = sweep("run", str(path), "--storage", url, "--no-progress", cwd=folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = {r.config_key: r for r in trial_records(optuna.load_study(study_name="staged",
+                                                                      storage=url))}  # fmt: skip
+    second = trial_records(optuna.load_study(study_name="in-full", storage=url))
+    assert len(second) == 4
+    for r in second:
+        assert r.measurement.stage == FULL
+        stopped_before = first[r.config_key].measurement.stage == SAMPLE
+        assert r.reused == (not stopped_before)  # a stopped result is computed again in full
+        if not stopped_before:
+            assert r.measurement == first[r.config_key].measurement
