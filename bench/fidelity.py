@@ -36,6 +36,7 @@ from rich.progress import track
 from rich.table import Table
 
 from bench.search import CORE_GRID, add_to_front, hypervolume_2d
+from sweep.compress import CompressionConfig
 from sweep.compress.calibration import model_fingerprint
 from sweep.events import Events
 from sweep.objective import REPEAT_LIMIT
@@ -106,8 +107,6 @@ def replay(
     spec: StudySpec, records: dict[str, dict], staged: bool, seed: int, n: int
 ) -> dict[str, float]:
     """A default-sampler run that computes ``n`` new configurations, full or staged."""
-    from sweep.compress import CompressionConfig
-
     spec = spec.model_copy(update={"sampler": SamplerSpec(name=spec.sampler.name, seed=seed)})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -157,7 +156,6 @@ def grid_front(records: dict[str, dict], objectives: list[str]) -> list[str]:
 def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
     spec = bench_spec(grid)
     records = compute_grid(spec, RESULTS / f"fidelity-{grid}.json", console)
-    from sweep.compress import CompressionConfig
 
     objectives = list(spec.objectives)
     full = {k: Measurement.from_dict(r["full"]) for k, r in records.items()}

@@ -19,7 +19,7 @@ from sweep.paper_table import paper_table, to_markdown
 from sweep.plots import PngUnavailable, family, pareto_figure, write_html, write_png
 from sweep.record import TrialRecord, trial_records
 from sweep.spec import RUNS
-from sweep.staging import FULL
+from sweep.staging import FULL, dominated_by
 from sweep.study import stored_base
 
 
@@ -67,16 +67,8 @@ def reuse_summary(df: pd.DataFrame) -> str:
 
 def pareto_mask(df: pd.DataFrame, x: str, y: str) -> pd.Series:
     """True for rows that no other row beats on both ``x`` and ``y`` (both maximised)."""
-    values = df[[x, y]].to_numpy()
-    keep = []
-    for i, (xi, yi) in enumerate(values):
-        dominated = any(
-            xj >= xi and yj >= yi and (xj > xi or yj > yi)
-            for j, (xj, yj) in enumerate(values)
-            if j != i
-        )
-        keep.append(not dominated)
-    return pd.Series(keep, index=df.index)
+    points = [tuple(p) for p in df[[x, y]].to_numpy()]
+    return pd.Series([not dominated_by(p, points) for p in points], index=df.index)
 
 
 def front(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> pd.DataFrame:

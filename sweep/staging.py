@@ -11,7 +11,7 @@ evaluation. Optuna's pruners refuse multi-objective studies, so this decision is
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -39,11 +39,18 @@ def sr_bounds(
     def sr(scores: dict[str, float]) -> float:
         return semantic_retention(scores, base, random_scores)
 
-    clip = lambda v: min(1.0, max(0.0, v))  # noqa: E731
-    point = sr({t: clip(e.mean) for t, e in estimates.items()})
-    low = sr({t: clip(e.lower(z)) for t, e in estimates.items()})
-    high = sr({t: clip(e.upper(z)) for t, e in estimates.items()})
+    point = sr(estimated_scores(estimates))
+    low = sr(estimated_scores(estimates, lambda e: e.lower(z)))
+    high = sr(estimated_scores(estimates, lambda e: e.upper(z)))
     return point, low, high
+
+
+def estimated_scores(
+    estimates: Mapping[str, Estimate], at: Callable[[Estimate], float] = lambda e: e.mean
+) -> dict[str, float]:
+    """Each task's score taken ``at`` a point of its estimate (the mean by default), clipped to
+    the scores a task can have, [0, 1]."""
+    return {t: min(1.0, max(0.0, at(e))) for t, e in estimates.items()}
 
 
 def optimistic(m: Measurement, config: CompressionConfig) -> Measurement:

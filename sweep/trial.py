@@ -27,7 +27,7 @@ from sweep.metrics import (
 from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
-from sweep.staging import FULL, SAMPLE, sr_bounds
+from sweep.staging import FULL, SAMPLE, estimated_scores, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
 
 
@@ -292,9 +292,9 @@ class TrialRunner:
             for task in evaluator.spec.tasks
         }
         estimates = {name: estimate(samples[name], docs) for name, docs in in_sample.items()}
-        point, low, high = sr_bounds(estimates, base.scores, base.random_scores, stages.z)
+        _, low, high = sr_bounds(estimates, base.scores, base.random_scores, stages.z)
         timings["sample_s"] = time.perf_counter() - t
-        estimated = Scores({n: min(1.0, max(0.0, e.mean)) for n, e in estimates.items()}, None)
+        estimated = Scores(estimated_scores(estimates), None)  # measure() takes Sr's point
         stopped = replace(
             measure(config, compressed, estimated, base, self.inventory, {}),
             stage=SAMPLE,

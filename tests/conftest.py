@@ -42,9 +42,7 @@ def demo_grid_study(tmp_path_factory) -> tuple[str, str, Path]:
     """A small study on the demo model, run through the command line once per session: the grid
     sparsity {0, 50%} x bits {4, 8, 16} (magnitude, RTN), so it holds quantization-only, pruning-
     only and joint trials. Returns (storage URL, study name, folder)."""
-    import yaml
-
-    from .helpers import spec_data, sweep
+    from .helpers import run_spec, spec_data
 
     folder = tmp_path_factory.mktemp("demo-grid")
     spec = spec_data(REPO / "studies/demo.yaml")
@@ -57,9 +55,5 @@ def demo_grid_study(tmp_path_factory) -> tuple[str, str, Path]:
     }  # fmt: skip
     spec["sampler"] = {"name": "grid", "seed": 0}
     spec["trials"] = 6
-    spec_path = folder / "demo-grid.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
-    url = f"sqlite:///{folder / 'demo-grid.db'}"
-    done = sweep("run", str(spec_path), "--storage", url, "--no-progress", cwd=folder)
-    assert done.returncode == 0, done.stdout + done.stderr
+    url, _ = run_spec(spec, folder, "--no-progress")
     return url, "demo-grid", folder

@@ -30,6 +30,21 @@ def sweep(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedPr
     )
 
 
+def run_spec(
+    spec: dict, folder: Path, *args: str, url: str | None = None
+) -> tuple[str, subprocess.CompletedProcess]:
+    """Write ``spec`` to ``folder/<name>.yaml`` and `sweep run` it with ``args`` on ``url``
+    (default: ``folder/<name>.db``), asserting that it succeeds; returns the URL and the run."""
+    import yaml
+
+    path = folder / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    url = url or f"sqlite:///{folder / spec['name']}.db"
+    done = sweep("run", str(path), "--storage", url, *args, cwd=folder)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return url, done
+
+
 def sweep_async(*args: str, cwd: Path) -> subprocess.Popen:
     """Start the CLI in the background, its output going to ``cwd/sweep.log``."""
     log = (cwd / "sweep.log").open("w")

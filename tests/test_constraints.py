@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from sweep.plots import INFEASIBLE
 from sweep.report import front, trials_frame
 
-from .helpers import sweep
+from .helpers import run_spec, sweep
 from .toy import toy_spec
 
 TCR_MAX = 0.8  # 4-, 8- and 16-bit (TCr 0.75, 0.5, 0) meet it; 2-bit (0.875) does not
@@ -32,11 +32,7 @@ def constrained_study(toy_dir: Path, tmp_path_factory) -> tuple[str, optuna.Stud
     spec = yaml.safe_load(path.read_text())
     spec["sampler"] = {"name": "grid", "seed": 0}
     spec["constraints"] = {"tcr": {"max": TCR_MAX}}
-    path = folder / "constrained.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    url = f"sqlite:///{folder / 'constrained.db'}"
-    done = sweep("run", str(path), "--trials", "4", "--storage", url, cwd=folder)
-    assert done.returncode == 0, done.stdout + done.stderr
+    url, done = run_spec(spec, folder, "--trials", "4")
     assert "grid: 4 distinct configurations, each visited once" in done.stdout
     return url, optuna.load_study(study_name="constrained", storage=url), folder
 

@@ -11,7 +11,7 @@ from sweep.report import front, trials_frame
 from sweep.staging import FULL, SAMPLE, dominated_by, optimistic
 
 from .conftest import REPO
-from .helpers import spec_data, sweep
+from .helpers import run_spec, spec_data, sweep
 
 # SparseGPT 50% then 3-bit GPTQ: TCr 0.906, the best SrCr of the demo's paper grid (2.80)
 STRONG = {"sparsity": 0.5, "bits": 3}
@@ -33,11 +33,7 @@ def staged_study(tmp_path_factory):
     }  # fmt: skip
     spec["sampler"] = {"name": "grid", "seed": 0}
     spec["trials"] = 4
-    path = folder / "staged.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    url = f"sqlite:///{folder / 'staged.db'}"
-    done = sweep("run", str(path), "--storage", url, "--no-progress", cwd=folder)
-    assert done.returncode == 0, done.stdout + done.stderr
+    url, done = run_spec(spec, folder, "--no-progress")
     return url, folder, done.stdout
 
 
@@ -90,10 +86,7 @@ def test_a_study_evaluating_in_full_recomputes_what_another_stopped(staged_study
     spec = yaml.safe_load((folder / "staged.yaml").read_text())
     spec["name"] = "in-full"
     spec["evaluation"]["stages"] = {"mode": "off"}  # same documents, so results are shared
-    path = folder / "in-full.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    done = sweep("run", str(path), "--storage", url, "--no-progress", cwd=folder)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_spec(spec, folder, "--no-progress", url=url)
     first = {r.config_key: r for r in trial_records(optuna.load_study(study_name="staged",
                                                                       storage=url))}  # fmt: skip
     second = trial_records(optuna.load_study(study_name="in-full", storage=url))
