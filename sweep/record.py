@@ -103,6 +103,9 @@ _REUSED = "reused"
 _FAIL_REASON = "fail_reason"
 _INTERRUPTED = "interrupted"
 _SURPLUS = "surplus"
+# Written last of a measurement's attributes, and read as "this trial holds a measurement": a
+# worker reading a trial while another stores it (one attribute at a time) never sees half of one.
+_MEASURED = "srcr"
 
 
 @dataclass(frozen=True)
@@ -170,9 +173,13 @@ class TrialRecord:
         return attrs
 
     def store(self, trial: optuna.Trial) -> None:
-        """Write ``to_user_attrs`` into a running trial."""
-        for key, value in self.to_user_attrs().items():
+        """Write ``to_user_attrs`` into a running trial, the measurement's marker last."""
+        attrs = self.to_user_attrs()
+        marker = attrs.pop(_MEASURED, None)
+        for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        if marker is not None:
+            trial.set_user_attr(_MEASURED, marker)
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
@@ -181,7 +188,7 @@ class TrialRecord:
             number=trial.number,
             state=trial.state,
             config=CompressionConfig(**a[_CONFIG]) if _CONFIG in a else None,
-            measurement=Measurement.from_dict(a) if "srcr" in a else None,
+            measurement=Measurement.from_dict(a) if _MEASURED in a else None,
             constraints=dict(trial.constraints),
             worker=a.get(_WORKER),
             run=a.get(_RUN),

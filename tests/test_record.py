@@ -62,3 +62,19 @@ def test_the_metric_table_covers_what_specs_and_records_name():
 @pytest.mark.parametrize("metric", sorted(OBJECTIVES))
 def test_every_objective_is_a_number_of_a_measurement(metric):
     assert isinstance(MEASURED.value(metric), float)
+
+
+def test_a_record_read_while_it_is_being_stored_never_holds_half_a_measurement():
+    """Another worker may read a trial between any two of its attributes being written."""
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    seen = []
+
+    class ReadAfterEachWrite:  # the real trial; after each attribute, read it back as a reader
+        def set_user_attr(self, key, value):
+            trial.set_user_attr(key, value)
+            seen.append(TrialRecord.from_trial(study.trials[trial.number]).measurement)
+
+    TrialRecord(trial.number, TrialState.RUNNING, CONFIG, MEASURED).store(ReadAfterEachWrite())
+    assert seen[-1] == MEASURED
+    assert all(m is None for m in seen[:-1])
