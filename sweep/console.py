@@ -93,6 +93,8 @@ def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
         shown.append(f"ppl {m.perplexity:.2f}")
     if m.kl is not None:
         shown.append(f"KL {m.kl:.3f}")
+    if m.layers:
+        shown.append(f"[{m.layer_summary}]")
     t = m.timings
     stopped = "; [yellow]stopped after its sample[/]: dominated by the front" if not m.full else ""
     return (

@@ -9,6 +9,10 @@ Definitions (see README, "How the metrics are defined"):
 - ``Sr = mean_t max(0, n_t(compressed)) / n_t(base)``: semantic retention.
 - ``SrCr = Sr / kappa(s, q)`` with ``kappa(s, q) = sqrt(1 - s) * log2(q) / log2(16)``.
 
+When layers differ (``sweep.compress.profile``), layer l with n_l weights, sparsity s_l and
+width q_l: ``TCr = 1 - sum_l n_l (1 - s_l) q_l / (16 sum_l n_l)`` and ``kappa`` is the mean of
+``kappa(s_l, q_l)`` weighted by n_l. Both reduce to the uniform formulas when the layers agree.
+
 SrCr is this project's reading of the paper's metric, whose exact constants are not published.
 """
 
@@ -40,6 +44,39 @@ def capacity_kept(sparsity: float, bits: int) -> float:
     if bits < 2:
         raise ValueError("kappa needs bits >= 2 (log2(1) = 0)")
     return math.sqrt(1.0 - sparsity) * math.log2(bits) / math.log2(FULL_BITS)
+
+
+@dataclass(frozen=True)
+class LayerShare:
+    """One compressible layer as the metrics count it: weights, pruned fraction, bit-width."""
+
+    weights: int
+    sparsity: float
+    bits: int
+
+
+def layerwise_compression_rate(layers: Iterable[LayerShare]) -> float:
+    """TCr over layers that differ: 1 - sum n_l (1 - s_l) q_l / (16 sum n_l)."""
+    layers = list(layers)
+    total = sum(layer.weights for layer in layers)
+    if total == 0:
+        raise ValueError("no compressible weights")
+    kept_bits = 0.0
+    for layer in layers:
+        _check_sparsity_and_bits(layer.sparsity, layer.bits)
+        kept_bits += layer.weights * (1.0 - layer.sparsity) * layer.bits
+    return 1.0 - kept_bits / (FULL_BITS * total)
+
+
+def layerwise_capacity(layers: Iterable[LayerShare]) -> float:
+    """kappa over layers that differ: the mean of kappa(s_l, q_l) weighted by n_l."""
+    layers = list(layers)
+    total = sum(layer.weights for layer in layers)
+    if total == 0:
+        raise ValueError("no compressible weights")
+    return sum(layer.weights * capacity_kept(layer.sparsity, layer.bits) for layer in layers) / (
+        total
+    )
 
 
 def normalised_score(score: float, random_score: float) -> float:
@@ -119,15 +156,20 @@ def packed_linear_bytes(
 
 
 def real_compression_ratio(
-    tensors: Iterable[Tensor2D], bits: int, group_size: int | None, symmetric: bool
+    tensors: Iterable[Tensor2D],
+    bits: int | Mapping[str, int],
+    group_size: int | None,
+    symmetric: bool,
 ) -> float:
-    """Bytes of the model in 16-bit over bytes of what ``sweep export`` writes (>= 1 is smaller)."""
+    """Bytes of the model in 16-bit over bytes of what ``sweep export`` writes (>= 1 is smaller).
+    ``bits``: one width for every compressible tensor, or each one's by tensor name."""
     base = compressed = 0
     for t in tensors:
         dense = t.rows * t.cols * 2
         base += dense
         if t.compressible:
-            compressed += packed_linear_bytes(t.rows, t.cols, bits, group_size, symmetric)
+            width = bits if isinstance(bits, int) else bits[t.name]
+            compressed += packed_linear_bytes(t.rows, t.cols, width, group_size, symmetric)
         else:
             compressed += dense
     if compressed == 0:

@@ -23,14 +23,15 @@ class PngUnavailable(RuntimeError):
 def family(config: CompressionConfig) -> str:
     """The kind of compression, for colouring: ordering and pattern, or one method alone."""
     c = config.canonical()
+    per_layer = " · per-layer" if c.non_uniform else ""
     if c.prunes and c.quantizes:
         order = f"prune→quant (Case {c.case})" if c.order == "prune_first" else c.order
         order = "quant→prune" if c.order == "quant_first" else order
-        return f"{order} · {c.pattern}"
+        return f"{order} · {c.pattern}{per_layer}"
     if c.quantizes:
-        return "quantization only"
+        return f"quantization only{per_layer}"
     if c.prunes:
-        return f"pruning only · {c.pattern}"
+        return f"pruning only · {c.pattern}{per_layer}"
     return "uncompressed"
 
 
@@ -47,6 +48,8 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
         lines.append(show("perplexity"))
     if pd.notna(row.get("kl")):
         lines.append(show("kl"))
+    if isinstance(row.get("layers"), str) and row["layers"]:
+        lines.append(f"per layer: {row['layers']}")
     if row.get("stage") == SAMPLE:
         lines.append(f"stopped after its sample: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
     lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]

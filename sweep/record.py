@@ -15,6 +15,7 @@ N:M pattern), ``config.target_sparsity`` what its pattern means (1 - N/M for N:M
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -70,6 +71,14 @@ class Measurement:
     kl: float | None = None  # KL proxy: base vs compressed next-token distributions, nats
     sr_low: float | None = None
     sr_high: float | None = None
+    capacity: float | None = None  # kappa, SrCr's denominator (absent from older results)
+    # a non-uniform config's plan: module name -> [pruned fraction, bits]; None when uniform
+    layers: dict[str, list[float]] | None = None
+
+    @property
+    def layer_summary(self) -> str:
+        """The plan in a few words: share of weights per bit-width, range of sparsity."""
+        return summarise_layers(self.layers) if self.layers else ""
 
     @property
     def full(self) -> bool:
@@ -92,6 +101,17 @@ class Measurement:
             data["measured_sparsity"] = data["sparsity"]
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def summarise_layers(layers: dict[str, list[float]]) -> str:
+    """``bits 2:31% 3:44% 4:25%; sparsity 0.41-0.58`` for a plan (name -> [sparsity, bits]).
+    Layers count once each (not weighted by size): what varies, and how widely."""
+    bits = Counter(int(b) for _, b in layers.values())
+    shares = " ".join(f"{b}:{n / len(layers):.0%}" for b, n in sorted(bits.items()))
+    sparsities = [s for s, _ in layers.values()]
+    lo, hi = min(sparsities), max(sparsities)
+    spread = f"{lo:.2f}" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f}"
+    return f"bits {shares}; sparsity {spread}"
 
 
 # The trials' user attributes. Besides these, a measured trial holds Measurement's fields.

@@ -50,7 +50,7 @@ def _row(r: TrialRecord) -> dict[str, object]:
     if m is not None:
         row.update({f"score:{task}": score for task, score in m.task_scores.items()})
         row.update(m.timings)
-        row.update(stage=m.stage, sr_low=m.sr_low, sr_high=m.sr_high)
+        row.update(stage=m.stage, sr_low=m.sr_low, sr_high=m.sr_high, layers=m.layer_summary)
     row.update(feasible=r.feasible, reused=r.reused, worker=r.worker, fail_reason=r.fail_reason)
     return row
 

@@ -7,7 +7,7 @@ import math
 
 import optuna
 
-from sweep.compress.config import CompressionConfig
+from sweep.compress.config import MIXED_BITS, CompressionConfig
 from sweep.spec import SearchSpace, SpecError
 
 
@@ -31,10 +31,17 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> CompressionConfig
     fields: dict = {"sparsity": sparsity, "pattern": pattern, "bits": bits}
     if prunes:
         fields["prune_method"] = _pick(trial, "prune_method", space.prune_methods)
+        if pattern == "unstructured":
+            fields["profile"] = _pick(trial, "profile", space.profiles)
+            if fields["profile"] == "owl":
+                fields["owl_lambda"] = _pick(trial, "owl_lambda", space.owl_lambdas)
+                fields["owl_m"] = _pick(trial, "owl_m", space.owl_ms)
     if quantizes:
         fields["quant_method"] = _pick(trial, "quant_method", space.quant_methods)
         fields["group_size"] = _pick(trial, "group_size", space.group_sizes)
         fields["symmetric"] = _pick(trial, "symmetric", space.symmetric)
+        if bits in MIXED_BITS:
+            fields["allocation"] = _pick(trial, "allocation", space.allocations)
     if prunes and quantizes:
         fields["order"] = _pick(trial, "order", space.orders)
         if fields["order"] == "prune_first":
@@ -79,7 +86,8 @@ class _Given:
 
 
 _NONE = object()
-_UNCOMPRESSED = {"pattern": "unstructured", "sparsity": 0.0, "bits": 16}
+_UNCOMPRESSED = {"pattern": "unstructured", "sparsity": 0.0, "bits": 16, "profile": "uniform",
+                 "allocation": "uniform"}  # fmt: skip
 
 
 def _single_choices(space: SearchSpace) -> dict[str, object]:
@@ -87,7 +95,9 @@ def _single_choices(space: SearchSpace) -> dict[str, object]:
     lists = {"pattern": space.patterns, "sparsity": space.sparsity.grid(), "bits": space.bits,
              "prune_method": space.prune_methods, "quant_method": space.quant_methods,
              "group_size": space.group_sizes, "symmetric": space.symmetric,
-             "order": space.orders, "case": space.cases}  # fmt: skip
+             "order": space.orders, "case": space.cases, "profile": space.profiles,
+             "owl_lambda": space.owl_lambdas, "owl_m": space.owl_ms,
+             "allocation": space.allocations}  # fmt: skip
     return {name: choices[0] for name, choices in lists.items() if len(choices) == 1}
 
 
@@ -118,27 +128,19 @@ def all_configs(space: SearchSpace) -> set[CompressionConfig]:
     configs = set()
     for pattern in space.patterns:
         sparsities = space.sparsity.grid() if pattern == "unstructured" else [0.0]
-        for s, bits, pm, qm, g, sym, order, case in itertools.product(
-            sparsities,
-            space.bits,
-            space.prune_methods,
-            space.quant_methods,
-            space.group_sizes,
-            space.symmetric,
-            space.orders,
-            space.cases,
-        ):
+        profiles = space.profiles if pattern == "unstructured" else ["uniform"]
+        for s, bits, pm, qm, g, sym, order, case, profile, lam, m, alloc in itertools.product(
+            sparsities, space.bits, space.prune_methods, space.quant_methods, space.group_sizes,
+            space.symmetric, space.orders, space.cases, profiles, space.owl_lambdas,
+            space.owl_ms, space.allocations,
+        ):  # fmt: skip
+            if alloc == "mixed" and bits not in MIXED_BITS:
+                continue
             cfg = CompressionConfig(
-                sparsity=s,
-                pattern=pattern,
-                bits=bits,
-                prune_method=pm,
-                quant_method=qm,
-                group_size=g,
-                symmetric=sym,
-                order=order,
-                case=case,
-            )
+                sparsity=s, pattern=pattern, bits=bits, prune_method=pm, quant_method=qm,
+                group_size=g, symmetric=sym, order=order, case=case, profile=profile,
+                owl_lambda=lam, owl_m=m, allocation=alloc,
+            )  # fmt: skip
             configs.add(cfg.canonical())
     return configs
 

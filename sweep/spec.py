@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sweep.compress.config import ORDERS, SUPPORTED_BITS, parse_pattern
+from sweep.compress.config import ALLOCATIONS, ORDERS, PROFILES, SUPPORTED_BITS, parse_pattern
 from sweep.compress.registry import PRUNERS, QUANTIZERS, unknown_name_message
 from sweep.errors import UserError
 from sweep.metrics import BOUNDED, OBJECTIVES
@@ -65,9 +65,17 @@ class SearchSpace(_Strict):
     quant_methods: list[str] = ["rtn"]
     orders: list[str] = ["prune_first"]
     cases: list[Literal["A", "B"]] = ["B"]
+    # non-uniform compression (sweep.compress.profile): how unstructured sparsity spreads over
+    # the blocks (uniform, owl) and OWL's parameters; how bit-widths spread over the layers
+    # (uniform, mixed: ``bits`` is then the average)
+    profiles: list[str] = ["uniform"]
+    owl_lambdas: list[float] = [0.08]
+    owl_ms: list[float] = [5.0]
+    allocations: list[str] = ["uniform"]
     # configurations to run before any other, as trial parameters (sparsity, pattern, bits,
-    # prune_method, quant_method, group_size, symmetric, order, case); those with one choice
-    # in the space may be left out. Checked against the space by ``space.first_configs``.
+    # prune_method, quant_method, group_size, symmetric, order, case, profile, owl_lambda,
+    # owl_m, allocation); those with one choice in the space may be left out. Checked against
+    # the space by ``space.first_configs``.
     first: list[dict[str, float | int | str | bool | None]] = []
 
     @field_validator("patterns")
@@ -117,6 +125,38 @@ class SearchSpace(_Strict):
         for o in v:
             if o not in ORDERS:
                 raise ValueError(unknown_name_message("order", o, list(ORDERS)))
+        return _non_empty(v)
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if p not in PROFILES:
+                raise ValueError(unknown_name_message("sparsity profile", p, list(PROFILES)))
+        return _non_empty(v)
+
+    @field_validator("allocations")
+    @classmethod
+    def _allocations(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if a not in ALLOCATIONS:
+                raise ValueError(unknown_name_message("bit allocation", a, list(ALLOCATIONS)))
+        return _non_empty(v)
+
+    @field_validator("owl_lambdas")
+    @classmethod
+    def _lambdas(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not 0.0 < x < 0.5]
+        if bad:
+            raise ValueError(f"OWL's lambda {bad[0]} must be in (0, 0.5)")
+        return _non_empty(v)
+
+    @field_validator("owl_ms")
+    @classmethod
+    def _ms(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if x <= 0]
+        if bad:
+            raise ValueError(f"OWL's M {bad[0]} must be positive")
         return _non_empty(v)
 
     @field_validator("symmetric", "cases")

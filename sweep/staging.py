@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from sweep.metrics import semantic_retention, srcr
+from sweep.metrics import capacity_kept, semantic_retention
 from sweep.subsample import Estimate
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ def optimistic(m: Measurement, config: CompressionConfig) -> Measurement:
     """``m`` at the top of its Sr interval (SrCr with it); a full measurement as it is."""
     if m.full or m.sr_high is None:
         return m
-    return replace(m, sr=m.sr_high, srcr=srcr(m.sr_high, m.measured_sparsity, config.bits))
+    capacity = m.capacity or capacity_kept(m.measured_sparsity, config.bits)
+    return replace(m, sr=m.sr_high, srcr=m.sr_high / capacity)
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:

@@ -18,10 +18,13 @@ from sweep.compress.layer import requires_calibration
 from sweep.compress.rtn import QuantGrid
 from sweep.evaluate import Evaluator, Scores, TaskError
 from sweep.metrics import (
+    LayerShare,
     Tensor2D,
+    capacity_kept,
+    layerwise_capacity,
+    layerwise_compression_rate,
     real_compression_ratio,
     semantic_retention,
-    srcr,
     theoretical_compression_rate,
 )
 from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
@@ -70,18 +73,30 @@ def measure(
         raise TrialError(f"non-finite task scores: {bad}")
     sparsity = compressed.pruned_fraction
     sr = semantic_retention(scores.tasks, base.scores, base.random_scores)
+    if config.non_uniform:
+        sizes = {t.name.removesuffix(".weight"): t.rows * t.cols for t in inventory}
+        shares = [
+            LayerShare(sizes[name], pruned, compressed.bits[name])
+            for name, pruned in compressed.layers.items()
+        ]
+        tcr, capacity = layerwise_compression_rate(shares), layerwise_capacity(shares)
+        bits: int | dict[str, int] = {f"{n}.weight": b for n, b in compressed.bits.items()}
+        layers = {n: [p, compressed.bits[n]] for n, p in compressed.layers.items()}
+    else:
+        tcr = theoretical_compression_rate(sparsity, config.bits)
+        capacity, bits, layers = capacity_kept(sparsity, config.bits), config.bits, None
     return Measurement(
         measured_sparsity=sparsity,
         zero_fraction=compressed.zero_fraction,
-        tcr=theoretical_compression_rate(sparsity, config.bits),
-        real_ratio=real_compression_ratio(
-            inventory, config.bits, config.group_size, config.symmetric
-        ),
+        tcr=tcr,
+        real_ratio=real_compression_ratio(inventory, bits, config.group_size, config.symmetric),
         sr=sr,
-        srcr=srcr(sr, sparsity, config.bits),
+        srcr=sr / capacity,
         perplexity=scores.perplexity,
         task_scores=scores.tasks,
         timings=timings,
+        capacity=capacity,
+        layers=layers,
     )
 
 

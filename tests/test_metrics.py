@@ -3,8 +3,11 @@ import math
 import pytest
 
 from sweep.metrics import (
+    LayerShare,
     Tensor2D,
     capacity_kept,
+    layerwise_capacity,
+    layerwise_compression_rate,
     normalised_score,
     packed_linear_bytes,
     real_compression_ratio,
@@ -105,3 +108,28 @@ def test_real_ratio_counts_uncompressed_parts_and_ignores_sparsity():
     assert real_compression_ratio(tensors, 4, 128, False) == pytest.approx(expected)
     assert real_compression_ratio(tensors, 16, 128, False) == 1.0
     assert real_compression_ratio(tensors, 4, 128, False) < 1 / (1 - 0.75)
+
+
+def test_layerwise_metrics_by_hand_and_equal_to_the_uniform_ones_when_layers_agree():
+    layers = [LayerShare(100, 0.5, 4), LayerShare(300, 0.25, 2)]
+    # kept bits: 100 * 0.5 * 4 + 300 * 0.75 * 2 = 650, of 16 * 400 = 6400
+    assert layerwise_compression_rate(layers) == pytest.approx(1 - 650 / 6400, abs=1e-15)
+    kappa = (100 * math.sqrt(0.5) * 2 / 4 + 300 * math.sqrt(0.75) * 1 / 4) / 400
+    assert layerwise_capacity(layers) == pytest.approx(kappa, abs=1e-15)
+    same = [LayerShare(100, 0.3, 4), LayerShare(300, 0.3, 4)]
+    assert layerwise_compression_rate(same) == pytest.approx(theoretical_compression_rate(0.3, 4))
+    assert layerwise_capacity(same) == pytest.approx(capacity_kept(0.3, 4))
+
+
+def test_real_ratio_takes_each_layers_width():
+    tensors = [
+        Tensor2D("a", 64, 128, True),
+        Tensor2D("b", 32, 128, True),
+        Tensor2D("e", 50, 64, False),
+    ]
+    mixed = real_compression_ratio(tensors, {"a": 2, "b": 8}, 64, False)
+    written = packed_linear_bytes(64, 128, 2, 64, False) + packed_linear_bytes(
+        32, 128, 8, 64, False
+    )
+    dense = (64 * 128 + 32 * 128 + 50 * 64) * 2
+    assert mixed == pytest.approx(dense / (written + 50 * 64 * 2), rel=1e-15)

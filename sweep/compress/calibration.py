@@ -147,6 +147,7 @@ class CalibrationCache:
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = None if folder is None else Path(folder)
         self._memory: dict[str, list[dict[str, LayerStats]]] = {}
+        self._profiles: dict[str, dict] = {}
 
     def _entry(self, key: str) -> Path:
         assert self.folder is not None
@@ -241,9 +242,34 @@ class CalibrationCache:
     def clear(self) -> None:
         """Forget the in-memory entries (entries on disk stay)."""
         self._memory.clear()
+        self._profiles.clear()
+
+    def read_profile(self, key: str) -> dict | None:
+        """The layer profile kept beside the entry ``key`` (``LayerProfile.to_dict``), if any."""
+        if self.folder is None:
+            return self._profiles.get(key)
+        path = self._entry(key) / PROFILE_FILE
+        try:
+            return json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_profile(self, key: str, profile: dict) -> None:
+        """Keep ``profile`` beside the complete entry ``key`` (replaced whole, atomically)."""
+        if self.folder is None:
+            self._profiles[key] = profile
+            return
+        entry = self._entry(key)
+        if not self.has(key):
+            raise KeyError(f"no complete calibration cache entry {key}")
+        fd, tmp = tempfile.mkstemp(dir=entry, prefix=".profile-", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(profile, f)
+        os.replace(tmp, entry / PROFILE_FILE)
 
 
 CACHE_LAYOUT = 2  # one file a block (layout 1, one file for the whole model, is not read)
+PROFILE_FILE = "profile.json"  # per-layer facts of non-uniform configs (sweep.compress.profile)
 
 
 def _block_name(index: int) -> str:

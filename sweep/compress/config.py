@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from sweep.compress.registry import JOINT_PRUNERS
 
@@ -11,6 +11,11 @@ UNSTRUCTURED = "unstructured"
 ORDERS = ("prune_first", "quant_first", "joint")
 CASES = ("A", "B")
 SUPPORTED_BITS = (2, 3, 4, 8, 16)
+PROFILES = ("uniform", "owl")  # how sparsity spreads over the layers
+ALLOCATIONS = ("uniform", "mixed")  # how bit-widths spread over the layers
+MIXED_BITS = (2, 3, 4, 8)  # the widths a mixed allocation gives layers, ``bits`` their average
+OWL_M = 5.0  # OWL's defaults (Yin et al. 2024)
+OWL_LAMBDA = 0.08
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
@@ -48,6 +53,10 @@ class CompressionConfig:
     act_order: bool = False
     order: str = "prune_first"
     case: str = "B"
+    profile: str = "uniform"
+    owl_m: float = OWL_M
+    owl_lambda: float = OWL_LAMBDA
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         nm = parse_pattern(self.pattern)
@@ -61,6 +70,22 @@ class CompressionConfig:
             raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
         if self.case not in CASES:
             raise ValueError(f"case must be one of {CASES}, got {self.case!r}")
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
+        if self.profile == "owl" and nm is not None:
+            raise ValueError(f"the owl profile spreads unstructured sparsity, not {self.pattern}")
+        if not 0.0 < self.owl_lambda < 0.5 or self.owl_m <= 0:
+            raise ValueError(
+                f"owl_lambda must be in (0, 0.5) and owl_m positive, got {self.owl_lambda}, "
+                f"{self.owl_m}"
+            )
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.allocation == "mixed" and self.bits not in MIXED_BITS:
+            raise ValueError(
+                f"a mixed allocation takes bits as its average, one of {MIXED_BITS}; "
+                f"got {self.bits}"
+            )
 
     @property
     def nm(self) -> tuple[int, int] | None:
@@ -78,6 +103,20 @@ class CompressionConfig:
     @property
     def quantizes(self) -> bool:
         return self.bits < 16
+
+    @property
+    def non_uniform(self) -> bool:
+        """Whether layers get different sparsities or bit-widths (a per-layer plan)."""
+        c = self.canonical()
+        return c.profile != "uniform" or c.allocation != "uniform"
+
+    def for_layer(self, sparsity: float, bits: int) -> CompressionConfig:
+        """This config as one layer of its plan applies it: uniform, at that layer's sparsity
+        and bit-width."""
+        return replace(
+            self, sparsity=sparsity, bits=bits, profile="uniform", allocation="uniform",
+            owl_m=OWL_M, owl_lambda=OWL_LAMBDA,
+        )  # fmt: skip
 
     def canonical(self) -> CompressionConfig:
         """The same compression with every field that has no effect set to its default.
@@ -103,6 +142,10 @@ class CompressionConfig:
                 quant_method=defaults.quant_method,
                 act_order=defaults.act_order,
             )
+        if not self.prunes or self.nm is not None or self.profile == "uniform":
+            fields.update(profile="uniform", owl_m=OWL_M, owl_lambda=OWL_LAMBDA)
+        if not self.quantizes or self.bits in (min(MIXED_BITS), max(MIXED_BITS)):
+            fields.update(allocation="uniform")  # at the ends of MIXED_BITS every layer gets it
         if not (self.prunes and self.quantizes):
             fields.update(order=defaults.order, case=defaults.case)
         elif self.order != "prune_first":
@@ -121,12 +164,14 @@ class CompressionConfig:
         parts = []
         if c.prunes:
             amount = c.pattern if c.nm else f"{c.sparsity:.0%}"
-            parts.append(f"{c.prune_method}-{amount}")
+            owl = f"-owl-m{c.owl_m:g}-l{c.owl_lambda:g}" if c.profile == "owl" else ""
+            parts.append(f"{c.prune_method}-{amount}{owl}")
         if c.quantizes:
             group = "ch" if c.group_size is None else f"g{c.group_size}"
             sym = "sym" if c.symmetric else "asym"
             act = "-act" if c.act_order else ""
-            parts.append(f"{c.quant_method}-w{c.bits}-{group}-{sym}{act}")
+            width = f"mixed{c.bits}" if c.allocation == "mixed" else f"w{c.bits}"
+            parts.append(f"{c.quant_method}-{width}-{group}-{sym}{act}")
         if c.prunes and c.quantizes:
             parts.append(c.order + (f"-case{c.case}" if c.order == "prune_first" else ""))
         return " ".join(parts) or "base"

@@ -33,6 +33,7 @@ from sweep.compress.calibration import (
 )
 from sweep.compress.config import CompressionConfig
 from sweep.compress.layer import compress_weight, needed_stats, quant_spec
+from sweep.compress.profile import LayerProfile, empty_profile, layer_plan, measure_profile
 from sweep.compress.rtn import QuantGrid
 
 MODES = ("cached", "sequential")
@@ -86,6 +87,7 @@ class CompressionResult:
     zero_fraction: float  # fraction of exact zeros in the final compressible weights
     seconds: float
     layers: dict[str, float] = field(default_factory=dict)  # per-layer pruned fraction
+    bits: dict[str, int] = field(default_factory=dict)  # per-layer bit-width (16: not quantized)
     calibration_s: float = 0.0  # time spent on calibration forward passes and statistics
     stats_from_cache: bool = False  # statistics reused from a CalibrationCache (no forward pass)
     grids: dict[str, QuantGrid] = field(default_factory=dict)  # on the CPU
@@ -100,6 +102,8 @@ class _InPlaceCompressor:
     ) -> None:
         self.total = self.pruned = self.zeros = 0
         self.layers: dict[str, float] = {}
+        self.bits: dict[str, int] = {}
+        self.plan: dict[str, tuple[float, int]] | None = None
         self.record_grids = record_grids
         self.storage_dtype = storage_dtype
         self.grids: dict[str, QuantGrid] = {}
@@ -107,6 +111,8 @@ class _InPlaceCompressor:
     def compress(
         self, name: str, layer: nn.Linear, config: CompressionConfig, stats: LayerStats | None
     ) -> None:
+        if self.plan is not None:
+            config = config.for_layer(*self.plan[name])
         grid = None
         if self.record_grids and config.quantizes:
             rows, cols = layer.weight.shape
@@ -123,6 +129,7 @@ class _InPlaceCompressor:
         self.pruned += n_pruned
         self.zeros += int((weight == 0).sum())
         self.layers[name] = n_pruned / n
+        self.bits[name] = config.bits
 
     def result(self, start: float, calibration_s: float, from_cache: bool) -> CompressionResult:
         return CompressionResult(
@@ -130,6 +137,7 @@ class _InPlaceCompressor:
             zero_fraction=self.zeros / self.total,
             seconds=time.perf_counter() - start,
             layers=self.layers,
+            bits=self.bits,
             calibration_s=calibration_s,
             stats_from_cache=from_cache,
             grids=self.grids,
@@ -314,16 +322,23 @@ def compress_model(
 
     calibration = _check_calibration(calibration, mode)
     hessian = "hessian" in need
+    key = None if cache is None else calibration_key(model, calibration)
+    plan_s = 0.0
+    if config.non_uniform:
+        t = time.perf_counter()
+        compressor.plan = _layer_plan(
+            model, config, calibration, cache, key, hessian, batch_size, progress
+        )
+        plan_s = time.perf_counter() - t
     if mode == "sequential":
         calibration_s = _compress_sequential(
             model, config, calibration, hessian, batch_size, compressor
         )
-        return compressor.result(start, calibration_s, False)
+        return compressor.result(start, plan_s + calibration_s, False)
 
     # The base model's statistics, block by block: read back from the cache, or collected
     # (and written to it) as the walk goes, each block compressed once its statistics and
     # outputs are taken. Either way one block's statistics are held at a time.
-    key = None if cache is None else calibration_key(model, calibration)
     from_cache = cache is not None and cache.has(key, hessian)
     if from_cache:
         source = _Timed(cache.blocks(key))
@@ -338,8 +353,38 @@ def compress_model(
         for name, layer in linears.items():
             compressor.compress(name, layer, config, stats[name])
         del stats
-    calibration_s = 0.0 if from_cache else source.seconds
+    calibration_s = plan_s + (0.0 if from_cache else source.seconds)
     return compressor.result(start, calibration_s, from_cache)
+
+
+def _layer_plan(
+    model: nn.Module,
+    config: CompressionConfig,
+    calibration: torch.Tensor,
+    cache: CalibrationCache | None,
+    key: str | None,
+    hessian: bool,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, tuple[float, int]]:
+    """Each layer's (sparsity, bits) under a non-uniform ``config``, from the base model (which
+    ``model`` still is). What the plan reads is measured once and kept beside the cache entry;
+    measuring it fills the entry first, so a trial reads the statistics of the cache from then
+    on."""
+    linears = block_linears(model)
+    stored = None if cache is None or key is None else cache.read_profile(key)
+    profile = empty_profile(linears) if stored is None else LayerProfile.from_dict(stored)
+    if profile.lacks(config):
+        if cache is not None and key is not None:
+            if not cache.has(key, hessian):
+                cache.put(key, block_stats(model, calibration, hessian, batch_size, progress))
+            source = cache.blocks(key)
+        else:
+            source = block_stats(model, calibration, hessian, batch_size, progress)
+        measure_profile(profile, linears, source, config)
+        if cache is not None and key is not None:
+            cache.write_profile(key, profile.to_dict())
+    return layer_plan(config, profile)
 
 
 def _compress_sequential(

@@ -33,6 +33,11 @@ def needed_stats(config: CompressionConfig) -> frozenset[str]:
         need |= QUANTIZERS.needs(config.quant_method)
     if uses_joint_pass(config):
         need |= JOINT_PRUNERS.needs(config.prune_method)
+    c = config.canonical()
+    if c.profile == "owl":  # OWL weighs weights by their inputs' norms, as Wanda does
+        need |= {"sq_norms"}
+    if c.allocation == "mixed":  # each layer's error at each width is measured on its Hessian
+        need |= {"hessian"}
     return need
 
 

@@ -108,7 +108,10 @@ def write_bundle(
     name = source.study if source.trial is None else f"{source.study}-trial-{source.trial}"
     one = trial_spec(bundle.spec, config, name, runner.fingerprint)
     write_trial_spec(one, out / TRIAL_SPEC, header)
-    (out / RECIPE).write_text(recipe_yaml(config))
+    widths: dict[int, list[str]] = {}
+    for layer, grid in grids.items():
+        widths.setdefault(grid.bits, []).append(layer)
+    (out / RECIPE).write_text(recipe_yaml(config, widths))
     checkpoint_bytes = (out / "model.safetensors").stat().st_size
     record = {
         "source": source.to_dict(),

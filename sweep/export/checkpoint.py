@@ -35,7 +35,7 @@ from compressed_tensors.quantization import (
 from safetensors.torch import save_file
 from torch import nn
 
-from sweep.compress.config import CompressionConfig
+from sweep.compress.config import MIXED_BITS, CompressionConfig
 from sweep.compress.driver import compressible_linears
 from sweep.compress.rtn import QuantGrid
 from sweep.export import ExportError
@@ -43,11 +43,12 @@ from sweep.export import ExportError
 WEIGHTS_FILE = "model.safetensors"
 
 
-def quantization_args(config: CompressionConfig) -> QuantizationArgs:
-    """The compressed-tensors description of ``config``'s weight grid."""
+def quantization_args(config: CompressionConfig, bits: int | None = None) -> QuantizationArgs:
+    """The compressed-tensors description of ``config``'s weight grid (at ``bits``, for one
+    width of a mixed allocation)."""
     grouped = config.group_size is not None
     return QuantizationArgs(
-        num_bits=config.bits,
+        num_bits=config.bits if bits is None else bits,
         type="int",
         symmetric=config.symmetric,
         strategy=QuantizationStrategy.GROUP if grouped else QuantizationStrategy.CHANNEL,
@@ -56,15 +57,27 @@ def quantization_args(config: CompressionConfig) -> QuantizationArgs:
     )
 
 
-def quantization_config(config: CompressionConfig, ignore: list[str]) -> QuantizationConfig:
-    """One scheme for every Linear except those in ``ignore``, stored pack-quantized."""
-    scheme = QuantizationScheme(
-        targets=["Linear"],
-        weights=quantization_args(config),
-        format=CompressionFormat.pack_quantized.value,
-    )
+def quantization_config(
+    config: CompressionConfig, ignore: list[str], widths: dict[int, list[str]] | None = None
+) -> QuantizationConfig:
+    """One scheme for every Linear except those in ``ignore``, stored pack-quantized; with
+    ``widths`` (bits -> module names, a mixed allocation), one scheme per bit-width targeting
+    its layers by name, named ``group_0``, ``group_1``... from the fewest bits up, so that the
+    groups' sorted order (the order vLLM matches them in) is that one."""
+    fmt = CompressionFormat.pack_quantized.value
+    if widths is None:
+        schemes = {"group_0": QuantizationScheme(
+            targets=["Linear"], weights=quantization_args(config), format=fmt
+        )}  # fmt: skip
+    else:
+        schemes = {
+            f"group_{i}": QuantizationScheme(
+                targets=sorted(widths[bits]), weights=quantization_args(config, bits), format=fmt
+            )
+            for i, bits in enumerate(sorted(widths))
+        }
     return QuantizationConfig(
-        config_groups={"group_0": scheme},
+        config_groups=schemes,
         format=CompressionFormat.pack_quantized.value,
         quantization_status=QuantizationStatus.COMPRESSED,
         ignore=ignore,
@@ -121,7 +134,6 @@ def checkpoint_tensors(
         if extra:
             raise ExportError(f"grids recorded for layers the engine does not compress: {extra}")
         quantized = {name: linears[name] for name in grids}
-    scheme = quantization_config(config, []).config_groups["group_0"]
     weight_of = {id(layer.weight): name for name, layer in quantized.items()}
 
     tensors: dict[str, torch.Tensor] = {}
@@ -133,12 +145,15 @@ def checkpoint_tensors(
         if id(value) in weight_of:
             name = weight_of[id(value)]
             grid = grids[name]
-            if (grid.bits, grid.group_size, grid.symmetric) != (
-                config.bits,
-                config.group_size,
-                config.symmetric,
+            mixed = config.canonical().allocation == "mixed"
+            if (grid.group_size, grid.symmetric) != (config.group_size, config.symmetric) or (
+                grid.bits != config.bits and not (mixed and grid.bits in MIXED_BITS)
             ):
                 raise ExportError(f"{name}: its recorded grid is not the one {config.key()} uses")
+            scheme = QuantizationScheme(
+                targets=[name], weights=quantization_args(config, grid.bits),
+                format=CompressionFormat.pack_quantized.value,
+            )  # fmt: skip
             packed = pack_linear(name, value.detach().cpu(), grid, scheme, dtype)
             prefix = key.removesuffix("weight")
             tensors.update({prefix + k: v.contiguous() for k, v in packed.items()})
@@ -176,7 +191,12 @@ def write_checkpoint(
     if config.quantizes:
         quantized = set(grids)
         ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        qconfig = quantization_config(config, [n for n in ignore if n not in quantized])
+        widths = None
+        if config.canonical().allocation == "mixed":
+            widths = {}
+            for name, grid in grids.items():
+                widths.setdefault(grid.bits, []).append(name)
+        qconfig = quantization_config(config, [n for n in ignore if n not in quantized], widths)
         ModelCompressor(quantization_config=qconfig).update_config(str(out_dir))
     if getattr(model, "generation_config", None) is not None:
         model.generation_config.save_pretrained(out_dir)

@@ -30,6 +30,8 @@ def _pruning_stage(c: CompressionConfig) -> dict[str, Any]:
     structure = c.pattern if c.nm else "0:0"
     common = {"sparsity": c.target_sparsity, "mask_structure": structure,
               "targets": ["Linear"], "ignore": list(IGNORE)}  # fmt: skip
+    if c.profile == "owl" and c.prune_method in ("sparsegpt", "wanda"):
+        common.update(sparsity_profile="owl", owl_m=round(c.owl_m), owl_lmbda=c.owl_lambda)
     if c.prune_method == "sparsegpt":
         modifier = {"SparseGPTModifier": {**common, "dampening_frac": DAMPENING,
                                           "block_size": BLOCK_SIZE}}  # fmt: skip
@@ -46,8 +48,14 @@ def _pruning_stage(c: CompressionConfig) -> dict[str, Any]:
     return {"pruning_modifiers": modifier}
 
 
-def _quant_stage(c: CompressionConfig) -> dict[str, Any]:
+def _quant_stage(c: CompressionConfig, widths: dict[int, list[str]] | None) -> dict[str, Any]:
     groups = {"group_0": {"targets": ["Linear"], "weights": _weights(c)}}
+    if c.allocation == "mixed" and widths:
+        groups = {
+            f"group_{i}": {"targets": sorted(widths[bits]), "weights": {**_weights(c),
+                                                                        "num_bits": bits}}
+            for i, bits in enumerate(sorted(widths))
+        }  # fmt: skip
     if c.quant_method == "gptq":
         gptq = {"dampening_frac": DAMPENING, "block_size": BLOCK_SIZE}
         modifier = {"GPTQModifier": {"config_groups": groups, "ignore": list(IGNORE), **gptq}}
@@ -82,23 +90,41 @@ def recipe_limits(config: CompressionConfig) -> list[str]:
                 "the joint one-pass SparseGPT with a quantizer (Optimal Brain Compression) is "
                 "not expressible: the recipe prunes with SparseGPT, then quantizes with GPTQ"
             )
+    if c.profile == "owl":
+        notes.append(
+            "OWL's layer sparsities differ a little: llm-compressor weighs weights by each "
+            "sample's input norm averaged over samples, the engine by the root mean square over "
+            "tokens, and the engine narrows the band when a layer would leave [0, 0.99]"
+            + ("; magnitude pruning has no OWL profile there at all"
+               if c.prune_method == "magnitude" else "")
+        )  # fmt: skip
+        if c.owl_m != round(c.owl_m):
+            notes.append(f"llm-compressor's owl_m is an integer: {c.owl_m:g} becomes "
+                         f"{round(c.owl_m)}")  # fmt: skip
+    if c.allocation == "mixed":
+        notes.append(
+            "llm-compressor does not allocate bit-widths: the recipe lists, as one config group "
+            "per width, the allocation this trial's error model made (sweep.compress.profile)"
+        )
     return notes
 
 
-def recipe(config: CompressionConfig) -> dict[str, Any]:
-    """The recipe as a mapping of stages (pruning first unless the config quantizes first)."""
+def recipe(config: CompressionConfig, widths: dict[int, list[str]] | None = None) -> dict[str, Any]:
+    """The recipe as a mapping of stages (pruning first unless the config quantizes first);
+    ``widths`` (bits -> module names) is the allocation of a mixed config."""
     c = config.canonical()
     stages: list[tuple[str, dict[str, Any]]] = []
     if c.prunes:
         stages.append(("pruning_stage", _pruning_stage(c)))
     if c.quantizes:
-        stage = ("quant_stage", _quant_stage(c))
+        stage = ("quant_stage", _quant_stage(c, widths))
         stages.insert(0, stage) if c.order == "quant_first" else stages.append(stage)
     return dict(stages)
 
 
-def recipe_yaml(config: CompressionConfig) -> str:
-    """The recipe as YAML, headed by comments naming the configuration and the recipe's limits."""
+def recipe_yaml(config: CompressionConfig, widths: dict[int, list[str]] | None = None) -> str:
+    """The recipe as YAML, headed by comments naming the configuration and the recipe's limits
+    (``widths``: see ``recipe``)."""
     c = config.canonical()
     lines = [f"# llm-compressor recipe for: {c.key()}"]
     lines += ["# Use: oneshot(model=..., dataset=..., recipe='recipe.yaml')"]
@@ -108,5 +134,5 @@ def recipe_yaml(config: CompressionConfig) -> str:
         for note in limits:
             wrapped = textwrap.wrap(note, 96, initial_indent="# - ", subsequent_indent="#   ")
             lines += wrapped
-    body = yaml.safe_dump(recipe(c), sort_keys=False) if c.prunes or c.quantizes else "{}\n"
+    body = yaml.safe_dump(recipe(c, widths), sort_keys=False) if c.prunes or c.quantizes else "{}\n"
     return "\n".join(lines) + "\n" + body

@@ -47,3 +47,32 @@ def test_joint_order_without_a_one_pass_pruner_is_prune_first_case_b():
     joint = CompressionConfig(sparsity=0.5, prune_method="wanda", bits=4, order="joint", case="A")
     two_step = CompressionConfig(sparsity=0.5, prune_method="wanda", bits=4, case="B")
     assert joint.key() == two_step.key() == "wanda-50% rtn-w4-g128-asym prune_first-caseB"
+
+
+def test_non_uniform_fields_without_effect_fall_away():
+    owl = dict(sparsity=0.5, profile="owl", owl_lambda=0.05)
+    assert CompressionConfig(**owl).key() == "magnitude-50%-owl-m5-l0.05"
+    assert CompressionConfig(**owl).non_uniform
+    assert CompressionConfig(sparsity=0.0, profile="owl").key() == "base"  # nothing to spread
+    assert CompressionConfig(sparsity=0.5, owl_lambda=0.2).key() == "magnitude-50%"
+    mixed = CompressionConfig(bits=3, allocation="mixed")
+    assert mixed.key() == "rtn-mixed3-g128-asym" and mixed.non_uniform
+    for ends in (2, 8):  # at the ends of the widths on offer every layer gets the budget
+        assert not CompressionConfig(bits=ends, allocation="mixed").non_uniform
+    one_layer = CompressionConfig(**owl, bits=3, allocation="mixed").for_layer(0.42, 4)
+    assert (one_layer.sparsity, one_layer.bits, one_layer.non_uniform) == (0.42, 4, False)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"pattern": "2:4", "profile": "owl"}, "unstructured"),
+        ({"sparsity": 0.5, "profile": "owl", "owl_lambda": 0.6}, "owl_lambda"),
+        ({"profile": "flat"}, "profile must be one of"),
+        ({"bits": 16, "allocation": "mixed"}, "average"),
+        ({"bits": 4, "allocation": "greedy"}, "allocation must be one of"),
+    ],
+)
+def test_bad_non_uniform_values_are_refused(fields, message):
+    with pytest.raises(ValueError, match=message):
+        CompressionConfig(**fields)

@@ -1,6 +1,8 @@
 """The exported checkpoint loads with ``from_pretrained``, gives the logits of the compressed model
 that was evaluated, and is as large as the real compression ratio says."""
 
+import json
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -9,12 +11,14 @@ from sweep.calibration_data import calibration_batches
 from sweep.compress import CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.driver import compressible_linears
 from sweep.demo import CALIBRATION_FILE, MODEL_DIR
+from sweep.evaluate import Scores
 from sweep.export.bundle import ExportError
 from sweep.export.checkpoint import WEIGHTS_FILE, write_checkpoint
 from sweep.metrics import packed_linear_bytes, real_compression_ratio
 from sweep.model import WeightSnapshot, load_model, tensor_inventory
+from sweep.record import BaseReference
 from sweep.spec import CalibrationSpec
-from sweep.trial import storage_dtype
+from sweep.trial import measure, storage_dtype
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,3 +126,42 @@ def test_group_size_that_does_not_divide_the_input_is_refused(demo, tmp_path):
     grids = demo.compress(config).grids
     with pytest.raises(ExportError, match="multiple of the group size"):
         write_checkpoint(demo.model, demo.tokenizer, config, grids, tmp_path, demo.dtype)
+
+
+def test_mixed_allocation_reloads_exactly_and_weighs_what_its_ratio_says(demo, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    config = CompressionConfig(
+        sparsity=0.25, prune_method="wanda", profile="owl", owl_lambda=0.1, bits=3,
+        quant_method="gptq", group_size=64, allocation="mixed",
+    )  # fmt: skip
+    result = demo.compress(config)
+    widths = sorted(set(result.bits.values()))
+    assert len(widths) >= 2 and len(set(result.layers.values())) >= 2  # layers really differ
+    out = write_checkpoint(demo.model, demo.tokenizer, config, result.grids, tmp_path, demo.dtype)
+
+    groups = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
+    assert [groups[g]["weights"]["num_bits"] for g in sorted(groups)] == widths
+    for g in groups.values():
+        assert all(result.bits[name] == g["weights"]["num_bits"] for name in g["targets"])
+    assert sum(len(g["targets"]) for g in groups.values()) == len(result.bits)
+
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = demo.model(demo.probe).logits
+        got = reloaded(demo.probe).logits
+    assert float((got - expected).abs().max()) <= LOGITS_TOLERANCE
+
+    base_bytes = sum(t.rows * t.cols * 2 for t in demo.inventory)
+    bits = {f"{name}.weight": b for name, b in result.bits.items()}
+    ratio = real_compression_ratio(demo.inventory, bits, config.group_size, config.symmetric)
+    m = measure(config, result, Scores({"t": 0.6}, None), BaseReference({"t": 0.8}, {"t": 0.25}),
+                demo.inventory, {})  # fmt: skip
+    assert m.real_ratio == pytest.approx(ratio, rel=1e-12)
+    sizes = {n: layer.weight.numel() for n, layer in compressible_linears(demo.model).items()}
+    kept_bits = sum(sizes[n] * (1 - result.layers[n]) * result.bits[n] for n in sizes)
+    assert m.tcr == pytest.approx(1 - kept_bits / (16 * sum(sizes.values())), abs=1e-12)
+    size = (out / WEIGHTS_FILE).stat().st_size
+    with open(out / WEIGHTS_FILE, "rb") as f:
+        header = 8 + int.from_bytes(f.read(8), "little")  # names and shapes: ~100 bytes a tensor
+    assert size - header == pytest.approx(base_bytes / ratio, rel=1e-6)

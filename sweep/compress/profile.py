@@ -1,0 +1,125 @@
+"""What a non-uniform configuration reads of the base model, layer by layer, and the per-layer
+plan it makes of it.
+
+A ``LayerProfile`` holds, for the compressible Linears of one model and calibration set: their
+sizes and blocks, each block's OWL outlier ratio (per M), and each layer's relative error at
+each bit-width (per grid shape: group size and symmetry). It is measured from the base model's
+weights and calibration statistics, once: kept beside the calibration cache's entry, later
+trials read it without touching a Hessian.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from sweep.compress.allocation import allocate_bits, owl_sparsities, relative_error
+from sweep.compress.calibration import LayerStats
+from sweep.compress.config import MIXED_BITS, CompressionConfig
+from sweep.compress.wanda import wanda_scores
+
+
+def grid_name(group_size: int | None, symmetric: bool) -> str:
+    """``g128-asym``, ``ch-sym``...: the key of one grid shape's errors."""
+    group = "ch" if group_size is None else f"g{group_size}"
+    return f"{group}-{'sym' if symmetric else 'asym'}"
+
+
+@dataclass
+class LayerProfile:
+    """Per-layer facts of a base model that the non-uniform allocations read."""
+
+    sizes: dict[str, int]  # weights of each compressible Linear, by parameter-free module name
+    blocks: dict[str, int]  # the transformer block each one is in
+    outliers: dict[str, list[float]] = field(default_factory=dict)  # str(M) -> one per block
+    errors: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)  # grid -> layer
+
+    def lacks(self, config: CompressionConfig) -> bool:
+        """Whether ``config``'s plan needs something not measured yet."""
+        if config.profile == "owl" and str(config.owl_m) not in self.outliers:
+            return True
+        grid = grid_name(config.group_size, config.symmetric)
+        return config.allocation == "mixed" and grid not in self.errors
+
+    def to_dict(self) -> dict:
+        return {"sizes": self.sizes, "blocks": self.blocks, "outliers": self.outliers,
+                "errors": self.errors}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LayerProfile:
+        errors = {
+            g: {name: {int(b): e for b, e in per_bits.items()} for name, per_bits in layers.items()}
+            for g, layers in data.get("errors", {}).items()
+        }
+        return cls(data["sizes"], data["blocks"], data.get("outliers", {}), errors)
+
+
+def empty_profile(linears: list[dict[str, nn.Linear]]) -> LayerProfile:
+    """The sizes and blocks of ``linears`` (one mapping per block), nothing measured yet."""
+    sizes, blocks = {}, {}
+    for index, block in enumerate(linears):
+        for name, layer in block.items():
+            sizes[name] = layer.weight.numel()
+            blocks[name] = index
+    return LayerProfile(sizes, blocks)
+
+
+def measure_profile(
+    profile: LayerProfile,
+    linears: list[dict[str, nn.Linear]],
+    stats: Iterable[dict[str, LayerStats]],
+    config: CompressionConfig,
+) -> None:
+    """Add to ``profile`` what ``config`` needs and it lacks, from the base model's ``linears``
+    (one mapping per block, holding the base weights) and their ``stats`` (one mapping per block,
+    in block order, with Hessians when the config allocates bits)."""
+    m = config.owl_m if config.profile == "owl" else None
+    grid = grid_name(config.group_size, config.symmetric)
+    want_errors = config.allocation == "mixed" and grid not in profile.errors
+    want_outliers = m is not None and str(m) not in profile.outliers
+    ratios: list[float] = []
+    errors: dict[str, dict[int, float]] = {}
+    for block, block_stats in zip(linears, stats, strict=True):
+        if want_outliers:
+            assert m is not None
+            scores = [wanda_scores(layer.weight, block_stats[n].sq_norms) for n, layer in
+                      block.items()]  # fmt: skip
+            total = sum(float(s.sum()) for s in scores)
+            mean = total / sum(s.numel() for s in scores)
+            over = sum(float((s > m * mean).sum()) for s in scores)
+            ratios.append(over / sum(s.numel() for s in scores))
+        if want_errors:
+            for name, layer in block.items():
+                hessian = block_stats[name].hessian
+                if hessian is None:
+                    raise ValueError(f"{name}: mixed bit-widths need Hessian statistics")
+                errors[name] = {
+                    b: relative_error(layer.weight, hessian, b, config.group_size,
+                                      config.symmetric)
+                    for b in MIXED_BITS
+                }  # fmt: skip
+    if want_outliers:
+        profile.outliers[str(m)] = ratios
+    if want_errors:
+        profile.errors[grid] = errors
+
+
+def layer_plan(config: CompressionConfig, profile: LayerProfile) -> dict[str, tuple[float, int]]:
+    """Each layer's (sparsity, bits) under ``config``: OWL's sparsity per block, bits allocated
+    under the config's bit-width as average budget, or the config's own where uniform."""
+    names = list(profile.sizes)
+    sparsity = {n: config.sparsity for n in names}
+    if config.profile == "owl":
+        ratios = profile.outliers[str(config.owl_m)]
+        block_sizes = [0] * len(ratios)
+        for n in names:
+            block_sizes[profile.blocks[n]] += profile.sizes[n]
+        per_block = owl_sparsities(ratios, block_sizes, config.sparsity, config.owl_lambda)
+        sparsity = {n: per_block[profile.blocks[n]] for n in names}
+    bits = {n: config.bits for n in names}
+    if config.allocation == "mixed":
+        errors = profile.errors[grid_name(config.group_size, config.symmetric)]
+        bits = allocate_bits(errors, profile.sizes, config.bits)
+    return {n: (sparsity[n], bits[n]) for n in names}

@@ -1,0 +1,104 @@
+"""Non-uniform configurations through the engine: the plan, what it keeps, and what it stores."""
+
+import math
+
+import pytest
+import torch
+
+from sweep.compress.calibration import CalibrationCache, calibration_key
+from sweep.compress.config import CompressionConfig
+from sweep.compress.driver import compress_model, compressible_linears
+from sweep.compress.profile import LayerProfile
+from sweep.evaluate import Scores
+from sweep.metrics import FULL_BITS, packed_linear_bytes
+from sweep.model import WeightSnapshot, tensor_inventory
+from sweep.record import BaseReference
+from sweep.trial import measure
+from tests.compress.test_driver import ForwardCounter, tiny_llama
+
+OWL = CompressionConfig(
+    sparsity=0.6, prune_method="wanda", profile="owl", owl_m=2.0, owl_lambda=0.1
+)
+MIXED = CompressionConfig(bits=3, quant_method="gptq", group_size=32, allocation="mixed")
+BASE = BaseReference({"t": 0.8}, {"t": 0.25})
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    return torch.randint(0, 96, (6, 24), generator=torch.Generator().manual_seed(1))
+
+
+def _sizes(model):
+    return {n: layer.weight.numel() for n, layer in compressible_linears(model).items()}
+
+
+def test_owl_keeps_the_mean_sparsity_and_its_trial_counts_each_layer(calibration):
+    model = tiny_llama()
+    inventory = tensor_inventory(model)
+    result = compress_model(model, OWL, False, calibration=calibration)
+    sizes = _sizes(model)
+    assert len({round(p, 3) for p in result.layers.values()}) == 2  # one sparsity per block
+    mean = sum(sizes[n] * p for n, p in result.layers.items()) / sum(sizes.values())
+    assert mean == pytest.approx(0.6, abs=1e-3)  # up to rounding each layer's count
+    zeros = {n: int((layer.weight == 0).sum()) / layer.weight.numel()
+             for n, layer in compressible_linears(model).items()}  # fmt: skip
+    assert zeros == pytest.approx(result.layers)
+
+    m = measure(OWL, result, Scores({"t": 0.6}, None), BASE, inventory, {})
+    kept = sum(sizes[n] * (1 - zeros[n]) for n in sizes)  # by hand, from the weights
+    assert m.tcr == pytest.approx(1 - kept / sum(sizes.values()), abs=1e-12)
+    capacity = sum(sizes[n] * math.sqrt(1 - zeros[n]) for n in sizes) / sum(sizes.values())
+    assert m.capacity == pytest.approx(capacity, abs=1e-12)
+    assert m.srcr == pytest.approx(m.sr / capacity)
+    assert m.layers is not None and set(m.layers) == set(sizes)
+
+
+def test_mixed_bits_meet_the_budget_and_their_ratio_counts_each_layer(calibration):
+    # a random model's layers all round alike: every layer gets 3 bits here (the demo model's
+    # do not: tests/export/test_checkpoint.py)
+    model = tiny_llama()
+    inventory = tensor_inventory(model)
+    result = compress_model(model, MIXED, False, calibration=calibration, record_grids=True)
+    sizes = _sizes(model)
+    assert {g.bits for g in result.grids.values()} <= {2, 3, 4, 8}
+    assert {n: g.bits for n, g in result.grids.items()} == result.bits
+    assert sum(sizes[n] * b for n, b in result.bits.items()) == 3 * sum(sizes.values())
+
+    m = measure(MIXED, result, Scores({"t": 0.6}, None), BASE, inventory, {})
+    weights = sum(sizes.values())
+    assert m.tcr == pytest.approx(1 - 3 * weights / (FULL_BITS * weights), abs=1e-12)
+    dense = sum(t.rows * t.cols * 2 for t in inventory)
+    written = sum(t.rows * t.cols * 2 for t in inventory if not t.compressible)
+    for name, layer in compressible_linears(model).items():
+        rows, cols = layer.weight.shape
+        bits = result.bits[name]
+        codes = rows * math.ceil(cols * bits / 32) * 4
+        groups = math.ceil(cols / 32)
+        written += codes + rows * groups * 2 + math.ceil(rows * bits / 32) * groups * 4 + 16
+        assert packed_linear_bytes(rows, cols, bits, 32, False) == codes + rows * groups * 2 + (
+            math.ceil(rows * bits / 32) * groups * 4 + 16
+        )
+    assert m.real_ratio == pytest.approx(dense / written, rel=1e-12)
+
+
+def test_the_profile_is_measured_once_and_kept_beside_the_cache(calibration, tmp_path):
+    model = tiny_llama()
+    snapshot = WeightSnapshot(model)
+    key = calibration_key(model, calibration)
+    cache = CalibrationCache(tmp_path)
+    first = compress_model(model, MIXED, False, calibration=calibration, cache=cache)
+    stored = cache.read_profile(key)
+    assert stored is not None and "g32-asym" in LayerProfile.from_dict(stored).errors
+    first_weights = {n: w.weight.clone() for n, w in compressible_linears(model).items()}
+
+    snapshot.restore()
+    counter = ForwardCounter(model)
+    again = compress_model(model, MIXED, False, calibration=calibration,
+                           cache=CalibrationCache(tmp_path))  # fmt: skip
+    assert counter.calls == 0 and again.stats_from_cache and again.bits == first.bits
+    assert all(torch.equal(first_weights[n], w.weight) for n, w in
+               compressible_linears(model).items())  # fmt: skip
+
+    snapshot.restore()  # without a cache: measured for this call, the same plan
+    alone = compress_model(model, MIXED, False, calibration=calibration)
+    assert alone.bits == first.bits
