@@ -33,7 +33,7 @@ SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
 .PHONY: install sweep test lint dashboard status report export chromium demo-model demo-criteria bench \
-        bench-engine bench-search bench-fidelity bench-memory clean
+        bench-engine bench-search bench-fidelity bench-memory bench-allocation clean
 
 install: $(STAMP)
 
@@ -82,7 +82,7 @@ dashboard: $(STAMP)
 	$(VENV)/bin/sweep dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --port $(PORT)
 
 # Benchmarks print ratios measured side by side in one run, and write bench-results/*.json.
-bench: bench-engine bench-search bench-fidelity bench-memory
+bench: bench-engine bench-search bench-fidelity bench-memory bench-allocation
 
 bench-engine: $(STAMP)
 	$(PY) -m bench.engine $(if $(MODEL),--model $(MODEL))
@@ -93,6 +93,9 @@ bench-search: $(STAMP)
 GRIDS ?= demo
 bench-fidelity: $(STAMP)
 	$(PY) -m bench.fidelity --grids $(GRIDS)
+
+bench-allocation: $(STAMP)
+	$(PY) -m bench.allocation $(if $(MODELS),--models $(MODELS))
 
 bench-memory: $(STAMP)
 	$(PY) -m bench.memory $(if $(MODEL),--model $(MODEL))
