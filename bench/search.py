@@ -7,10 +7,11 @@ a budget counts new configurations (a configuration asked for again is told its 
 costs nothing); we report the hypervolume of the front after k new configurations relative to
 the whole grid's, and the number of new configurations needed to reach 95% of it.
 
-Two grids: ``demo`` is the demo study's whole space (every configuration ``make sweep`` can
+Three grids: ``demo`` is the demo study's whole space (every configuration ``make sweep`` can
 propose), on which the default sampler must reach 95% within a quarter of the grid; ``core`` is
 a smaller grid inside it (SparseGPT and GPTQ only), where one configuration holds almost all of
-the hypervolume and the search is a hunt for it.
+the hypervolume and the search is a hunt for it; ``non-uniform`` is the core grid with OWL's
+sparsity profile and mixed bit-widths as further choices (``sweep.compress.profile``).
 
 Run: ``make bench-search`` (or ``python -m bench.search``).
 """
@@ -49,6 +50,13 @@ CORE_GRID = {
     "orders": ["prune_first", "joint"],
     "cases": ["B"],
 }
+# The core grid with non-uniform compression: OWL's profile and mixed bit-widths as choices.
+NON_UNIFORM_GRID = {
+    **CORE_GRID,
+    "profiles": ["uniform", "owl"],
+    "allocations": ["uniform", "mixed"],
+}
+GRIDS = {"demo": None, "core": CORE_GRID, "non-uniform": NON_UNIFORM_GRID}
 
 
 def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float] = (0.0, 0.0)):
@@ -72,8 +80,8 @@ def add_to_front(front: list[tuple[float, float]], point: tuple[float, float]) -
 def bench_spec(grid: str) -> StudySpec:
     demo = load_spec(Path("studies/demo.yaml"))
     update: dict = {"name": "bench-search"}
-    if grid == "core":
-        update["search"] = SearchSpace(**CORE_GRID)
+    if GRIDS[grid] is not None:
+        update["search"] = SearchSpace(**GRIDS[grid])
     return demo.model_copy(update=update)
 
 
@@ -200,12 +208,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS))
-    parser.add_argument("--grids", nargs="+", default=["demo", "core"], choices=["demo", "core"])
+    parser.add_argument("--grids", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     args = parser.parse_args()
     console = Console()
     RESULTS.mkdir(exist_ok=True)
     default = load_spec(Path("studies/demo.yaml")).sampler.name
-    rows = []
+    path = RESULTS / "search.json"
+    kept = json.loads(path.read_text()) if path.exists() else []
+    rows = [r for r in kept if r["grid"] not in args.grids]
     for grid in args.grids:
         mine = bench_grid(grid, args.samplers, args.seeds, console)
         rows += mine
@@ -220,7 +230,7 @@ def main() -> None:
             f"configurations to reach 95% of the grid's hypervolume; a quarter of the grid is "
             f"{grid_size / 4:g}: it {verdict} the quarter"
         )
-    (RESULTS / "search.json").write_text(json.dumps(rows, indent=1))
+    path.write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

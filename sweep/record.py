@@ -123,6 +123,7 @@ _REUSED = "reused"
 _FAIL_REASON = "fail_reason"
 _INTERRUPTED = "interrupted"
 _SURPLUS = "surplus"
+_LAYER_SUMMARY = "per_layer"  # a non-uniform plan in a few words (Measurement.layer_summary)
 # Written last of a measurement's attributes, and read as "this trial holds a measurement": a
 # worker reading a trial while another stores it (one attribute at a time) never sees half of one.
 _MEASURED = "srcr"
@@ -186,6 +187,8 @@ class TrialRecord:
             attrs[_RUN] = self.run
         if self.measurement is not None:
             attrs.update(self.measurement.to_dict())
+            if self.measurement.layers:  # the dashboard shows attributes as they are
+                attrs[_LAYER_SUMMARY] = self.measurement.layer_summary
         flags = {_REUSED: self.reused, _INTERRUPTED: self.interrupted, _SURPLUS: self.surplus}
         attrs.update({k: True for k, on in flags.items() if on})
         if self.fail_reason is not None:

@@ -78,3 +78,21 @@ def test_a_record_read_while_it_is_being_stored_never_holds_half_a_measurement()
     TrialRecord(trial.number, TrialState.RUNNING, CONFIG, MEASURED).store(ReadAfterEachWrite())
     assert seen[-1] == MEASURED
     assert all(m is None for m in seen[:-1])
+
+
+def test_a_non_uniform_plan_is_stored_with_its_trial_and_summarised():
+    from dataclasses import replace
+
+    plan = {"l0.q": [0.42, 3], "l0.up": [0.58, 4], "l1.q": [0.5, 4], "l1.up": [0.5, 2]}
+    measured = replace(MEASURED, layers=plan, capacity=0.354)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trial = study.ask()
+    TrialRecord(trial.number, TrialState.COMPLETE, CONFIG, measured).store(trial)
+    study.tell(trial, [measured.srcr, measured.tcr])
+    (back,) = trial_records(study)
+    assert back.measurement == measured
+    summary = "bits 2:25% 3:25% 4:50%; sparsity 0.42-0.58"
+    assert measured.layer_summary == summary
+    assert study.trials[0].user_attrs["per_layer"] == summary  # what the dashboard shows
+    assert replace(MEASURED).layer_summary == "" and "per_layer" not in TrialRecord(
+        0, TrialState.COMPLETE, CONFIG, MEASURED).to_user_attrs()  # fmt: skip

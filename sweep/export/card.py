@@ -40,6 +40,10 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
     ]
     fields = c.to_dict() | {"target_sparsity": round(c.target_sparsity, 6)}
     lines += [f"| {k} | `{v}` |" for k, v in fields.items()]
+    if m.layers:
+        lines += ["", "Layers differ (`bits` is their average, `sparsity` their mean): "
+                  f"{m.layer_summary}. Each layer's choice is in `measurements.json` "
+                  "(`measured.layers`: module -> [pruned fraction, bits]).", ""]  # fmt: skip
     lines += ["", "## Measurements", "", "| metric | value |", "|---|---|"]
     for metric in METRICS.values():
         value = m.value(metric.name)
@@ -55,7 +59,8 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
         "",
         "Sr is the mean over tasks of max(0, n(compressed)) / n(base), with n a score normalised "
         "so that random guessing is 0 and a perfect score 1; SrCr divides Sr by "
-        "sqrt(1 - s) * log2(q) / 4 (s the sparsity, q the bit-width).",
+        "sqrt(1 - s) * log2(q) / 4 (s the sparsity, q the bit-width; averaged over the layers, "
+        "weighted by their sizes, when layers differ).",
         "",
         "## Use",
         "",

@@ -26,6 +26,10 @@ def single_config_space(config: CompressionConfig) -> SearchSpace:
         quant_methods=[c.quant_method],
         orders=[c.order],
         cases=[c.case],
+        profiles=[c.profile],
+        owl_lambdas=[c.owl_lambda],
+        owl_ms=[c.owl_m],
+        allocations=[c.allocation],
     )
 
 
