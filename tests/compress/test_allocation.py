@@ -70,3 +70,12 @@ def test_relative_error_is_the_output_error_of_rounding_and_falls_with_bits(laye
     rounded = rtn_quantize(layer.w, 3, 32, False)
     direct = (layer.x @ (rounded - layer.w).T).norm() ** 2 / (layer.x @ layer.w.T).norm() ** 2
     assert errors[1] == pytest.approx(float(direct), rel=1e-4)
+
+
+def test_bit_allocation_of_odd_sizes_stays_within_a_unit_of_the_budget():
+    sizes = {f"l{i}": 576 * 1537 + i * 7919 for i in range(6)}  # no useful common divisor
+    errors = {n: {2: 1.0, 3: 0.2, 4: 0.05, 8: 0.0} for n in sizes}
+    errors["l0"] = {2: 100.0, 3: 50.0, 4: 1.0, 8: 0.0}  # one layer that 3 bits break
+    got = allocate_bits(errors, sizes, 3)
+    mean = sum(sizes[n] * got[n] for n in sizes) / sum(sizes.values())
+    assert abs(mean - 3) < 1e-3 and len(set(got.values())) > 1
