@@ -33,7 +33,7 @@ SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
 .PHONY: install sweep test lint dashboard status report export chromium demo-model demo-criteria bench \
-        bench-engine bench-search bench-fidelity bench-memory bench-allocation clean
+        bench-engine bench-search bench-fidelity bench-memory bench-allocation bench-profile clean
 
 install: $(STAMP)
 
@@ -96,6 +96,9 @@ bench-fidelity: $(STAMP)
 
 bench-allocation: $(STAMP)
 	$(PY) -m bench.allocation $(if $(MODELS),--models $(MODELS))
+
+bench-profile: $(STAMP)
+	$(PY) -m bench.profile --model $(or $(MODEL),smollm2-135m)
 
 bench-memory: $(STAMP)
 	$(PY) -m bench.memory $(if $(MODEL),--model $(MODEL))
