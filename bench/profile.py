@@ -3,8 +3,8 @@ calibration cache, its time grouped into the engine's steps.
 
 Steps: reading the cache (``torch.load`` of a block's statistics), the inverse Hessian's
 Cholesky factorisations, rounding onto the grid (``rtn.py``), SparseGPT's mask selection
-(``topk``), the column loop (its indexing, rank-1 updates and Python), the lazy block updates
-(the matrix products), and the rest (copies, the driver). A study's
+(``topk``), the kernels' loops (their indexing, rank-1 updates, lazy block products and Python),
+and the rest (copies, the driver). A study's
 later trials pay exactly this; its first also pays the calibration forward passes, which
 ``make bench-engine`` reports as the cold time.
 
@@ -33,17 +33,16 @@ RESULTS = Path("bench-results")
 SPECS = {"demo": Path("studies/demo.yaml"), "smollm2-135m": Path("studies/smollm2-paper.yaml")}
 GROUP = {"demo": 128, "smollm2-135m": 64}
 # step -> substrings of cProfile's function labels ("file:line(name)" or "{method 'x' ...}").
-# Tensor indexing is a C slot that cProfile does not see: it counts in the caller's own time,
-# which is why a kernel's own time is its column loop.
+# Tensor indexing and the @ and -= operators are C slots that cProfile does not see: they count
+# in the caller's own time, so a kernel's own time holds its column loop and its block products.
 STEPS = {
     "read the cache": ("_load_block", "_read_ahead", "serialization.py", "_weights_only_unpickler",
                        "posix"),
     "Cholesky (inverse Hessian)": ("cholesky",),
     "rounding onto the grid": ("rtn.py", "round", "clamp"),
     "mask selection (SparseGPT)": ("topk", "'sort'", "argsort", "scatter", "magnitude.py"),
-    "column loop (indexing, rank-1 updates, Python)": ("gptq.py", "sparsegpt.py", "'addr_'",
-                                                        "'div_'", "'mul_'"),
-    "lazy block updates (matmul)": ("matmul", "'sub_'"),
+    "kernel loops (indexing, rank-1 and block updates, Python)": (
+        "gptq.py", "sparsegpt.py", "'addr_'", "'div_'", "'mul_'", "'sub_'", "matmul"),
 }  # fmt: skip
 
 
