@@ -82,7 +82,7 @@ dashboard: $(STAMP)
 	$(VENV)/bin/sweep dashboard $(STUDY) $(if $(STORAGE),--storage $(STORAGE)) --port $(PORT)
 
 # Benchmarks print ratios measured side by side in one run, and write bench-results/*.json.
-bench: bench-engine bench-search bench-fidelity bench-memory bench-allocation
+bench: bench-engine bench-profile bench-search bench-fidelity bench-memory bench-allocation
 
 bench-engine: $(STAMP)
 	$(PY) -m bench.engine $(if $(MODEL),--model $(MODEL))
