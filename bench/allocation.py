@@ -193,35 +193,44 @@ def summarise(rows: list[dict], console: Console) -> None:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    """Sr of every pair, uniform against its non-uniform form, one panel per model (PNG where
-    kaleido can run, else HTML beside it)."""
+    """Each uniform configuration against its non-uniform form: Sr (above the diagonal, the
+    non-uniform form is better) and perplexity (below it, better); PNG where kaleido can run,
+    else HTML beside it."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     from sweep.plots import PngUnavailable, write_html, write_png
 
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    fig = make_subplots(rows=1, cols=len(models), subplot_titles=models)
-    for col, model in enumerate(models, 1):
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "Sr (higher is better)", "word perplexity (lower is better, log scale)"))  # fmt: skip
+    symbols = {"demo": "circle", "smollm2-135m": "diamond"}
+    colours = {0.8125: "#1f77b4", 0.875: "#d62728"}
+    for model in dict.fromkeys(r["model"] for r in rows):
         for r in (r for r in rows if r["model"] == model):
-            for p in r["pairs"]:
-                u, n = p["uniform"], p["non_uniform"]
-                shown = col == 1 and r is rows[0] and p is r["pairs"][0]
+            pairs = [p for p in r["pairs"] if p["non_uniform"] is not None]
+            for col, metric in ((1, "sr"), (2, "perplexity")):
                 fig.add_trace(go.Scatter(
-                    x=[u["tcr"]], y=[u["sr"]], mode="markers", name="uniform",
-                    marker={"color": "#1f77b4", "size": 9}, hovertext=u["config"],
-                    showlegend=shown, legendgroup="u",
+                    x=[p["uniform"][metric] for p in pairs],
+                    y=[p["non_uniform"][metric] for p in pairs],
+                    mode="markers", name=f"{model}, TCr {r['tcr']:.2%}", showlegend=col == 1,
+                    legendgroup=f"{model}{r['tcr']}",
+                    hovertext=[f"{p['uniform']['config']} → {p['non_uniform']['config']}"
+                               for p in pairs],
+                    marker={"symbol": symbols.get(model, "circle"), "size": 11,
+                            "color": colours.get(r["tcr"], "grey")},
                 ), row=1, col=col)  # fmt: skip
-                if n is not None:
-                    fig.add_trace(go.Scatter(
-                        x=[u["tcr"], n["tcr"]], y=[u["sr"], n["sr"]], mode="lines+markers",
-                        name="non-uniform (OWL, mixed bits)", hovertext=["", n["config"]],
-                        marker={"color": "#ff7f0e", "size": [0, 11], "symbol": "triangle-up"},
-                        line={"color": "grey", "width": 1}, showlegend=shown, legendgroup="n",
-                    ), row=1, col=col)  # fmt: skip
-        fig.update_xaxes(title_text="TCr", row=1, col=col)
-        fig.update_yaxes(title_text="Sr", row=1, col=col)
-    fig.update_layout(width=520 * len(models), height=430, title="uniform vs non-uniform")
+    for col, metric, log in ((1, "sr", False), (2, "perplexity", True)):
+        values = [p[side][metric] for r in rows for p in r["pairs"] if p["non_uniform"]
+                  for side in ("uniform", "non_uniform")]  # fmt: skip
+        lo, hi = min(values), max(values)
+        diagonal = go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", showlegend=False,
+                              line={"color": "grey", "dash": "dot"})  # fmt: skip
+        fig.add_trace(diagonal, row=1, col=col)
+        kind = "log" if log else "linear"
+        fig.update_xaxes(title_text="uniform", type=kind, row=1, col=col)
+        fig.update_yaxes(title_text="non-uniform (OWL, mixed bits)", type=kind, row=1, col=col)
+    fig.update_layout(width=1150, height=480,
+                      title="each uniform configuration against its non-uniform form")  # fmt: skip
     try:
         write_png(fig, path)
     except PngUnavailable:
