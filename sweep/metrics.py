@@ -74,9 +74,8 @@ def layerwise_capacity(layers: Iterable[LayerShare]) -> float:
     total = sum(layer.weights for layer in layers)
     if total == 0:
         raise ValueError("no compressible weights")
-    return sum(layer.weights * capacity_kept(layer.sparsity, layer.bits) for layer in layers) / (
-        total
-    )
+    weighted = sum(layer.weights * capacity_kept(layer.sparsity, layer.bits) for layer in layers)
+    return weighted / total
 
 
 def normalised_score(score: float, random_score: float) -> float:
