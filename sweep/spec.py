@@ -228,7 +228,7 @@ class StagesSpec(_Strict):
     min_docs: int = Field(50, gt=0)  # at least this many documents of each task in stage 1
     z: float = Field(2.5, gt=0.0)  # stage 1's interval: estimate +/- z standard errors
     seed: int = 0  # draws the sample; the same sample for every trial of a study
-    kl_tokens: int = Field(4096, gt=0)  # held-out tokens of the KL proxy
+    kl_tokens: int = Field(1024, gt=0)  # held-out tokens of the KL proxy
     kl_seq_len: int = Field(256, gt=1)
 
     @field_validator("mode", mode="before")
