@@ -40,7 +40,7 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> CompressionConfig
         fields["quant_method"] = _pick(trial, "quant_method", space.quant_methods)
         fields["group_size"] = _pick(trial, "group_size", space.group_sizes)
         fields["symmetric"] = _pick(trial, "symmetric", space.symmetric)
-        if bits in MIXED_BITS:
+        if min(MIXED_BITS) < bits < max(MIXED_BITS):  # at either end every layer gets `bits`
             fields["allocation"] = _pick(trial, "allocation", space.allocations)
     if prunes and quantizes:
         fields["order"] = _pick(trial, "order", space.orders)

@@ -67,7 +67,7 @@ def test_sparsity_grid_hits_both_ends(step):
 
 def test_non_uniform_variables_are_asked_only_where_they_act():
     space = SearchSpace(
-        sparsity={"values": [0.0, 0.5]}, patterns=["unstructured", "2:4"], bits=[3, 16],
+        sparsity={"values": [0.0, 0.5]}, patterns=["unstructured", "2:4"], bits=[2, 3, 16],
         profiles=["uniform", "owl"], owl_lambdas=[0.04, 0.08], allocations=["uniform", "mixed"],
     )  # fmt: skip
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
@@ -79,10 +79,11 @@ def test_non_uniform_variables_are_asked_only_where_they_act():
         assert ("profile" in params) == (cfg.pattern == "unstructured" and cfg.sparsity > 0)
         assert ("owl_lambda" in params) == (cfg.profile == "owl")
         assert "owl_m" not in params  # one choice: fixed
-        assert ("allocation" in params) == cfg.quantizes
+        assert ("allocation" in params) == (cfg.bits == 3)  # at 2 bits every layer gets 2
         assert cfg.canonical() in all_configs(space)
         seen.add(cfg.key())
         study.tell(trial, 0.0)
-    # unstructured 50%: 3 profiles x (16-bit, 3-bit x 2 allocations); 2:4 and dense: 1 x 3 each
+    # unstructured 50%: 3 profiles x (16-bit, 2-bit, 3-bit x 2 allocations); 2:4 and dense:
+    # 1 x 4 each
     keys = {c.key() for c in all_configs(space)}
-    assert len(keys) == 3 * 3 + 3 + 3 and seen <= keys and len(seen) >= 12
+    assert len(keys) == 3 * 4 + 4 + 4 and seen <= keys and len(seen) >= 15
