@@ -98,7 +98,7 @@ bench-allocation: $(STAMP)
 	$(PY) -m bench.allocation $(if $(MODELS),--models $(MODELS))
 
 bench-profile: $(STAMP)
-	$(PY) -m bench.profile --model $(or $(MODEL),smollm2-135m)
+	$(PY) -m bench.engine_profile --model $(or $(MODEL),smollm2-135m)
 
 bench-memory: $(STAMP)
 	$(PY) -m bench.memory $(if $(MODEL),--model $(MODEL))
