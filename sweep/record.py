@@ -77,7 +77,7 @@ class Measurement:
 
     @property
     def layer_summary(self) -> str:
-        """The plan in a few words: share of weights per bit-width, range of sparsity."""
+        """The plan in a few words: share of layers per bit-width, range of sparsity."""
         return summarise_layers(self.layers) if self.layers else ""
 
     @property

@@ -88,20 +88,12 @@ class SearchSpace(_Strict):
     @field_validator("prune_methods")
     @classmethod
     def _pruners(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if name not in PRUNERS:
-                raise ValueError(unknown_name_message("pruning method", name, PRUNERS.names()))
-        return _non_empty(v)
+        return _known(v, "pruning method", PRUNERS.names())
 
     @field_validator("quant_methods")
     @classmethod
     def _quantizers(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if name not in QUANTIZERS:
-                raise ValueError(
-                    unknown_name_message("quantization method", name, QUANTIZERS.names())
-                )
-        return _non_empty(v)
+        return _known(v, "quantization method", QUANTIZERS.names())
 
     @field_validator("bits")
     @classmethod
@@ -122,26 +114,17 @@ class SearchSpace(_Strict):
     @field_validator("orders")
     @classmethod
     def _orders(cls, v: list[str]) -> list[str]:
-        for o in v:
-            if o not in ORDERS:
-                raise ValueError(unknown_name_message("order", o, list(ORDERS)))
-        return _non_empty(v)
+        return _known(v, "order", list(ORDERS))
 
     @field_validator("profiles")
     @classmethod
     def _profiles(cls, v: list[str]) -> list[str]:
-        for p in v:
-            if p not in PROFILES:
-                raise ValueError(unknown_name_message("sparsity profile", p, list(PROFILES)))
-        return _non_empty(v)
+        return _known(v, "sparsity profile", list(PROFILES))
 
     @field_validator("allocations")
     @classmethod
     def _allocations(cls, v: list[str]) -> list[str]:
-        for a in v:
-            if a not in ALLOCATIONS:
-                raise ValueError(unknown_name_message("bit allocation", a, list(ALLOCATIONS)))
-        return _non_empty(v)
+        return _known(v, "bit allocation", list(ALLOCATIONS))
 
     @field_validator("owl_lambdas")
     @classmethod
@@ -169,6 +152,15 @@ def _non_empty(v: list) -> list:
     if not v:
         raise ValueError("must list at least one choice")
     return v
+
+
+def _known(v: list[str], kind: str, allowed: list[str]) -> list[str]:
+    """``v``, a non-empty list of names from ``allowed``; an error naming the first that is not
+    (and the nearest allowed name)."""
+    for name in v:
+        if name not in allowed:
+            raise ValueError(unknown_name_message(kind, name, allowed))
+    return _non_empty(v)
 
 
 class TaskSpec(_Strict):

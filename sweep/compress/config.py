@@ -19,6 +19,12 @@ OWL_LAMBDA = 0.08
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
+def grid_name(group_size: int | None, symmetric: bool) -> str:
+    """``g128-asym``, ``ch-sym``...: a quantization grid's shape, as keys name it."""
+    group = "ch" if group_size is None else f"g{group_size}"
+    return f"{group}-{'sym' if symmetric else 'asym'}"
+
+
 def parse_pattern(pattern: str) -> tuple[int, int] | None:
     """``"unstructured"`` -> None; ``"N:M"`` -> (N, M): at most N of every M weights kept."""
     if pattern == UNSTRUCTURED:
@@ -167,11 +173,9 @@ class CompressionConfig:
             owl = f"-owl-m{c.owl_m:g}-l{c.owl_lambda:g}" if c.profile == "owl" else ""
             parts.append(f"{c.prune_method}-{amount}{owl}")
         if c.quantizes:
-            group = "ch" if c.group_size is None else f"g{c.group_size}"
-            sym = "sym" if c.symmetric else "asym"
             act = "-act" if c.act_order else ""
             width = f"mixed{c.bits}" if c.allocation == "mixed" else f"w{c.bits}"
-            parts.append(f"{c.quant_method}-{width}-{group}-{sym}{act}")
+            parts.append(f"{c.quant_method}-{width}-{grid_name(c.group_size, c.symmetric)}{act}")
         if c.prunes and c.quantizes:
             parts.append(c.order + (f"-case{c.case}" if c.order == "prune_first" else ""))
         return " ".join(parts) or "base"

@@ -371,10 +371,11 @@ def _layer_plan(
     ``model`` still is). What the plan reads is measured once and kept beside the cache entry;
     measuring it fills the entry first, so a trial reads the statistics of the cache from then
     on."""
+    config = config.canonical()  # what has no effect is neither measured nor planned
     linears = block_linears(model)
     stored = None if cache is None or key is None else cache.read_profile(key)
     profile = empty_profile(linears) if stored is None else LayerProfile.from_dict(stored)
-    if profile.lacks(config):
+    if any(profile.missing(config)):
         if cache is not None and key is not None:
             if not cache.has(key, hessian):
                 cache.put(key, block_stats(model, calibration, hessian, batch_size, progress))

@@ -17,14 +17,8 @@ from torch import nn
 
 from sweep.compress.allocation import allocate_bits, owl_sparsities, relative_error
 from sweep.compress.calibration import LayerStats
-from sweep.compress.config import MIXED_BITS, CompressionConfig
+from sweep.compress.config import MIXED_BITS, CompressionConfig, grid_name
 from sweep.compress.wanda import wanda_scores
-
-
-def grid_name(group_size: int | None, symmetric: bool) -> str:
-    """``g128-asym``, ``ch-sym``...: the key of one grid shape's errors."""
-    group = "ch" if group_size is None else f"g{group_size}"
-    return f"{group}-{'sym' if symmetric else 'asym'}"
 
 
 @dataclass
@@ -36,12 +30,14 @@ class LayerProfile:
     outliers: dict[str, list[float]] = field(default_factory=dict)  # str(M) -> one per block
     errors: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)  # grid -> layer
 
-    def lacks(self, config: CompressionConfig) -> bool:
-        """Whether ``config``'s plan needs something not measured yet."""
-        if config.profile == "owl" and str(config.owl_m) not in self.outliers:
-            return True
-        grid = grid_name(config.group_size, config.symmetric)
-        return config.allocation == "mixed" and grid not in self.errors
+    def missing(self, config: CompressionConfig) -> tuple[str | None, str | None]:
+        """What ``config``'s plan needs and is not measured yet: the outlier ratios' key (its M)
+        and the errors' key (its grid shape), each None when measured or not needed."""
+        m, grid = str(config.owl_m), grid_name(config.group_size, config.symmetric)
+        return (
+            m if config.profile == "owl" and m not in self.outliers else None,
+            grid if config.allocation == "mixed" and grid not in self.errors else None,
+        )
 
     def to_dict(self) -> dict:
         return {"sizes": self.sizes, "blocks": self.blocks, "outliers": self.outliers,
@@ -75,21 +71,17 @@ def measure_profile(
     """Add to ``profile`` what ``config`` needs and it lacks, from the base model's ``linears``
     (one mapping per block, holding the base weights) and their ``stats`` (one mapping per block,
     in block order, with Hessians when the config allocates bits)."""
-    m = config.owl_m if config.profile == "owl" else None
-    grid = grid_name(config.group_size, config.symmetric)
-    want_errors = config.allocation == "mixed" and grid not in profile.errors
-    want_outliers = m is not None and str(m) not in profile.outliers
+    want_outliers, want_errors = profile.missing(config)
     ratios: list[float] = []
     errors: dict[str, dict[int, float]] = {}
     for block, block_stats in zip(linears, stats, strict=True):
         if want_outliers:
-            assert m is not None
             scores = [wanda_scores(layer.weight, block_stats[n].sq_norms) for n, layer in
                       block.items()]  # fmt: skip
-            total = sum(float(s.sum()) for s in scores)
-            mean = total / sum(s.numel() for s in scores)
-            over = sum(float((s > m * mean).sum()) for s in scores)
-            ratios.append(over / sum(s.numel() for s in scores))
+            count = sum(s.numel() for s in scores)
+            mean = sum(float(s.sum()) for s in scores) / count
+            over = sum(float((s > config.owl_m * mean).sum()) for s in scores)
+            ratios.append(over / count)
         if want_errors:
             for name, layer in block.items():
                 hessian = block_stats[name].hessian
@@ -101,9 +93,9 @@ def measure_profile(
                     for b in MIXED_BITS
                 }  # fmt: skip
     if want_outliers:
-        profile.outliers[str(m)] = ratios
+        profile.outliers[want_outliers] = ratios
     if want_errors:
-        profile.errors[grid] = errors
+        profile.errors[want_errors] = errors
 
 
 def layer_plan(config: CompressionConfig, profile: LayerProfile) -> dict[str, tuple[float, int]]:

@@ -15,7 +15,7 @@ from sweep.compress import CompressionConfig
 from sweep.compress.rtn import QuantGrid
 from sweep.export import ExportError
 from sweep.export.card import model_card
-from sweep.export.checkpoint import write_checkpoint
+from sweep.export.checkpoint import grid_widths, write_checkpoint
 from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
@@ -108,10 +108,7 @@ def write_bundle(
     name = source.study if source.trial is None else f"{source.study}-trial-{source.trial}"
     one = trial_spec(bundle.spec, config, name, runner.fingerprint)
     write_trial_spec(one, out / TRIAL_SPEC, header)
-    widths: dict[int, list[str]] = {}
-    for layer, grid in grids.items():
-        widths.setdefault(grid.bits, []).append(layer)
-    (out / RECIPE).write_text(recipe_yaml(config, widths))
+    (out / RECIPE).write_text(recipe_yaml(config, grid_widths(grids)))
     checkpoint_bytes = (out / "model.safetensors").stat().st_size
     record = {
         "source": source.to_dict(),

@@ -57,6 +57,14 @@ def quantization_args(config: CompressionConfig, bits: int | None = None) -> Qua
     )
 
 
+def grid_widths(grids: dict[str, QuantGrid]) -> dict[int, list[str]]:
+    """The quantized layers by bit-width (bits -> module names): a mixed allocation's groups."""
+    widths: dict[int, list[str]] = {}
+    for name, grid in grids.items():
+        widths.setdefault(grid.bits, []).append(name)
+    return widths
+
+
 def quantization_config(
     config: CompressionConfig, ignore: list[str], widths: dict[int, list[str]] | None = None
 ) -> QuantizationConfig:
@@ -135,6 +143,8 @@ def checkpoint_tensors(
             raise ExportError(f"grids recorded for layers the engine does not compress: {extra}")
         quantized = {name: linears[name] for name in grids}
     weight_of = {id(layer.weight): name for name, layer in quantized.items()}
+    mixed = config.canonical().allocation == "mixed"
+    schemes: dict[int, QuantizationScheme] = {}  # by bit-width
 
     tensors: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -145,16 +155,16 @@ def checkpoint_tensors(
         if id(value) in weight_of:
             name = weight_of[id(value)]
             grid = grids[name]
-            mixed = config.canonical().allocation == "mixed"
             if (grid.group_size, grid.symmetric) != (config.group_size, config.symmetric) or (
                 grid.bits != config.bits and not (mixed and grid.bits in MIXED_BITS)
             ):
                 raise ExportError(f"{name}: its recorded grid is not the one {config.key()} uses")
-            scheme = QuantizationScheme(
-                targets=[name], weights=quantization_args(config, grid.bits),
-                format=CompressionFormat.pack_quantized.value,
-            )  # fmt: skip
-            packed = pack_linear(name, value.detach().cpu(), grid, scheme, dtype)
+            if grid.bits not in schemes:
+                schemes[grid.bits] = QuantizationScheme(
+                    targets=["Linear"], weights=quantization_args(config, grid.bits),
+                    format=CompressionFormat.pack_quantized.value,
+                )  # fmt: skip
+            packed = pack_linear(name, value.detach().cpu(), grid, schemes[grid.bits], dtype)
             prefix = key.removesuffix("weight")
             tensors.update({prefix + k: v.contiguous() for k, v in packed.items()})
         else:
@@ -191,11 +201,7 @@ def write_checkpoint(
     if config.quantizes:
         quantized = set(grids)
         ignore = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-        widths = None
-        if config.canonical().allocation == "mixed":
-            widths = {}
-            for name, grid in grids.items():
-                widths.setdefault(grid.bits, []).append(name)
+        widths = grid_widths(grids) if config.canonical().allocation == "mixed" else None
         qconfig = quantization_config(config, [n for n in ignore if n not in quantized], widths)
         ModelCompressor(quantization_config=qconfig).update_config(str(out_dir))
     if getattr(model, "generation_config", None) is not None:
