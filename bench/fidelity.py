@@ -70,7 +70,9 @@ def compute_grid(spec: StudySpec, path: Path, console: Console) -> dict[str, dic
 
     stored = json.loads(path.read_text()) if path.exists() else {}
     with prepare_runner(spec, Events(), progress=False) as runner:
-        context = [model_fingerprint(runner.model), runner.tasks_fingerprint]
+        # the stages' settings too: a KL over other tokens, or another sample, is another record
+        stages = spec.evaluation.stages.model_dump(mode="json", exclude={"mode"})
+        context = [model_fingerprint(runner.model), runner.tasks_fingerprint, stages]
         records = stored.get("records", {}) if stored.get("context") == context else {}
         configs = sorted(all_configs(spec.search), key=lambda c: c.key())
         base = runner.evaluate_base()
@@ -87,12 +89,14 @@ def compute_grid(spec: StudySpec, path: Path, console: Console) -> dict[str, dic
             t = time.perf_counter()
             runner.evaluator.score()  # the model still holds the compressed weights
             full_eval_s = time.perf_counter() - t
+            stage1_s = staged.timings["kl_s"] + staged.timings["sample_s"]
             records[config.key()] = {
                 "config": config.to_dict(),
                 "full": staged.to_dict(),
                 "estimated": estimated[0].to_dict(),
                 "eval_full_s": full_eval_s,
-                "eval_stage1_s": staged.timings["kl_s"] + staged.timings["sample_s"],
+                "eval_stage1_s": stage1_s,
+                "eval_tasks_s": stage1_s + staged.timings["rest_s"],
                 "eval_staged_full_s": staged.timings["evaluate_s"],
             }
             path.write_text(json.dumps({"context": context, "records": records}, indent=1))
@@ -114,7 +118,8 @@ def replay(
     )
     front: list[tuple[float, float]] = []
     told: dict[str, tuple[float, ...]] = {}
-    eval_s, stopped, asked, repeats = 0.0, [], 0, 0
+    eval_s, stopped, before_ppl, asked, repeats = 0.0, [], [], 0, 0
+    with_ppl = spec.evaluation.perplexity_task is not None
     while len(told) < n and repeats < REPEAT_LIMIT:
         trial = study.ask()
         asked += 1
@@ -133,6 +138,10 @@ def replay(
             told[key] = _values(estimated, spec.objectives)
             eval_s += r["eval_stage1_s"]
             stopped.append(key)
+        elif staged and with_ppl and dominated_by(_values(full, spec.objectives), front):
+            told[key] = _values(full, spec.objectives)  # exact, stopped before its perplexity
+            eval_s += r["eval_tasks_s"]
+            before_ppl.append(key)
         else:
             told[key] = _values(full, spec.objectives)
             eval_s += r["eval_staged_full_s"] if staged else r["eval_full_s"]
@@ -144,6 +153,7 @@ def replay(
         "eval_s": eval_s / max(1, len(told)),
         "hypervolume": hypervolume_2d(front),
         "stopped": stopped,
+        "before_ppl": before_ppl,
     }
 
 
@@ -189,7 +199,9 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
             replay(spec, records, mode == "staged", seed, n)
             for seed in track(range(seeds), description=f"{grid}: {mode}", console=console)
         ]
-        stopped_front = sorted({k for r in runs for k in r["stopped"] if k in on_front})
+        stopped_front = sorted(
+            {k for r in runs for k in r["stopped"] + r["before_ppl"] if k in on_front}
+        )
         rows.append(
             {
                 "grid": grid,
@@ -201,6 +213,9 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
                 "front_points_stopped": len(stopped_front) if mode == "staged" else 0,
                 "front_points_stoppable": len(worst_case) if mode == "staged" else 0,
                 "stopped_share": statistics.median(len(r["stopped"]) / r["distinct"] for r in runs),
+                "before_ppl_share": statistics.median(
+                    len(r["before_ppl"]) / r["distinct"] for r in runs
+                ),
                 "spearman_kl": spearman_kl,
                 "spearman_stage1": spearman_stage1,
                 "grid_size": len(records),
@@ -214,13 +229,15 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
 def summarise(rows: list[dict], console: Console) -> None:
     table = Table(title="staged vs full evaluation (medians over seeds)")
     columns = ("grid", "mode", "new configs", "trials", "eval s / config", "HV vs grid",
-               "stopped", "front pts stopped (run/worst)", "Spearman KL, stage 1")  # fmt: skip
+               "stopped: sample, before ppl", "front pts stopped (run/worst)",
+               "Spearman KL, stage 1")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
             r["grid"], r["mode"], f"{r['distinct']:g}", f"{r['trials']:g}", f"{r['eval_s']:.2f}",
-            f"{r['hypervolume']:.3f}", f"{r['stopped_share']:.0%}",
+            f"{r['hypervolume']:.3f}",
+            f"{r['stopped_share']:.0%}, {r.get('before_ppl_share', 0.0):.0%}",
             f"{r['front_points_stopped']} / {r['front_points_stoppable']} of {r['grid_front']}",
             f"{r['spearman_kl']:.2f}, {r['spearman_stage1']:.2f}",
         )  # fmt: skip

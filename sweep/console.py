@@ -12,6 +12,7 @@ from rich.table import Table
 
 from sweep.events import Events
 from sweep.metrics import METRICS
+from sweep.staging import SAMPLE, STOPPED
 
 if TYPE_CHECKING:
     from sweep.compress.config import CompressionConfig
@@ -86,7 +87,7 @@ class ConsoleEvents(Events):
 def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
     """One line for a computed trial: its metrics and where its time went."""
     shown = [f"{METRICS[k].label} {METRICS[k].show(m.value(k))}" for k in ("sr", "srcr", "tcr")]
-    if not m.full:
+    if m.stage == SAMPLE:
         shown[0] = f"Sr ~{m.sr:.3f} [{m.sr_low:.3f}, {m.sr_high:.3f}]"
     shown.append(f"ratio {METRICS['real_ratio'].show(m.real_ratio)}")
     if m.perplexity is not None:
@@ -96,7 +97,7 @@ def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
     if m.layers:
         shown.append(f"[{m.layer_summary}]")
     t = m.timings
-    stopped = "; [yellow]stopped after its sample[/]: dominated by the front" if not m.full else ""
+    stopped = f"; [yellow]{STOPPED[m.stage]}[/]: dominated by the front" if not m.full else ""
     return (
         f"  trial {number}: {config.key()}: {' '.join(shown)} "
         f"({t['calibration_s']:.1f}s calibrate, {t['compress_s']:.1f}s compress, "

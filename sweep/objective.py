@@ -143,10 +143,11 @@ class Objective:
     def _stop_rule(
         self, study: optuna.Study, config: CompressionConfig
     ) -> Callable[[Measurement], bool]:
-        """Whether a trial of ``config`` stops after its sample: when its best case (see
-        ``staging.optimistic``) is dominated by the study's front, its trials that had their
-        full evaluation and meet the constraints (read when asked). A configuration that
-        ``search.first`` names always gets the full evaluation."""
+        """Whether a trial of ``config`` stops where it is (after its sample, or before its
+        perplexity): when its best case (see ``staging.optimistic``) is dominated by the
+        study's front, its trials that had their full evaluation and meet the constraints (read
+        when asked). A configuration that ``search.first`` names always gets the full
+        evaluation."""
         objectives = self.context.spec.objectives
         if config.key() in self.first:
             return lambda estimated: False
@@ -199,8 +200,8 @@ class Objective:
                 self.repeats += 1
                 self.events.trial_reused(trial.number, config)
                 return values
-            # stopped after its sample against another study's front, and this study
-            # evaluates in full or its own front does not dominate it: compute it again
+            # stopped early against another study's front, and this study evaluates in
+            # full or its own front does not dominate it: compute it again
             claim = ctx.results.reopen(claim, trial.study.study_name, trial.number)
         self.repeats = 0
         try:

@@ -34,11 +34,12 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
     """One row per TCr point of the quantization-only trials (most compressed last).
 
     ``df`` is ``report.trials_frame``'s complete trials; those stopped after their sample
-    (estimates) are left out. Columns: ``tcr``, then for ``quant``
-    (the best quantization-only trial at that TCr) and ``joint`` (the best trial that prunes and
-    quantizes with TCr in [tcr, tcr + 1/16)): ``<side>_config``, ``<side>_tcr``, ``<side>_sr``
-    and ``<side>_sr:<task>``; and ``rel_diff = joint_sr / quant_sr - 1`` (the paper reports about
-    +20% on 7-8B models). A point with no joint trial in its band has NaN joint columns.
+    (estimates) are left out, those stopped before their perplexity (Sr exact) kept. Columns:
+    ``tcr``, then for ``quant`` (the best quantization-only trial at that TCr) and ``joint``
+    (the best trial that prunes and quantizes with TCr in [tcr, tcr + 1/16)): ``<side>_config``,
+    ``<side>_tcr``, ``<side>_sr`` and ``<side>_sr:<task>``; and
+    ``rel_diff = joint_sr / quant_sr - 1`` (the paper reports about +20% on 7-8B models). A point
+    with no joint trial in its band has NaN joint columns.
     """
     columns = ["tcr", "quant_config", "quant_tcr", "quant_sr", "joint_config", "joint_tcr",
                "joint_sr", "rel_diff"]  # fmt: skip

@@ -10,7 +10,7 @@ import pandas as pd
 
 from sweep.compress import CompressionConfig
 from sweep.metrics import METRICS
-from sweep.staging import SAMPLE
+from sweep.staging import FULL, SAMPLE, STOPPED, TASKS
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 INFEASIBLE = "outside the study's constraints"
@@ -51,7 +51,9 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
     if isinstance(row.get("layers"), str) and row["layers"]:
         lines.append(f"per layer: {row['layers']}")
     if row.get("stage") == SAMPLE:
-        lines.append(f"stopped after its sample: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
+        lines.append(f"{STOPPED[SAMPLE]}: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
+    elif row.get("stage") == TASKS:
+        lines.append(f"{STOPPED[TASKS]}: dominated by the front")
     lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]
     return "<br>".join(lines)
 
@@ -65,8 +67,8 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
     data = df.assign(family=families, hover=[_hover(r, tasks) for _, r in df.iterrows()])
     fig = go.Figure()
     for name, group in sorted(data.groupby("family"), key=lambda item: str(item[0])):
-        # a trial stopped after its sample (an estimate) is drawn hollow
-        stopped = group["stage"] == SAMPLE if "stage" in group else [False] * len(group)
+        # a trial that staged evaluation stopped (an estimate, or no perplexity) is drawn hollow
+        stopped = group["stage"] != FULL if "stage" in group else [False] * len(group)
         symbols = ["circle-open" if s else "circle" for s in stopped]
         fig.add_trace(
             go.Scatter(

@@ -65,8 +65,9 @@ class Measurement:
     perplexity: float | None
     task_scores: dict[str, float]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
-    # staged evaluation (``sweep.staging``): FULL, or SAMPLE when the trial stopped after its
-    # sample (then task scores and Sr are estimates, Sr in [sr_low, sr_high], no perplexity)
+    # staged evaluation (``sweep.staging``): FULL; SAMPLE when the trial stopped after its
+    # sample (then task scores and Sr are estimates, Sr in [sr_low, sr_high], no perplexity);
+    # TASKS when it stopped before the perplexity task (Sr exact, no perplexity)
     stage: str = FULL
     kl: float | None = None  # KL proxy: base vs compressed next-token distributions, nats
     sr_low: float | None = None
@@ -168,7 +169,7 @@ class TrialRecord:
 
     @property
     def measured(self) -> bool:
-        """Complete, with a measurement (full, or stopped after its sample)."""
+        """Complete, with a measurement (full, or stopped early by staged evaluation)."""
         return self.state == TrialState.COMPLETE and self.measurement is not None
 
     @property

@@ -73,8 +73,8 @@ def pareto_mask(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 
 def front(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> pd.DataFrame:
     """The Pareto front of ``y`` against ``x`` among the trials that meet the study's
-    constraints and had their full evaluation (a trial stopped after its sample is never on
-    it), one row per configuration, sorted by ``x``."""
+    constraints and had their full evaluation (a trial that staged evaluation stopped is
+    never on it), one row per configuration, sorted by ``x``."""
     if df.empty:
         return df
     full = df["stage"] == FULL if "stage" in df else True

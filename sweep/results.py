@@ -195,7 +195,7 @@ class ResultsTable:
 
     def reopen(self, claim: Claim, study: str, trial: int) -> Claim:
         """Take back a computed row whose result falls short for this study (a trial that
-        stopped after its sample against another study's front): own it, or, when another
+        staged evaluation stopped against another study's front): own it, or, when another
         worker took it first, wait for that worker's result as ``claim`` does."""
         row = self.get(claim.key)
         if row is not None and row["status"] == "done" and self._take_over(row, study, trial):

@@ -1,12 +1,17 @@
-"""Staged evaluation: when a trial stops after its sample, and when it earns the full one.
+"""Staged evaluation: when a trial stops early, and when it earns the full evaluation.
 
 A trial first measures the KL proxy (``sweep.proxy``, stored, not decisive) and its tasks on a
 fixed sample of documents (``sweep.subsample``), which gives Sr with an interval. Its optimistic
 point is its exact TCr and ratio with Sr at the top of that interval (and SrCr from it). If a
 trial of the study that had its full evaluation, and meets the study's constraints, is at least
 as good on every objective and better on one, the optimistic point is dominated: the trial
-stops, keeping what it measured, and is never drawn on a front. Otherwise it gets the rest of the
-evaluation. Optuna's pruners refuse multi-objective studies, so this decision is the tool's own.
+stops (stage SAMPLE), keeping what it measured, and is never drawn on a front. Otherwise the rest
+of every task's documents are scored, which makes Sr exact; the same test is asked again of the
+exact point, and a trial that is dominated now stops before the perplexity task (stage TASKS).
+Perplexity is never an objective, and a front only grows, so a point dominated once is never on
+a front: what it skips is a figure no front, table or export of the study would show. Only a
+trial that may be on the front pays for every stage. Optuna's pruners refuse multi-objective
+studies, so this decision is the tool's own.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ if TYPE_CHECKING:
     from sweep.record import Measurement
 
 FULL = "full"  # a measurement's stage: every document of every task, and the perplexity task
+TASKS = "tasks"  # every document of every task (Sr exact), no perplexity: dominated when exact
 SAMPLE = "sample"  # stopped after the sample: task scores estimated, no perplexity
+STOPPED = {SAMPLE: "stopped after its sample", TASKS: "stopped before its perplexity"}
 
 
 def sr_bounds(

@@ -30,7 +30,7 @@ from sweep.metrics import (
 from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
-from sweep.staging import FULL, SAMPLE, estimated_scores, sr_bounds
+from sweep.staging import FULL, SAMPLE, TASKS, estimated_scores, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
 
 
@@ -103,7 +103,8 @@ def measure(
 @dataclass
 class _StagedOutcome:
     """What a staged evaluation gives: the scores (estimated, when it stopped after its
-    sample), the KL proxy, the seconds of its stages, and where it stopped."""
+    sample; without perplexity, when it stopped before it), the KL proxy, the seconds of its
+    stages, and where it stopped."""
 
     scores: Scores
     kl: float
@@ -248,8 +249,9 @@ class TrialRunner:
         With ``stop`` and a base reference that holds samples, the evaluation is staged: the
         KL proxy, then each task's sample, which gives an estimated measurement (Sr its point
         estimate, in [sr_low, sr_high]); when ``stop`` says so for it, the trial ends there,
-        measured at stage SAMPLE. Otherwise the rest of the documents and the perplexity task
-        run.
+        measured at stage SAMPLE. Otherwise the rest of the documents run, which makes Sr
+        exact; when ``stop`` says so for the exact measurement, the trial ends at stage TASKS,
+        without the perplexity task. Otherwise the perplexity task runs.
         """
         evaluator = self._evaluator()
         staged = stop is not None and base.samples is not None
@@ -320,6 +322,7 @@ class TrialRunner:
         if stop(stopped):
             return _StagedOutcome(estimated, kl, timings, SAMPLE, low, high)
         on_phase("evaluate the rest")
+        t = time.perf_counter()
         tasks = {}
         for task in evaluator.spec.tasks:
             sample = samples[task.name]
@@ -330,5 +333,18 @@ class TrialRunner:
                 tasks[task.name] = pooled_score(sample, in_sample[task.name], rest)
             else:  # a group: lm-eval's own aggregate over the whole of it
                 tasks[task.name] = evaluator.task_score(task)
-        ppl = evaluator.perplexity() if evaluator.spec.perplexity_task else None
+        timings["rest_s"] = time.perf_counter() - t
+        if not evaluator.spec.perplexity_task:
+            return _StagedOutcome(Scores(tasks, None), kl, timings)
+        exact = replace(
+            measure(config, compressed, Scores(tasks, None), base, self.inventory, {}),
+            stage=TASKS,
+            kl=kl,
+        )
+        if stop(exact):
+            return _StagedOutcome(Scores(tasks, None), kl, timings, TASKS)
+        on_phase("perplexity")
+        t = time.perf_counter()
+        ppl = evaluator.perplexity()
+        timings["perplexity_s"] = time.perf_counter() - t
         return _StagedOutcome(Scores(tasks, ppl), kl, timings)

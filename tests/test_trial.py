@@ -7,7 +7,7 @@ import pytest
 from sweep.compress import CompressionConfig
 from sweep.events import Events
 from sweep.spec import load_spec
-from sweep.staging import FULL, SAMPLE
+from sweep.staging import FULL, SAMPLE, TASKS
 from sweep.subsample import draw_sample
 from sweep.workers import prepare_runner
 
@@ -51,7 +51,27 @@ def test_a_trial_that_goes_on_measures_exactly_what_the_full_evaluation_does(sta
     assert staged.sr == pytest.approx(full.sr, abs=1e-9)
     assert staged.perplexity == pytest.approx(full.perplexity)
     assert full.kl is None and staged.kl > 0
-    assert {"kl_s", "sample_s"} <= set(staged.timings)
+    assert {"kl_s", "sample_s", "rest_s", "perplexity_s"} <= set(staged.timings)
+
+
+def test_a_trial_dominated_once_exact_stops_before_its_perplexity(staged_runner):
+    runner, base = staged_runner
+    asked = []
+
+    def stop(m):
+        asked.append(m)
+        return m.stage == TASKS  # go on after the sample, stop once Sr is exact
+
+    stopped = runner.run(TWO_BIT, base, stop=stop).measurement
+    full = runner.run(TWO_BIT, base).measurement
+    sample, exact = asked
+    assert sample.stage == SAMPLE and exact.stage == TASKS
+    assert stopped.stage == TASKS and not stopped.full
+    assert stopped.perplexity is None and full.perplexity is not None
+    assert stopped.task_scores == pytest.approx(full.task_scores, abs=1e-9)
+    assert stopped.sr == pytest.approx(full.sr, abs=1e-9) and exact.sr == stopped.sr
+    assert stopped.srcr == pytest.approx(full.srcr, abs=1e-9) and stopped.tcr == full.tcr
+    assert "rest_s" in stopped.timings and "perplexity_s" not in stopped.timings
 
 
 def test_a_stopped_trial_keeps_an_interval_holding_its_full_sr(staged_runner):
@@ -85,6 +105,7 @@ def test_a_sample_of_every_document_is_the_full_evaluation(staged_runner):
     asked = []
     staged = runner.run(TWO_BIT, whole, stop=lambda m: asked.append(m) or False).measurement
     full = runner.run(TWO_BIT, base).measurement
-    (estimated,) = asked
+    estimated, exact = asked
     assert estimated.sr_low == estimated.sr == estimated.sr_high == pytest.approx(full.sr)
+    assert exact.stage == TASKS and exact.sr == pytest.approx(full.sr)
     assert staged.task_scores == pytest.approx(full.task_scores, abs=1e-9)

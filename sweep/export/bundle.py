@@ -20,6 +20,7 @@ from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
 from sweep.spec import StudySpec
+from sweep.staging import SAMPLE, STOPPED, TASKS
 from sweep.trial import TrialRunner
 
 TRIAL_SPEC = "sweep-trial.yaml"
@@ -56,12 +57,12 @@ def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
     SrCr among those that meet the study's constraints (the top of the SrCr-against-compression
     front)."""
     records = [r for r in trial_records(study, TrialState.COMPLETE) if r.measured]
-    stopped = {r.number for r in records if not r.fully_measured}
+    stopped = {r.number: r.measurement.stage for r in records if not r.fully_measured}
     if number in stopped:
+        why = {SAMPLE: "its Sr is an estimate", TASKS: "it has no perplexity"}[stopped[number]]
         raise ExportError(
-            f"trial {number} of {study.study_name!r} stopped after its sample (its Sr is an "
-            "estimate, and the study's front dominated it): export a trial that had its full "
-            "evaluation"
+            f"trial {number} of {study.study_name!r} {STOPPED[stopped[number]]} ({why}, and "
+            "the study's front dominated it): export a trial that had its full evaluation"
         )
     complete = [r for r in records if r.fully_measured]
     if not complete:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from bench.fidelity import bench_spec, grid_front, replay
 from sweep.metrics import srcr, theoretical_compression_rate
 from sweep.record import Measurement
@@ -29,7 +31,8 @@ def _records(width: float) -> dict[str, dict]:
                              "sr_low": sr - width, "sr_high": sr + width})  # fmt: skip
         out[c.key()] = {
             "config": c.to_dict(), "full": m.to_dict(), "estimated": est.to_dict(),
-            "eval_full_s": 10.0, "eval_stage1_s": 2.5, "eval_staged_full_s": 10.5,
+            "eval_full_s": 10.0, "eval_stage1_s": 2.5, "eval_tasks_s": 5.0,
+            "eval_staged_full_s": 10.5,
         }  # fmt: skip
     return out
 
@@ -44,10 +47,15 @@ def test_staged_replay_stops_dominated_configurations_and_never_a_front_one():
     # TPE may stall a little short of 30 new configurations (REPEAT_LIMIT repeats in a row);
     # how soon differs by a tie between machines, so only "most of them" is asserted
     assert 20 <= full["distinct"] <= 30 and 20 <= staged["distinct"] <= 30
-    assert full["stopped"] == [] and full["eval_s"] == 10.0
+    assert full["stopped"] == full["before_ppl"] == [] and full["eval_s"] == 10.0
     assert staged["stopped"] and not set(staged["stopped"]) & front
-    stopped, distinct = len(staged["stopped"]), staged["distinct"]
-    assert staged["eval_s"] == (stopped * 2.5 + (distinct - stopped) * 10.5) / distinct
+    # exact points a front dominates skip the perplexity: never a grid front point
+    assert staged["before_ppl"] and not set(staged["before_ppl"]) & front
+    assert not set(staged["stopped"]) & set(staged["before_ppl"])
+    stopped, before = len(staged["stopped"]), len(staged["before_ppl"])
+    distinct = staged["distinct"]
+    expected = (stopped * 2.5 + before * 5.0 + (distinct - stopped - before) * 10.5) / distinct
+    assert staged["eval_s"] == pytest.approx(expected)
 
 
 def test_a_wider_interval_stops_fewer_trials():
