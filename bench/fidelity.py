@@ -17,8 +17,11 @@ evaluation also timed in full, as a study without stages runs it. The records ar
     stage-1 Sr estimate with the full Sr.
 
 Grids: ``demo`` is bench-search's core grid on the demo model (77 configurations);
-``smollm2`` is the paper grid of ``studies/smollm2-paper.yaml`` on SmolLM2-135M (hours on a
-CPU). Run: ``make bench-fidelity`` (``GRIDS="demo smollm2"`` for both).
+``smollm2`` is the paper grid of ``studies/smollm2-paper.yaml`` on SmolLM2-135M (23
+configurations, hours on a CPU), which a run of 23 computes whole; ``smollm2-search`` is that
+grid with 75% sparsity and the 2:4 pattern besides (41 configurations, the paper grid's records
+and 18 more), which a run of 20 searches, as a study searches a space larger than its budget.
+Run: ``make bench-fidelity`` (``GRIDS="demo smollm2 smollm2-search"`` for all).
 """
 
 from __future__ import annotations
@@ -47,7 +50,14 @@ from sweep.spec import SamplerSpec, SearchSpace, StudySpec, load_spec
 from sweep.staging import dominated_by, optimistic
 
 RESULTS = Path("bench-results")
-SPECS = {"demo": Path("studies/demo.yaml"), "smollm2": Path("studies/smollm2-paper.yaml")}
+PAPER = Path("studies/smollm2-paper.yaml")
+SPECS = {"demo": Path("studies/demo.yaml"), "smollm2": PAPER, "smollm2-search": PAPER}
+# the paper grid with what a search on a real model would also try: 75% and 2:4
+SMOLLM2_SEARCH = {
+    "sparsity": {"values": [0.0, 0.25, 0.5, 0.75]},
+    "patterns": ["unstructured", "2:4"],
+}
+PART_OF = {"smollm2-search": "smollm2"}  # a grid whose records another grid's file holds in part
 
 
 def bench_spec(grid: str) -> StudySpec:
@@ -58,14 +68,31 @@ def bench_spec(grid: str) -> StudySpec:
     update: dict = {"name": f"bench-fidelity-{grid}", "evaluation": evaluation}
     if grid == "demo":
         update["search"] = SearchSpace(**CORE_GRID)
+    elif grid == "smollm2-search":
+        update["search"] = SearchSpace(
+            **{**spec.search.model_dump(), "first": [], **SMOLLM2_SEARCH}
+        )
     else:
         update["search"] = spec.search.model_copy(update={"first": []})
     return spec.model_copy(update=update)
 
 
-def compute_grid(spec: StudySpec, path: Path, console: Console) -> dict[str, dict]:
-    """One record per configuration: its full and estimated measurements and their timings;
-    only the configurations not yet in ``path`` (for this model and tasks) are computed."""
+def grid_records(grid: str, console: Console) -> dict[str, dict]:
+    """Every configuration of ``grid`` with its record; a grid that holds another (``PART_OF``)
+    takes that grid's records and computes only its own others."""
+    spec = bench_spec(grid)
+    inner = PART_OF.get(grid)
+    records = grid_records(inner, console) if inner else {}
+    records |= compute_grid(spec, RESULTS / f"fidelity-{grid}.json", console, skip=set(records))
+    return records
+
+
+def compute_grid(
+    spec: StudySpec, path: Path, console: Console, skip: set[str] = frozenset()
+) -> dict[str, dict]:
+    """One record per configuration but those in ``skip``: its full and estimated measurements
+    and their timings; only the configurations not yet in ``path`` (for this model, tasks and
+    stages' settings) are computed."""
     from sweep.workers import prepare_runner
 
     stored = json.loads(path.read_text()) if path.exists() else {}
@@ -75,10 +102,11 @@ def compute_grid(spec: StudySpec, path: Path, console: Console) -> dict[str, dic
         context = [model_fingerprint(runner.model), runner.tasks_fingerprint, stages]
         records = stored.get("records", {}) if stored.get("context") == context else {}
         configs = sorted(all_configs(spec.search), key=lambda c: c.key())
-        base = runner.evaluate_base()
-        for config in track(configs, description="computing the grid", console=console):
-            if config.key() in records:
-                continue
+        configs = [c for c in configs if c.key() not in skip]
+        todo = [c for c in configs if c.key() not in records]
+        base = runner.evaluate_base() if todo else None
+        for config in track(todo, description="computing the grid", console=console):
+            assert base is not None
             estimated: list[Measurement] = []
 
             def goes_on(m: Measurement, seen: list[Measurement] = estimated) -> bool:
@@ -100,7 +128,7 @@ def compute_grid(spec: StudySpec, path: Path, console: Console) -> dict[str, dic
                 "eval_staged_full_s": staged.timings["evaluate_s"],
             }
             path.write_text(json.dumps({"context": context, "records": records}, indent=1))
-    return records
+    return {c.key(): records[c.key()] for c in configs}
 
 
 def _values(m: Measurement, objectives: list[str]) -> tuple[float, ...]:
@@ -165,7 +193,7 @@ def grid_front(records: dict[str, dict], objectives: list[str]) -> list[str]:
 
 def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
     spec = bench_spec(grid)
-    records = compute_grid(spec, RESULTS / f"fidelity-{grid}.json", console)
+    records = grid_records(grid, console)
 
     objectives = list(spec.objectives)
     full = {k: Measurement.from_dict(r["full"]) for k, r in records.items()}

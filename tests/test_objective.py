@@ -1,14 +1,16 @@
 """Staged evaluation in a study, through the command line: which trials stop after their
-sample, what is stored for them, and that no front, table or export takes them for measured."""
+sample or before their perplexity, what is stored for them, and that no front, table or export
+takes them for measured."""
 
 import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
 
+from sweep.plots import pareto_figure
 from sweep.record import trial_records
 from sweep.report import front, trials_frame
-from sweep.staging import FULL, SAMPLE, dominated_by, optimistic
+from sweep.staging import FULL, SAMPLE, STOPPED, TASKS, dominated_by, optimistic
 
 from .conftest import REPO
 from .helpers import run_spec, spec_data, sweep
@@ -65,20 +67,48 @@ def test_trials_dominated_in_their_best_case_stop_after_their_sample(staged_stud
     assert "stopped after its sample" in stdout
 
 
+def test_trials_dominated_once_exact_stop_before_their_perplexity(staged_study):
+    url, _, stdout = staged_study
+    study = optuna.load_study(study_name="staged", storage=url)
+    records = trial_records(study)
+    full = [r.measurement for r in records if r.measurement.stage == FULL]
+    exact = [r for r in records if r.measurement.stage == TASKS]
+    assert exact, "a trial whose sample left it a chance should still be dominated once exact"
+    for r in exact:
+        m = r.measurement
+        assert m.perplexity is None and m.sr_low is None and m.kl is not None
+        assert dominated_by((m.srcr, m.tcr), [(f.srcr, f.tcr) for f in full])
+        assert study.trials[r.number].values == pytest.approx([m.srcr, m.tcr])
+        assert "perplexity_s" not in m.timings and m.timings["rest_s"] > 0
+    assert "stopped before its perplexity" in stdout
+
+
 def test_stopped_trials_are_never_on_the_front_nor_exported(staged_study):
     url, folder, _ = staged_study
     study = optuna.load_study(study_name="staged", storage=url)
     df = trials_frame(study)
-    assert set(df["stage"]) == {FULL, SAMPLE}
+    assert set(df["stage"]) == {FULL, SAMPLE, TASKS}
     assert set(front(df)["stage"]) == {FULL}
-    stopped = int(df[df["stage"] == SAMPLE]["trial"].iloc[0])
-    done = sweep(
-        "export", "--storage", url, "--study-name", "staged", "--trial", str(stopped),
-        "--out", str(folder / "out"), cwd=folder,
-    )  # fmt: skip
-    assert done.returncode != 0
-    assert "stopped after its sample" in done.stdout + done.stderr
-    assert not (folder / "out").exists()
+    # drawn hollow, and the hover says where each stopped
+    fig = pareto_figure(df, "tcr", "srcr", front(df))
+    drawn = {}
+    for trace in fig.data[:-1]:  # the last trace is the front's line
+        for symbol, text in zip(trace.marker.symbol, trace.text, strict=True):
+            drawn[int(text.split("</b>")[0].split()[-1])] = (symbol, text)
+    for _, row in df.iterrows():
+        symbol, text = drawn[int(row["trial"])]
+        assert (symbol == "circle-open") == (row["stage"] != FULL)
+        if row["stage"] != FULL:
+            assert STOPPED[row["stage"]] in text
+    for stage, says in ((SAMPLE, "stopped after its sample"), (TASKS, "no perplexity")):
+        stopped = int(df[df["stage"] == stage]["trial"].iloc[0])
+        done = sweep(
+            "export", "--storage", url, "--study-name", "staged", "--trial", str(stopped),
+            "--out", str(folder / "out"), cwd=folder,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert says in done.stdout + done.stderr
+        assert not (folder / "out").exists()
 
 
 def test_a_study_evaluating_in_full_recomputes_what_another_stopped(staged_study):
@@ -93,7 +123,7 @@ def test_a_study_evaluating_in_full_recomputes_what_another_stopped(staged_study
     assert len(second) == 4
     for r in second:
         assert r.measurement.stage == FULL
-        stopped_before = first[r.config_key].measurement.stage == SAMPLE
+        stopped_before = first[r.config_key].measurement.stage != FULL
         assert r.reused == (not stopped_before)  # a stopped result is computed again in full
         if not stopped_before:
             assert r.measurement == first[r.config_key].measurement

@@ -19,7 +19,7 @@ def _records(width: float) -> dict[str, dict]:
     ``width`` either side of the full Sr (so it always holds it)."""
     rng = random.Random(0)
     out = {}
-    for c in all_configs(bench_spec("demo").search):
+    for c in sorted(all_configs(bench_spec("demo").search), key=lambda c: c.key()):
         sparsity = c.target_sparsity
         sr = max(0.05, 1 - sparsity * rng.uniform(0.3, 1.2) - (16 - c.bits) * rng.uniform(0, 0.04))
         m = Measurement(
