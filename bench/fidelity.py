@@ -11,8 +11,11 @@ evaluation also timed in full, as a study without stages runs it. The records ar
     evaluation would stop under the strongest front any search could hold (target: none); and
     those a replayed staged search did stop.
 (b) ``eval_s``: evaluation seconds per new configuration over default-sampler (TPE) runs, staged
-    vs full, each run telling the sampler what a study would (a stopped trial's estimate), with
-    the hypervolume each run's full-fidelity front reaches (relative to the grid's).
+    vs full, each run telling the sampler what a study would (a trial stopped after its sample,
+    its estimate; one stopped before its perplexity, its exact values), with the hypervolume
+    each run's full-fidelity front reaches (relative to the grid's). A stopped trial costs the
+    stages it ran, as timed on its configuration: KL and sample, or those and the rest of the
+    tasks' documents.
 (c) Spearman rank correlation over the grid of ``kl`` (negated: lower is better) and of the
     stage-1 Sr estimate with the full Sr.
 
