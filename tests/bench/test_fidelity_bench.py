@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bench.fidelity import bench_spec, grid_front, replay
+from bench.fidelity import bench_spec, exact_stage1, grid_front, replay
 from sweep.metrics import srcr, theoretical_compression_rate
 from sweep.record import Measurement
 from sweep.space import all_configs
@@ -63,3 +63,16 @@ def test_a_wider_interval_stops_fewer_trials():
     narrow = replay(spec, _records(width=0.0), staged=True, seed=1, n=40)
     wide = replay(spec, _records(width=0.6), staged=True, seed=1, n=40)
     assert len(wide["stopped"]) < len(narrow["stopped"])
+
+
+def test_an_exact_stage_one_stops_every_trial_the_front_dominates_and_no_other():
+    spec = bench_spec("demo")
+    records = _records(width=0.3)
+    exact = exact_stage1(records)
+    for key, r in exact.items():
+        e, f = r["estimated"], r["full"]
+        assert e["sr_low"] == e["sr"] == e["sr_high"] == f["sr"] and e["srcr"] == f["srcr"]
+        assert r["full"] == records[key]["full"] and e["stage"] == SAMPLE
+    bound = replay(spec, exact, staged=True, seed=2, n=30)
+    # with no uncertainty left, nothing is left for the perplexity stop to catch
+    assert bound["stopped"] and bound["before_ppl"] == []
