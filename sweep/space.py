@@ -7,7 +7,7 @@ import math
 
 import optuna
 
-from sweep.compress.config import MIXED_BITS, CompressionConfig
+from sweep.compress.config import CompressionConfig, allocation_acts
 from sweep.spec import SearchSpace, SpecError
 
 
@@ -40,7 +40,7 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> CompressionConfig
         fields["quant_method"] = _pick(trial, "quant_method", space.quant_methods)
         fields["group_size"] = _pick(trial, "group_size", space.group_sizes)
         fields["symmetric"] = _pick(trial, "symmetric", space.symmetric)
-        if min(MIXED_BITS) < bits < max(MIXED_BITS):  # at either end every layer gets `bits`
+        if allocation_acts(bits):
             fields["allocation"] = _pick(trial, "allocation", space.allocations)
     if prunes and quantizes:
         fields["order"] = _pick(trial, "order", space.orders)
@@ -134,7 +134,7 @@ def all_configs(space: SearchSpace) -> set[CompressionConfig]:
             space.symmetric, space.orders, space.cases, profiles, space.owl_lambdas,
             space.owl_ms, space.allocations,
         ):  # fmt: skip
-            if alloc == "mixed" and bits not in MIXED_BITS:
+            if alloc == "mixed" and not allocation_acts(bits):
                 continue
             cfg = CompressionConfig(
                 sparsity=s, pattern=pattern, bits=bits, prune_method=pm, quant_method=qm,

@@ -19,6 +19,12 @@ OWL_LAMBDA = 0.08
 _NM = re.compile(r"^(\d+):(\d+)$")
 
 
+def allocation_acts(bits: int) -> bool:
+    """Whether a mixed allocation with an average of ``bits`` can differ from a uniform one: not
+    at either end of MIXED_BITS (nor outside it), where every layer gets ``bits``."""
+    return min(MIXED_BITS) < bits < max(MIXED_BITS)
+
+
 def grid_name(group_size: int | None, symmetric: bool) -> str:
     """``g128-asym``, ``ch-sym``...: a quantization grid's shape, as keys name it."""
     group = "ch" if group_size is None else f"g{group_size}"
@@ -150,8 +156,8 @@ class CompressionConfig:
             )
         if not self.prunes or self.nm is not None or self.profile == "uniform":
             fields.update(profile="uniform", owl_m=OWL_M, owl_lambda=OWL_LAMBDA)
-        if not self.quantizes or self.bits in (min(MIXED_BITS), max(MIXED_BITS)):
-            fields.update(allocation="uniform")  # at the ends of MIXED_BITS every layer gets it
+        if not self.quantizes or not allocation_acts(self.bits):
+            fields.update(allocation="uniform")
         if not (self.prunes and self.quantizes):
             fields.update(order=defaults.order, case=defaults.case)
         elif self.order != "prune_first":
