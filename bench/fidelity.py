@@ -23,13 +23,15 @@ Grids: ``demo`` is bench-search's core grid on the demo model (77 configurations
 ``smollm2`` is the paper grid of ``studies/smollm2-paper.yaml`` on SmolLM2-135M (23
 configurations, hours on a CPU), which a run of 23 computes whole; ``smollm2-search`` is that
 grid with 75% sparsity and the 2:4 pattern besides (41 configurations, the paper grid's records
-and 18 more), which a run of 20 searches, as a study searches a space larger than its budget.
+and 18 more), which runs of 20 search, as a study searches a space larger than its budget, and
+runs of 41 compute whole (``run_lengths``).
 Run: ``make bench-fidelity`` (``GRIDS="demo smollm2 smollm2-search"`` for all).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -62,6 +64,7 @@ SMOLLM2_SEARCH = {
 }
 BOUND = "exact stage 1"  # the replay mode that bounds what any sample could save
 PART_OF = {"smollm2-search": "smollm2"}  # a grid whose records another grid's file holds in part
+SMALL_GRID = 24  # configurations: a grid this small is replayed whole only
 
 
 def bench_spec(grid: str) -> StudySpec:
@@ -207,6 +210,13 @@ def grid_front(records: dict[str, dict], objectives: list[str]) -> list[str]:
     return [k for k, v in values.items() if not dominated_by(v, values.values())]
 
 
+def run_lengths(size: int) -> list[int]:
+    """The new configurations a replayed run computes on a grid of ``size``: a small grid
+    whole; a larger one half (a search whose budget is smaller than its space) and whole (how the
+    saving grows as a run goes on and its front fills)."""
+    return [size] if size <= SMALL_GRID else [size // 2, size]
+
+
 def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
     spec = bench_spec(grid)
     records = grid_records(grid, console)
@@ -236,13 +246,12 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
     )
     spearman_kl = float(frame["neg_kl"].corr(frame["sr"], method="spearman"))
     spearman_stage1 = float(frame["stage1"].corr(frame["sr"], method="spearman"))
-    n = len(records) if len(records) <= 24 else len(records) // 2
     rows = []
     modes = {"full": records, "staged": records, BOUND: exact_stage1(records)}
-    for mode, told in modes.items():
+    for n, (mode, told) in itertools.product(run_lengths(len(records)), modes.items()):
         runs = [
             replay(spec, told, mode != "full", seed, n)
-            for seed in track(range(seeds), description=f"{grid}: {mode}", console=console)
+            for seed in track(range(seeds), description=f"{grid}, {n}: {mode}", console=console)
         ]
         stopped_front = sorted(
             {k for r in runs for k in r["stopped"] + r["before_ppl"] if k in on_front}
@@ -250,6 +259,7 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
         rows.append(
             {
                 "grid": grid,
+                "run": n,
                 "mode": mode,
                 "trials": statistics.median(r["trials"] for r in runs),
                 "distinct": statistics.median(r["distinct"] for r in runs),
@@ -273,26 +283,27 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
 
 def summarise(rows: list[dict], console: Console) -> None:
     table = Table(title="staged vs full evaluation (medians over seeds)")
-    columns = ("grid", "mode", "new configs", "trials", "eval s / config", "HV vs grid",
+    columns = ("grid", "run", "mode", "new configs", "trials", "eval s / config", "HV vs grid",
                "stopped: sample, before ppl", "front pts stopped (run/worst)",
                "Spearman KL, stage 1")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
-            r["grid"], r["mode"], f"{r['distinct']:g}", f"{r['trials']:g}", f"{r['eval_s']:.2f}",
+            r["grid"], f"{r.get('run', '')}", r["mode"], f"{r['distinct']:g}", f"{r['trials']:g}",
+            f"{r['eval_s']:.2f}",
             f"{r['hypervolume']:.3f}",
             f"{r['stopped_share']:.0%}, {r.get('before_ppl_share', 0.0):.0%}",
             f"{r['front_points_stopped']} / {r['front_points_stoppable']} of {r['grid_front']}",
             f"{r['spearman_kl']:.2f}, {r['spearman_stage1']:.2f}",
         )  # fmt: skip
     console.print(table)
-    for grid in dict.fromkeys(r["grid"] for r in rows):
-        mine = {r["mode"]: r for r in rows if r["grid"] == grid}
+    for grid, run in dict.fromkeys((r["grid"], r.get("run")) for r in rows):
+        mine = {r["mode"]: r for r in rows if r["grid"] == grid and r.get("run") == run}
         ratio = mine["full"]["eval_s"] / mine["staged"]["eval_s"]
         bound = f"; with an exact stage 1, {mine['full']['eval_s'] / mine[BOUND]['eval_s']:.2f}x"
         console.print(
-            f"{grid}: staged evaluation costs {ratio:.2f}x less per new configuration"
+            f"{grid}, runs of {run}: staged evaluation costs {ratio:.2f}x less per new config"
             f"{bound if BOUND in mine else ''}; hypervolume {mine['staged']['hypervolume']:.3f} "
             f"staged vs {mine['full']['hypervolume']:.3f} full"
         )
