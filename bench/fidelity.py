@@ -21,10 +21,11 @@ evaluation also timed in full, as a study without stages runs it. The records ar
 
 Grids: ``demo`` is bench-search's core grid on the demo model (77 configurations);
 ``smollm2`` is the paper grid of ``studies/smollm2-paper.yaml`` on SmolLM2-135M (23
-configurations, hours on a CPU), which a run of 23 computes whole; ``smollm2-search`` is that
-grid with 75% sparsity and the 2:4 pattern besides (41 configurations, the paper grid's records
-and 18 more), which runs of 20 search, as a study searches a space larger than its budget, and
-runs of 41 compute whole (``run_lengths``).
+configurations, hours on a CPU), which a run of 23 computes whole; ``smollm2-search`` is the
+space of ``studies/smollm2-search.yaml``, that grid with 75% sparsity and the 2:4 pattern besides
+(41 configurations, the paper grid's records and 18 more), which runs of 20 search, as a study
+searches a space larger than its budget, and runs of 41 compute whole (``run_lengths``). Every
+grid is replayed with TPE, whatever sampler its study names.
 Run: ``make bench-fidelity`` (``GRIDS="demo smollm2 smollm2-search"`` for all).
 """
 
@@ -55,12 +56,10 @@ from sweep.spec import SamplerSpec, SearchSpace, StudySpec, load_spec
 from sweep.staging import dominated_by, optimistic
 
 RESULTS = Path("bench-results")
-PAPER = Path("studies/smollm2-paper.yaml")
-SPECS = {"demo": Path("studies/demo.yaml"), "smollm2": PAPER, "smollm2-search": PAPER}
-# the paper grid with what a search on a real model would also try: 75% and 2:4
-SMOLLM2_SEARCH = {
-    "sparsity": {"values": [0.0, 0.25, 0.5, 0.75]},
-    "patterns": ["unstructured", "2:4"],
+SPECS = {
+    "demo": Path("studies/demo.yaml"),
+    "smollm2": Path("studies/smollm2-paper.yaml"),
+    "smollm2-search": Path("studies/smollm2-search.yaml"),
 }
 BOUND = "exact stage 1"  # the replay mode that bounds what any sample could save
 PART_OF = {"smollm2-search": "smollm2"}  # a grid whose records another grid's file holds in part
@@ -68,20 +67,21 @@ SMALL_GRID = 24  # configurations: a grid this small is replayed whole only
 
 
 def bench_spec(grid: str) -> StudySpec:
+    """The grid's study with stages on, no configurations put first, and the default sampler
+    (TPE), whatever sampler the study itself names (the paper grid's is the grid sampler)."""
     spec = load_spec(SPECS[grid])
     evaluation = spec.evaluation.model_copy(
         update={"stages": spec.evaluation.stages.model_copy(update={"mode": "on"})}
     )
-    update: dict = {"name": f"bench-fidelity-{grid}", "evaluation": evaluation}
-    if grid == "demo":
-        update["search"] = SearchSpace(**CORE_GRID)
-    elif grid == "smollm2-search":
-        update["search"] = SearchSpace(
-            **{**spec.search.model_dump(), "first": [], **SMOLLM2_SEARCH}
-        )
-    else:
-        update["search"] = spec.search.model_copy(update={"first": []})
-    return spec.model_copy(update=update)
+    search = SearchSpace(**CORE_GRID) if grid == "demo" else spec.search
+    return spec.model_copy(
+        update={
+            "name": f"bench-fidelity-{grid}",
+            "evaluation": evaluation,
+            "search": search.model_copy(update={"first": []}),
+            "sampler": SamplerSpec(name="tpe", seed=0),
+        }
+    )
 
 
 def grid_records(grid: str, console: Console) -> dict[str, dict]:

@@ -154,3 +154,10 @@ def test_stages_read_yaml_booleans_and_name_what_is_allowed():
     assert "evaluation.stages.sample" in msg and "less than 1" in msg
     for paper in ("demo-paper", "smollm2-paper"):  # a paper table needs every point in full
         assert load_spec(REPO / f"studies/{paper}.yaml").evaluation.stages.mode == "off"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "studies").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_loads_and_is_named_after_its_file(path):
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    assert spec.trials > 0 and spec.objectives

@@ -76,3 +76,13 @@ def test_an_exact_stage_one_stops_every_trial_the_front_dominates_and_no_other()
     bound = replay(spec, exact, staged=True, seed=2, n=30)
     # with no uncertainty left, nothing is left for the perplexity stop to catch
     assert bound["stopped"] and bound["before_ppl"] == []
+
+
+def test_a_grid_holds_the_grid_whose_records_it_reuses():
+    from bench.fidelity import PART_OF
+
+    for grid, inner in PART_OF.items():
+        outer_keys = {c.key() for c in all_configs(bench_spec(grid).search)}
+        inner_keys = {c.key() for c in all_configs(bench_spec(inner).search)}
+        assert inner_keys < outer_keys
+        assert bench_spec(grid).sampler.name == bench_spec(inner).sampler.name == "tpe"
