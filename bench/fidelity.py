@@ -15,7 +15,8 @@ evaluation also timed in full, as a study without stages runs it. The records ar
     its estimate; one stopped before its perplexity, its exact values), with the hypervolume
     each run's full-fidelity front reaches (relative to the grid's). A stopped trial costs the
     stages it ran, as timed on its configuration: KL and sample, or those and the rest of the
-    tasks' documents.
+    tasks' documents. ``saving_range``: the least and the most a seed's staged run saves against
+    the same seed's full run.
 (c) Spearman rank correlation over the grid of ``kl`` (negated: lower is better) and of the
     stage-1 Sr estimate with the full Sr.
 
@@ -248,11 +249,17 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
     spearman_stage1 = float(frame["stage1"].corr(frame["sr"], method="spearman"))
     rows = []
     modes = {"full": records, "staged": records, BOUND: exact_stage1(records)}
+    full_eval_s: dict[int, list[float]] = {}  # run length -> each seed's full-evaluation cost
     for n, (mode, told) in itertools.product(run_lengths(len(records)), modes.items()):
         runs = [
             replay(spec, told, mode != "full", seed, n)
             for seed in track(range(seeds), description=f"{grid}, {n}: {mode}", console=console)
         ]
+        eval_s = [r["eval_s"] for r in runs]
+        if mode == "full":
+            full_eval_s[n] = eval_s
+        # the same seed's full run against this one: how much the saving varies with the seed
+        savings = [f / e for f, e in zip(full_eval_s[n], eval_s, strict=True)]
         stopped_front = sorted(
             {k for r in runs for k in r["stopped"] + r["before_ppl"] if k in on_front}
         )
@@ -263,7 +270,8 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
                 "mode": mode,
                 "trials": statistics.median(r["trials"] for r in runs),
                 "distinct": statistics.median(r["distinct"] for r in runs),
-                "eval_s": statistics.median(r["eval_s"] for r in runs),
+                "eval_s": statistics.median(eval_s),
+                "saving_range": [min(savings), max(savings)],
                 "hypervolume": statistics.median(r["hypervolume"] for r in runs) / grid_hv,
                 "front_points_stopped": len(stopped_front) if mode != "full" else 0,
                 "front_points_stoppable": len(worst_case) if mode == "staged" else 0,
@@ -302,8 +310,10 @@ def summarise(rows: list[dict], console: Console) -> None:
         mine = {r["mode"]: r for r in rows if r["grid"] == grid and r.get("run") == run}
         ratio = mine["full"]["eval_s"] / mine["staged"]["eval_s"]
         bound = f"; with an exact stage 1, {mine['full']['eval_s'] / mine[BOUND]['eval_s']:.2f}x"
+        low, high = mine["staged"].get("saving_range", (ratio, ratio))
         console.print(
             f"{grid}, runs of {run}: staged evaluation costs {ratio:.2f}x less per new config"
+            f" ({low:.2f}-{high:.2f}x over seeds)"
             f"{bound if BOUND in mine else ''}; hypervolume {mine['staged']['hypervolume']:.3f} "
             f"staged vs {mine['full']['hypervolume']:.3f} full"
         )
