@@ -18,15 +18,18 @@ from .conftest import Layer
 
 def _peer(w: torch.Tensor, h: torch.Tensor, bits: int, group: int) -> torch.Tensor:
     from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.utils import calculate_qparams
     from llmcompressor.modifiers.gptq.gptq_quantize import quantize_weight
 
     args = QuantizationArgs(
         num_bits=bits, type="int", symmetric=True, strategy="group", group_size=group,
         actorder="static",
     )  # fmt: skip
-    # the min-max observer's symmetric scales, rounded up to bfloat16 as ours are stored
-    levels = (2**bits - 1) / 2
-    scale = round_up_to_scale_dtype(w.reshape(w.shape[0], -1, group).abs().amax(-1) / levels)
+    # the peer's own min-max scales, rounded up to bfloat16 as ours are stored (the one way the
+    # two grids differ: see the test below)
+    groups = w.reshape(w.shape[0], -1, group)  # (rows, groups, group)
+    peer_scale, _ = calculate_qparams(groups.amin(-1), groups.amax(-1), args)
+    scale = round_up_to_scale_dtype(peer_scale)
     zero = torch.zeros_like(scale, dtype=torch.int8)
     q, _, fallback = quantize_weight(
         w[None].clone(), h[None].clone(), scale[None], zero[None], None, args,
