@@ -28,7 +28,6 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.compress import CompressionConfig
-from sweep.compress.calibration import model_fingerprint
 from sweep.events import Events
 from sweep.spec import StudySpec, load_spec
 
@@ -100,7 +99,7 @@ def compute(model: str, configs: list[CompressionConfig], console: Console) -> d
     if not missing:
         return stored["records"]
     with prepare_runner(spec, Events(), progress=False) as runner:
-        context = [model_fingerprint(runner.model), runner.tasks_fingerprint]
+        context = [runner.fingerprints.model_dump()]
         records = stored.get("records", {}) if stored.get("context") == context else {}
         base = runner.evaluate_base()
         for i, config in enumerate(configs, 1):

@@ -47,7 +47,6 @@ from rich.table import Table
 
 from bench.search import CORE_GRID, add_to_front, hypervolume_2d
 from sweep.compress import CompressionConfig
-from sweep.compress.calibration import model_fingerprint
 from sweep.events import Events
 from sweep.objective import REPEAT_LIMIT
 from sweep.plan import make_plan
@@ -107,7 +106,7 @@ def compute_grid(
     with prepare_runner(spec, Events(), progress=False) as runner:
         # the stages' settings too: a KL over other tokens, or another sample, is another record
         stages = spec.evaluation.stages.model_dump(mode="json", exclude={"mode"})
-        context = [model_fingerprint(runner.model), runner.tasks_fingerprint, stages]
+        context = [runner.fingerprints.model_dump(), stages]
         records = stored.get("records", {}) if stored.get("context") == context else {}
         configs = sorted(all_configs(spec.search), key=lambda c: c.key())
         configs = [c for c in configs if c.key() not in skip]

@@ -28,7 +28,6 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from sweep.compress.calibration import model_fingerprint
 from sweep.events import Events
 from sweep.objective import REPEAT_LIMIT
 from sweep.plan import make_plan
@@ -92,7 +91,7 @@ def compute_grid(spec: StudySpec, db: Path, console: Console) -> dict[str, tuple
     results = ResultsTable(f"sqlite:///{db}")
     values: dict[str, tuple[float, ...]] = {}
     with prepare_runner(spec, Events(), progress=False) as runner:
-        context = result_context(spec, model_fingerprint(runner.model), runner.tasks_fingerprint)
+        context = result_context(spec, runner.fingerprints)
         configs = sorted(all_configs(spec.search), key=lambda c: c.key())
         base = runner.evaluate_base()
         for config in track(configs, description="computing the grid", console=console):

@@ -168,6 +168,23 @@ class Evaluator:
                     digest.update(json.dumps(doc, sort_keys=True, default=str).encode())
         return digest.hexdigest()
 
+    def prompts_fingerprint(self) -> str:
+        """sha256 of the tasks' lm-eval configuration: prompt templates, choices, targets,
+        metrics and filters (a template edited in place changes what every document asks).
+        Where the task's files lie is left out: ``fingerprint`` covers what they hold."""
+        digest = hashlib.sha256(b"sweep-task-config-v1")
+        for name in sorted(self._task_dicts):
+            leaves = self._task_dicts[name]["tasks"]
+            for leaf_name in sorted(leaves):
+                config = leaves[leaf_name].config.to_dict()
+                config.pop("dataset_kwargs", None)
+                metadata = dict(config.pop("metadata", None) or {})
+                metadata.pop("config_source", None)  # the task folder's temporary copy
+                config["metadata"] = metadata
+                digest.update(leaf_name.encode())
+                digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+        return digest.hexdigest()
+
     def _task_random_score(self, task: TaskSpec) -> float:
         if task.random_score is not None:
             return task.random_score

@@ -17,20 +17,20 @@ import optuna
 import pandas as pd
 import torch
 
-from sweep.compress.calibration import model_fingerprint
 from sweep.events import Events
+from sweep.identity import changes
 from sweep.objective import RunProgress, WorkerContext, run_trials
 from sweep.plan import make_plan
 from sweep.record import BaseReference, measured_records
 from sweep.report import pareto_html_path, trials_frame, write_pareto_html
 from sweep.results import ResultsTable, result_context
 from sweep.space import check_group_sizes, first_configs
-from sweep.spec import StudySpec, load_spec, with_overrides
+from sweep.spec import StudySpec, calibration_source, load_spec, with_overrides
 from sweep.storage import display
 from sweep.study import (
+    InputsChangedError,
     Run,
-    check_model_weights,
-    check_task_documents,
+    check_fingerprints,
     current_run,
     load_existing_study,
     open_study,
@@ -87,8 +87,7 @@ def launch(request: LaunchRequest, events: Events) -> RunOutcome:
     with prepare_runner(spec, events, request.progress, devices[0]) as runner:
         check_group_sizes(spec.search, runner.input_widths())  # before any trial
         study = open_study(spec, url)
-        check_model_weights(study, runner.fingerprint, spec.model)
-        check_task_documents(study, runner.tasks_fingerprint)
+        check_inputs(study, spec, runner)
         plan = make_plan(spec, worker=0, trials_before=len(study.trials))
         study.sampler = plan.sampler
         run = start_run(study, request.trials or spec.trials)
@@ -137,12 +136,22 @@ def join(request: JoinRequest, events: Events) -> RunProgress:
     plan = make_plan(spec, worker=request.index, trials_before=len(study.trials))
     study.sampler = plan.sampler
     with prepare_runner(spec, events, request.progress, request.device) as runner:
-        check_model_weights(study, runner.fingerprint, spec.model)
-        check_task_documents(study, runner.tasks_fingerprint)
+        check_inputs(study, spec, runner)
         run = current_run(study) or start_run(study, spec.trials)
         base = ensure_base(study, runner, events, wait_s=WAIT_FOR_BASE_S)
         context = _context(spec, runner, base, request.storage, run)
         return run_trials(study, context, plan, events)
+
+
+def check_inputs(study: optuna.Study, spec: StudySpec, runner: TrialRunner) -> None:
+    """Refuse inputs (weights, tokenizer, calibration tokens, tasks) other than those the spec
+    names by fingerprint or the study's trials were measured on; the study pins those it has
+    not pinned yet."""
+    where = calibration_source(spec.calibration)
+    lines = changes(spec.fingerprints, runner.fingerprints, spec.model, "the spec was", where)
+    if lines:
+        raise InputsChangedError("\n".join(lines))
+    check_fingerprints(study, runner.fingerprints, spec.model, where)
 
 
 def ensure_base(
@@ -179,6 +188,6 @@ def ensure_base(
 def _context(
     spec: StudySpec, runner: TrialRunner, base: BaseReference, url: str, run: Run
 ) -> WorkerContext:
-    context = result_context(spec, model_fingerprint(runner.model), runner.tasks_fingerprint)
+    context = result_context(spec, runner.fingerprints)
     staged = base.samples is not None and runner.evaluator is not None
     return WorkerContext(spec, runner, base, ResultsTable(url), context, run, staged)

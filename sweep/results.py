@@ -1,7 +1,8 @@
 """A table of computed configurations beside Optuna's, so that each is computed once.
 
-A row is keyed by a hash of everything that determines a result: the model, the calibration
-set, the evaluation, the canonical compression config and the engine's version. A worker
+A row is keyed by a hash of everything that determines a result: the content of the model, its
+tokenizer, the calibration set and the tasks, the evaluation's settings, the canonical
+compression config and the engine's version. A worker
 *claims* a key before computing it; a second worker asking for the same key waits for the
 result instead of computing it again, or takes the claim over when the first one stopped
 beating (it died). Rows live in the study's own database (any SQLAlchemy URL).
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from sweep.compress.config import CompressionConfig
-from sweep.spec import StudySpec
+from sweep.spec import Fingerprints, StudySpec
 from sweep.storage import GRACE_S, HEARTBEAT_S, creating_tables
 
 ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stored results
@@ -55,37 +56,22 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
 
-def result_context(
-    spec: StudySpec, model_fingerprint: str, tasks_fingerprint: str | None
-) -> dict[str, Any]:
-    """What, besides the compression config, determines a trial's result."""
-    cal = spec.calibration
+def result_context(spec: StudySpec, fingerprints: Fingerprints) -> dict[str, Any]:
+    """What, besides the compression config, determines a trial's result: the content of its
+    inputs (``sweep.identity``: weights, tokenizer, calibration tokens, task documents and
+    prompts), not the paths that hold them, and the settings that act on them."""
     ev = spec.evaluation
-    calibration = None
-    if cal is not None:
-        calibration = {
-            "source": cal.source,
-            "path": str(cal.path) if cal.path else None,
-            "dataset": [cal.dataset, cal.dataset_config, cal.split, cal.text_field],
-            "samples": cal.samples,
-            "seq_len": cal.seq_len,
-            "mode": cal.mode,
-        }
-        if cal.function:
-            calibration["function"] = cal.function
+    calibrated = fingerprints.calibration is not None and spec.calibration is not None
     return {
         "engine": ENGINE_VERSION,
-        "model": spec.model,
-        "model_fingerprint": model_fingerprint,
+        "inputs": fingerprints.model_dump(),
         "dtype": spec.dtype,
-        "calibration": calibration,
+        "calibration_mode": spec.calibration.mode if calibrated else None,
         "evaluation": {
             "tasks": [t.model_dump() for t in ev.tasks],
-            "include_path": str(ev.include_path) if ev.include_path else None,
             "perplexity_task": ev.perplexity_task,
             "limit": ev.limit,
             "max_length": ev.max_length,
-            "documents": tasks_fingerprint,
         },
     }
 

@@ -206,6 +206,14 @@ class CalibrationSpec(_Strict):
         return self
 
 
+def calibration_source(cal: CalibrationSpec | None) -> str:
+    """Where a calibration set comes from, in words: "file /x/cal.txt", "dataset wikitext"..."""
+    if cal is None:
+        return "source"
+    where = {"file": cal.path, "dataset": cal.dataset, "function": cal.function}[cal.source]
+    return f"{cal.source} {where}"
+
+
 class StagesSpec(_Strict):
     """Staged evaluation (``sweep.staging``): a KL proxy, then each task on a seeded sample of
     its documents; a trial whose best case is dominated by the study's front stops there.
@@ -311,14 +319,46 @@ def meets_constraints(values: dict[str, float]) -> bool:
     return all(v <= 0 for v in values.values())
 
 
+class Fingerprints(_Strict):
+    """What a study's trials were measured on besides its spec's fields, each as a sha256 of
+    its content: the model's weights (and config), its tokenizer, the calibration token ids,
+    the tasks' documents and their lm-eval configuration (prompts, metrics). None: not known,
+    or not read (a configuration that needs no calibration)."""
+
+    weights: str | None = None
+    tokenizer: str | None = None
+    calibration: str | None = None
+    documents: str | None = None
+    prompts: str | None = None
+
+    def changed(self, now: Fingerprints) -> list[str]:
+        """The fields known on both sides whose fingerprints differ."""
+        return [
+            name
+            for name in FINGERPRINTED
+            if getattr(self, name) is not None
+            and getattr(now, name) is not None
+            and getattr(self, name) != getattr(now, name)
+        ]
+
+    def known(self, now: Fingerprints) -> Fingerprints:
+        """These fingerprints, completed by those of ``now`` that these do not know."""
+        return self.model_copy(
+            update={n: getattr(now, n) for n in FINGERPRINTED if getattr(self, n) is None}
+        )
+
+
+FINGERPRINTED = tuple(Fingerprints.model_fields)
+
+
 class StudySpec(_Strict):
     """A whole study: model, data, tasks, search space, objectives, sampler, budget, storage."""
 
     name: str
     model: str  # a Hugging Face id, or a local folder (relative: from the spec's folder)
-    # sha256 of the weights the spec's configuration was measured on (sweep export writes it
-    # into sweep-trial.yaml); a model with other weights is refused
-    model_fingerprint: str | None = None
+    # what the spec's configuration was measured on (sweep export writes them into
+    # sweep-trial.yaml); a model, tokenizer, calibration set or task that differs is refused
+    fingerprints: Fingerprints = Fingerprints()
     trust_remote_code: bool = False  # run code that ships with the model (transformers' flag)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
@@ -330,6 +370,20 @@ class StudySpec(_Strict):
     sampler: SamplerSpec = SamplerSpec()
     trials: int = Field(12, gt=0)
     storage: str | None = None  # default: sqlite:///runs/<name>.db
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_fingerprint(cls, data: object) -> object:
+        # sweep-trial.yaml files and stored specs from before `fingerprints` said
+        # `model_fingerprint: <weights>`
+        if isinstance(data, dict) and "model_fingerprint" in data:
+            data = dict(data)
+            weights = data.pop("model_fingerprint")
+            if weights is not None:
+                pins = dict(data.get("fingerprints") or {})
+                pins.setdefault("weights", weights)
+                data["fingerprints"] = pins
+        return data
 
     @field_validator("name")
     @classmethod

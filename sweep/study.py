@@ -17,9 +17,17 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
+from sweep.identity import changes
 from sweep.metrics import METRICS
 from sweep.record import BaseReference
-from sweep.spec import SpecError, StudySpec, load_spec, parse_spec, with_overrides
+from sweep.spec import (
+    Fingerprints,
+    SpecError,
+    StudySpec,
+    load_spec,
+    parse_spec,
+    with_overrides,
+)
 from sweep.storage import (
     StorageError,
     check_url,
@@ -32,8 +40,6 @@ from sweep.storage import (
 _BASE_ATTR = "base_reference"
 _SPEC_ATTR = "spec"
 _RUN_ATTR = "current_run"
-_WEIGHTS_ATTR = "model_weights"
-_TASKS_ATTR = "task_documents"
 # the parts of a spec that a stored study must keep: they define its trials' meaning (and which
 # of them are feasible)
 PINNED_FIELDS = (
@@ -45,11 +51,16 @@ class SpecChangedError(UserError, ValueError):
     """A study is re-run with a spec that changes what its stored trials mean."""
 
 
-class ModelChangedError(UserError, ValueError):
+class InputsChangedError(UserError, ValueError):
+    """An input (weights, tokenizer, calibration tokens, task documents or prompts) is not what
+    the study's trials were measured on."""
+
+
+class ModelChangedError(InputsChangedError):
     """The model's weights are not those the study's trials were measured on."""
 
 
-class TasksChangedError(UserError, ValueError):
+class TasksChangedError(InputsChangedError):
     """The tasks' documents are not those the study's trials were scored on."""
 
 
@@ -141,48 +152,44 @@ def open_study(spec: StudySpec, storage_url: str) -> optuna.Study:
     return study
 
 
-def _pinned_mismatch(study: optuna.Study, attr: str, fingerprint: str, record: bool) -> str | None:
-    """The fingerprint the study pinned under ``attr`` when it differs from ``fingerprint``, else
-    None; with ``record``, a study that has none pins ``fingerprint``."""
-    stored = study.user_attrs.get(attr)
-    if stored is None:
-        if record:
-            study.set_user_attr(attr, fingerprint)
-        return None
-    return stored if stored != fingerprint else None
+# where a study pins each fingerprint of its inputs (the first two names predate the others)
+_PIN_ATTRS = {
+    "weights": "model_weights",
+    "tokenizer": "tokenizer",
+    "calibration": "calibration_tokens",
+    "documents": "task_documents",
+    "prompts": "task_prompts",
+}
 
 
-def check_task_documents(study: optuna.Study, fingerprint: str, record: bool = True) -> None:
-    """Refuse tasks whose documents are not those the study's trials were scored on
-    (``Evaluator.fingerprint``); with ``record``, a study that has none keeps these."""
-    stored = _pinned_mismatch(study, _TASKS_ATTR, fingerprint, record)
-    if stored is not None:
-        raise TasksChangedError(
-            f"the documents of study {study.study_name!r}'s tasks are not those its trials were "
-            f"scored on (fingerprint {stored[:12]} then, {fingerprint[:12]} now): a task's files "
-            "changed, or this machine builds other questions. Restore them, or start a new "
-            "study with --study-name NEW_NAME"
-        )
+def pinned_fingerprints(study: optuna.Study) -> Fingerprints:
+    """The fingerprints of the inputs the study's trials were measured on, as far as known."""
+    attrs = study.user_attrs
+    return Fingerprints(**{name: attrs.get(attr) for name, attr in _PIN_ATTRS.items()})
 
 
-def study_fingerprint(study: optuna.Study) -> str | None:
-    """The fingerprint of the weights the study's trials were measured on, once known."""
-    return study.user_attrs.get(_WEIGHTS_ATTR)
-
-
-def check_model_weights(
-    study: optuna.Study, fingerprint: str, model: str, record: bool = True
+def check_fingerprints(
+    study: optuna.Study, now: Fingerprints, model: str, where: str, record: bool = True
 ) -> None:
-    """Refuse weights other than those the study's trials were measured on (the fingerprint of
-    ``sweep.model.weights_fingerprint``); with ``record``, a study that has none keeps these."""
-    stored = _pinned_mismatch(study, _WEIGHTS_ATTR, fingerprint, record)
-    if stored is not None:
-        raise ModelChangedError(
-            f"the weights of model {model} are not those study {study.study_name!r} was "
-            f"measured on (fingerprint {stored[:12]} then, {fingerprint[:12]} now): its trials "
-            "would mix two models. Restore the model, or start a new study with "
-            "--study-name NEW_NAME"
+    """Refuse inputs other than those the study's trials were measured on, naming each that
+    changed (``sweep.identity``); with ``record``, the study pins those it has no fingerprint
+    of yet. ``where`` names the calibration source, for the message."""
+    then = pinned_fingerprints(study)
+    lines = changes(then, now, model, f"study {study.study_name!r} was", where)
+    if lines:
+        kind = ModelChangedError if then.changed(now) == ["weights"] else InputsChangedError
+        kind = TasksChangedError if then.changed(now) == ["documents"] else kind
+        shown = "\n".join(f"  {line}" for line in lines)
+        raise kind(
+            f"study {study.study_name!r} cannot go on with these inputs; its trials would mix "
+            f"two of them:\n{shown}\nRestore them, or start a new study with --study-name "
+            "NEW_NAME"
         )
+    if record:
+        for name, attr in _PIN_ATTRS.items():
+            value = getattr(now, name)
+            if value is not None and getattr(then, name) is None:
+                study.set_user_attr(attr, value)
 
 
 def stored_spec(study: optuna.Study) -> StudySpec:

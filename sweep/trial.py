@@ -17,6 +17,7 @@ from sweep.compress.driver import CompressionResult
 from sweep.compress.layer import requires_calibration
 from sweep.compress.rtn import QuantGrid
 from sweep.evaluate import Evaluator, Scores, TaskError
+from sweep.identity import calibration_fingerprint, tokenizer_fingerprint
 from sweep.metrics import (
     LayerShare,
     Tensor2D,
@@ -30,6 +31,7 @@ from sweep.metrics import (
 from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
+from sweep.spec import Fingerprints
 from sweep.staging import FULL, SAMPLE, TASKS, estimated_scores, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
 
@@ -153,8 +155,15 @@ class TrialRunner:
         self.storage_dtype = storage_dtype(model)
         round_weights(model, self.storage_dtype)  # a trial evaluates what an export stores
         self.snapshot = WeightSnapshot(model)
-        self.fingerprint = weights_fingerprint(model)
-        self.tasks_fingerprint = None if evaluator is None else evaluator.fingerprint()
+        self.fingerprints = Fingerprints(
+            weights=weights_fingerprint(model),
+            tokenizer=tokenizer_fingerprint(tokenizer),
+            calibration=None
+            if calibration is None
+            else calibration_fingerprint(calibration.token_ids),
+            documents=None if evaluator is None else evaluator.fingerprint(),
+            prompts=None if evaluator is None else evaluator.prompts_fingerprint(),
+        )  # what the runner's results depend on besides their configurations (sweep.identity)
         self._proxy_base: BaseDistribution | None = None
 
     def input_widths(self) -> dict[str, int]:

@@ -19,7 +19,7 @@ from sweep.evaluate import Evaluator
 from sweep.events import Events
 from sweep.model import load_model, resolve_device, tensor_inventory
 from sweep.space import all_configs
-from sweep.spec import RUNS, StudySpec
+from sweep.spec import RUNS, StudySpec, calibration_source
 from sweep.storage import STORAGE_ENV
 from sweep.trial import Calibration, TrialRunner
 from sweep.zoo import is_named, model_folder
@@ -62,7 +62,7 @@ def prepare_runner(
     calibration = None
     cal = spec.calibration
     if needs_data and cal is not None:
-        where = {"file": cal.path, "dataset": cal.dataset, "function": cal.function}[cal.source]
+        where = calibration_source(cal)
         with events.busy(f"reading calibration data ({where})"):
             ids = calibration_batches(cal, tokenizer)
         events.note(

@@ -19,7 +19,7 @@ from sweep.export.checkpoint import grid_widths, write_checkpoint
 from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
-from sweep.spec import StudySpec
+from sweep.spec import Fingerprints, StudySpec
 from sweep.staging import SAMPLE, STOPPED, TASKS
 from sweep.trial import TrialRunner
 
@@ -50,6 +50,7 @@ class Bundle:
     measurement: Measurement
     base: BaseReference
     source: Source
+    fingerprints: Fingerprints  # the inputs it was measured on (sweep.identity)
 
 
 def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
@@ -107,7 +108,7 @@ def write_bundle(
         f"Reproduce it with: sweep compress {TRIAL_SPEC} --out <folder>"
     )
     name = source.study if source.trial is None else f"{source.study}-trial-{source.trial}"
-    one = trial_spec(bundle.spec, config, name, runner.fingerprint)
+    one = trial_spec(bundle.spec, config, name, bundle.fingerprints)
     write_trial_spec(one, out / TRIAL_SPEC, header)
     (out / RECIPE).write_text(recipe_yaml(config, grid_widths(grids)))
     checkpoint_bytes = (out / "model.safetensors").stat().st_size
@@ -117,6 +118,7 @@ def write_bundle(
         "config_key": config.canonical().key(),
         "measured": bundle.measurement.to_dict(),
         "base_reference": bundle.base.to_dict(),
+        "fingerprints": bundle.fingerprints.model_dump(),
         "checkpoint_bytes": checkpoint_bytes,
     }
     (out / MEASUREMENTS).write_text(json.dumps(record, indent=2) + "\n")

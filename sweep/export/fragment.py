@@ -10,7 +10,15 @@ import yaml
 
 from sweep.compress import CompressionConfig
 from sweep.space import all_configs
-from sweep.spec import Constraints, SamplerSpec, SearchSpace, SparsityRange, SpecError, StudySpec
+from sweep.spec import (
+    Constraints,
+    Fingerprints,
+    SamplerSpec,
+    SearchSpace,
+    SparsityRange,
+    SpecError,
+    StudySpec,
+)
 
 
 def single_config_space(config: CompressionConfig) -> SearchSpace:
@@ -34,14 +42,14 @@ def single_config_space(config: CompressionConfig) -> SearchSpace:
 
 
 def trial_spec(
-    spec: StudySpec, config: CompressionConfig, name: str, fingerprint: str | None = None
+    spec: StudySpec, config: CompressionConfig, name: str, fingerprints: Fingerprints | None = None
 ) -> StudySpec:
     """``spec`` narrowed to ``config``: same model, data and tasks; one configuration, one trial.
-    With ``fingerprint``, the weights it was measured on (``sweep compress`` refuses others)."""
+    With ``fingerprints``, the inputs it was measured on (``sweep compress`` refuses others)."""
     return spec.model_copy(
         update={
             "name": name,
-            "model_fingerprint": fingerprint or spec.model_fingerprint,
+            "fingerprints": spec.fingerprints if fingerprints is None else fingerprints,
             "search": single_config_space(config),
             "sampler": SamplerSpec(name="grid", seed=0),
             "constraints": Constraints(),

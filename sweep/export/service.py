@@ -10,15 +10,16 @@ from sweep.events import Events
 from sweep.export import ExportError
 from sweep.export.bundle import Bundle, Source, check_output_folder, choose_trial, write_bundle
 from sweep.export.fragment import the_config, trial_spec
+from sweep.identity import changes
 from sweep.space import check_group_sizes, unfit_layers
-from sweep.spec import RUNS, load_spec
+from sweep.spec import RUNS, calibration_source, load_spec
 from sweep.study import (
-    ModelChangedError,
+    InputsChangedError,
     StudyAddress,
-    check_model_weights,
+    check_fingerprints,
+    pinned_fingerprints,
     stored_base,
     stored_spec,
-    study_fingerprint,
 )
 from sweep.trial import TrialResult
 from sweep.workers import prepare_runner
@@ -56,9 +57,11 @@ def export_trial(request: ExportRequest, events: Events) -> Exported:
     if config is None or measurement is None or base is None:
         raise ExportError(f"trial {chosen.number} of {study.study_name!r} holds no measurement")
     events.note(f"exporting trial {chosen.number} of {study.study_name}: {config.key()}")
-    one = trial_spec(ran, config, ran.name, study_fingerprint(study))
+    pinned = pinned_fingerprints(study)
+    one = trial_spec(ran, config, ran.name, pinned)
     with prepare_runner(one, events, request.progress, evaluate=False) as runner:
-        check_model_weights(study, runner.fingerprint, ran.model, record=False)
+        where = calibration_source(ran.calibration)
+        check_fingerprints(study, runner.fingerprints, ran.model, where, record=False)
         unfit = unfit_layers(config.group_size if config.quantizes else None,
                              runner.input_widths())  # fmt: skip
         if unfit:
@@ -70,7 +73,9 @@ def export_trial(request: ExportRequest, events: Events) -> Exported:
                 "grouped layer only when its groups tile the row"
             )
         compressed = runner.compress(config, record_grids=True)
-        bundle = Bundle(ran, config, measurement, base, Source(ran.name, chosen.number, ran.model))
+        source = Source(ran.name, chosen.number, ran.model)
+        known = pinned.known(runner.fingerprints)
+        bundle = Bundle(ran, config, measurement, base, source, known)
         with events.busy(f"writing {folder}"):
             files = write_bundle(folder, runner, compressed.grids, bundle)
     return Exported(folder, files, chosen.number)
@@ -100,21 +105,20 @@ def compress_spec(request: CompressRequest, events: Events) -> Compressed:
     if request.out is not None:
         check_output_folder(request.out)
     with prepare_runner(spec, events, request.progress) as runner:
-        expected = spec.model_fingerprint
-        if expected is not None and expected != runner.fingerprint:
-            raise ModelChangedError(
-                f"the weights of model {spec.model} are not those {request.spec_path} was "
-                f"measured on (fingerprint {expected[:12]} then, {runner.fingerprint[:12]} now)"
-            )
+        where = calibration_source(spec.calibration)
+        subject = f"{request.spec_path} was"
+        lines = changes(spec.fingerprints, runner.fingerprints, spec.model, subject, where)
+        if lines:
+            raise InputsChangedError("\n".join(lines))
         check_group_sizes(spec.search, runner.input_widths())
         with events.busy("evaluating the base model"):
             base = runner.evaluate_base()
         result = runner.run(config, base, record_grids=request.out is not None)
         files: list[Path] = []
         if request.out is not None:
-            bundle = Bundle(
-                spec, config, result.measurement, base, Source(spec.name, None, spec.model)
-            )
+            source = Source(spec.name, None, spec.model)
+            known = spec.fingerprints.known(runner.fingerprints)
+            bundle = Bundle(spec, config, result.measurement, base, source, known)
             with events.busy(f"writing {request.out}"):
                 files = write_bundle(request.out, runner, result.grids, bundle)
     return Compressed(result, files)

@@ -1,0 +1,96 @@
+"""What a trial's result depends on besides its configuration, named by content.
+
+A study's spec names its inputs by where they are (a model folder, a calibration file, a task
+folder); what a trial measures depends on what those places hold. Each input is therefore
+fingerprinted by its content, as the engine reads it (``sweep.spec.Fingerprints``):
+
+- the weights: ``sweep.model.weights_fingerprint`` (a strided sample of every parameter, and
+  the model's config);
+- the tokenizer: its whole vocabulary, rules and special tokens (``tokenizer_fingerprint``); a
+  tokenizer replaced beside unchanged weights changes every prompt the model is given;
+- the calibration set: the token ids it feeds the engine (``calibration_fingerprint``), so that
+  a file edited in place, a function or a dataset returning other texts, or another tokenizer
+  all count as another calibration set;
+- the tasks: every document they evaluate, and their lm-eval configuration (prompt templates,
+  choices, metrics) (``sweep.evaluate.Evaluator``).
+
+The first worker of a study pins them on the study; `run`, `worker`, `export` and `compress`
+refuse inputs that differ, naming each (``changes``). The results table's key covers them, so a
+configuration computed on one calibration set is never reused for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import torch
+
+from sweep.spec import Fingerprints
+
+_WHAT = {
+    "weights": "the weights of model {model} are not those {subject} measured on",
+    "tokenizer": "the tokenizer of model {model} is not the one {subject} measured with",
+    "calibration": (
+        "the calibration tokens are not those {subject} calibrated on (the calibration "
+        "{where} holds other texts, or the tokenizer changed)"
+    ),
+    "documents": (
+        "the documents of its tasks are not those its trials were scored on (a task's files "
+        "changed, or this machine builds other questions)"
+    ),
+    "prompts": (
+        "the lm-eval configuration of its tasks (prompts, choices, metrics) is not the one its "
+        "trials were scored with"
+    ),
+}
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """sha256 of what a tokenizer does: its vocabulary and rules (the whole serialised
+    ``tokenizers`` object of a fast tokenizer, else its vocabulary), its special tokens, and
+    the settings that change the ids of a text (added BOS/EOS, maximum length, sides)."""
+    digest = hashlib.sha256(b"sweep-tokenizer-v1")
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+        digest.update(json.dumps(vocab).encode())
+    settings = {
+        "class": type(tokenizer).__name__,
+        "special": getattr(tokenizer, "special_tokens_map", {}),
+        "pad": getattr(tokenizer, "pad_token", None),
+        "model_max_length": getattr(tokenizer, "model_max_length", None),
+        "padding_side": getattr(tokenizer, "padding_side", None),
+        "truncation_side": getattr(tokenizer, "truncation_side", None),
+        "add_bos": getattr(tokenizer, "add_bos_token", None),
+        "add_eos": getattr(tokenizer, "add_eos_token", None),
+        "chat_template": getattr(tokenizer, "chat_template", None),
+    }
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def calibration_fingerprint(token_ids: torch.Tensor) -> str:
+    """sha256 of the calibration set as the engine reads it: (samples, seq_len) token ids."""
+    ids = token_ids.detach().to("cpu", torch.int64).contiguous()
+    digest = hashlib.sha256(b"sweep-calibration-tokens-v1")
+    digest.update(str(tuple(ids.shape)).encode())
+    digest.update(ids.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def changes(
+    then: Fingerprints, now: Fingerprints, model: str, subject: str, where: str = "source"
+) -> list[str]:
+    """One line for each input known on both sides whose content differs: what changed, and
+    the two fingerprints. ``subject`` reads as "study 'x' was" or "sweep-trial.yaml was"."""
+    lines = []
+    for name in then.changed(now):
+        what = _WHAT[name].format(model=model, subject=subject, where=where)
+        lines.append(
+            f"{what} (fingerprint {getattr(then, name)[:12]} then, {getattr(now, name)[:12]} now)"
+        )
+    return lines
