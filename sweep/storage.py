@@ -3,11 +3,12 @@
 One set of liveness constants serves Optuna's trial heartbeats and the claims of the results
 table (``sweep.results``): a worker beats every ``HEARTBEAT_S`` seconds, and ``GRACE_S`` seconds
 after its last beat its running trial is failed (and retried) and its claim may be taken over.
-URLs are shown with their password masked (``display``), everywhere they are printed or logged.
+URLs are shown with their secrets masked (``display``), everywhere they are printed or logged.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,12 +32,36 @@ class StorageError(UserError, RuntimeError):
     """The study's database cannot be opened or written."""
 
 
-def display(url: str) -> str:
-    """``url`` with its password masked, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return url if "@" not in url else "<storage URL>"
+MASK = "***"
+# Parameter names whose values are masked wherever ``name=value`` is written (a URL's query, a
+# libpq connection string): the secrets drivers read, such as password, passwd, pwd,
+# sslpassword, secret, client_secret, token, access_token, api_key, sslkey, auth.
+SECRET_NAMES = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
+_SCHEME = r"[A-Za-z][\w+.-]*://"
+_USER_INFO = re.compile(
+    # scheme://user:PASSWORD@host, the password running to the last "@" of its word (a URL on
+    # its own: of the text, as SQLAlchemy reads it), or user:PASSWORD@host without a scheme
+    rf"(?P<url>\A\s*{_SCHEME}[^:/@\s]*:)[^\n]*(?=@)"
+    rf"|(?P<word>{_SCHEME}[^:/@\s]*:)\S*(?=@)"
+    rf"|(?P<bare>(?<![^\s'\"(\[,=])[^\s:/@'\"]+:)(?!//)[^\s@]*(?=@)"
+)
+_SECRET_VALUE = re.compile(
+    rf"(?P<name>\b[\w.-]*(?:{'|'.join(SECRET_NAMES)})[\w.-]*=)[^\s&'\"]+", re.IGNORECASE
+)
+
+
+def display(text: str) -> str:
+    """``text`` (a URL, or a message quoting URLs and connection strings) with its secrets
+    masked: the password of a URL's user info (``user:***@host``) and the value of every
+    parameter whose name contains one of ``SECRET_NAMES`` (``?password=***``, ``token=***``).
+    Every message that may quote a URL goes through here."""
+    text = _USER_INFO.sub(_mask_password, text)
+    return _SECRET_VALUE.sub(rf"\g<name>{MASK}", text)
+
+
+def _mask_password(match: re.Match[str]) -> str:
+    kept = next(part for part in match.groups() if part is not None)  # what comes before it
+    return kept + MASK
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -87,7 +112,7 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
         return creating_tables(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                                  **kwargs))  # fmt: skip
     except Exception as err:  # SQLAlchemy and sqlite3 raise many kinds; all mean the same here
-        reason = str(err).replace(url, display(url)).splitlines()[0]
+        reason = display(str(err).replace(url, display(url)).splitlines()[0])
         raise StorageError(f"cannot open study storage {display(url)}: {reason}") from None
 
 
@@ -111,7 +136,7 @@ def require_database(url: str) -> None:
     check_url(url)
     path = sqlite_path(url)
     if path is not None and not path.exists():
-        raise StorageError(f"no study database at {url}: run `make sweep` first")
+        raise StorageError(f"no study database at {display(url)}: run `make sweep` first")
 
 
 def existing_storage(url: str) -> optuna.storages.RDBStorage:
