@@ -233,8 +233,8 @@ ROWS: dict[str, Row] = {
         _spec_text("huge", lambda w: w.spec.read_text() + "#" + "x" * (1 << 20) + "\n"),
         ("huge.yaml is over 1 MiB",)),
     "a YAML syntax error on the storage line": Row(
-        _spec_text("storageline", lambda w: w.spec.read_text() + f"storage: '{PLANTED}\n"),
-        ("not valid YAML: while scanning a quoted scalar",)),
+        _spec_text("storageline", lambda w: w.spec.read_text() + f"storage: {PLANTED}: [\n"),
+        ("not valid YAML: mapping values are not allowed here",)),
     "a list where the storage URL goes": Row(
         _run_variant("storagelist", _field("storage", [PLANTED])),
         ("storage: Input should be a valid string", "alice:***@127.0.0.1:1/sweep?password=***")),
