@@ -500,11 +500,18 @@ def _format_errors(err: ValidationError, source: str) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         given = e.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        shown = "" if isinstance(given, dict) else f" (got {_quoted(given)})"
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         lines.append(f"  {field}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _quoted(value: object, limit: int = 200) -> str:
+    """``repr(value)`` with the secrets of any URL in it masked (before it is cut, so that no
+    part of one is left), cut to ``limit`` characters."""
+    text = display(repr(value))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_spec(data: object, source: str = "<spec>") -> StudySpec:
@@ -513,7 +520,7 @@ def parse_spec(data: object, source: str = "<spec>") -> StudySpec:
     try:
         return StudySpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(display(_format_errors(err, source))) from None  # values may be URLs
+        raise SpecError(_format_errors(err, source)) from None
 
 
 def load_spec(path: str | Path) -> StudySpec:

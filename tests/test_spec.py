@@ -317,3 +317,10 @@ def test_a_mixed_allocation_without_bits_it_can_average_is_refused():
     assert "add one of [3, 4] to bits, or uniform to allocations" in msg
     mixed = {"allocations": ["mixed"], "bits": [4], "sparsity": {"values": [0.0, 0.5]}}
     assert _spec(search=mixed).search.size() == 2
+
+
+def test_a_long_value_is_cut_after_its_secrets_are_masked():
+    url = "x://alice:S3cretPW@127.0.0.1:1/db"
+    message = _error(storage=[" " * 187 + url])  # the cut at 200 characters falls in it
+    assert "storage: Input should be a valid string (got ['  " in message
+    assert message.endswith("x://alice:*...)") and "S3c" not in message
