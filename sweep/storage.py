@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote_plus
 
 import optuna
 from sqlalchemy.engine import make_url
@@ -33,9 +34,10 @@ class StorageError(UserError, RuntimeError):
 
 
 MASK = "***"
-# Parameter names whose values are masked wherever ``name=value`` is written (a URL's query, a
-# libpq connection string): the secrets drivers read, such as password, passwd, pwd,
-# sslpassword, secret, client_secret, token, access_token, api_key, sslkey, auth.
+# A parameter's value is masked wherever ``name=value`` is written (a URL's query, a libpq
+# connection string) when its name, percent-decoded and in any case, holds one of these: the
+# secrets drivers read, such as password, passwd, pwd, sslpassword, secret, client_secret,
+# token, access_token, api_key, sslkey, auth.
 SECRET_NAMES = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
 _SCHEME = r"[A-Za-z][\w+.-]*://"
 _USER_INFO = re.compile(
@@ -45,9 +47,7 @@ _USER_INFO = re.compile(
     rf"|(?P<word>{_SCHEME}[^:/@\s]*:)\S*(?=@)"
     rf"|(?P<bare>(?<![^\s'\"(\[,=])[^\s:/@'\"]+:)(?!//)[^\s@]*(?=@)"
 )
-_SECRET_VALUE = re.compile(
-    rf"(?P<name>\b[\w.-]*(?:{'|'.join(SECRET_NAMES)})[\w.-]*=)[^\s&'\"]+", re.IGNORECASE
-)
+_PARAMETER = re.compile(r"(?<![\w.%+-])(?P<name>[\w.%+-]+)=[^\s&'\"]+")
 
 
 def display(text: str) -> str:
@@ -56,12 +56,17 @@ def display(text: str) -> str:
     parameter whose name contains one of ``SECRET_NAMES`` (``?password=***``, ``token=***``).
     Every message that may quote a URL goes through here."""
     text = _USER_INFO.sub(_mask_password, text)
-    return _SECRET_VALUE.sub(rf"\g<name>{MASK}", text)
+    return _PARAMETER.sub(_mask_secret_parameter, text)
 
 
 def _mask_password(match: re.Match[str]) -> str:
     kept = next(part for part in match.groups() if part is not None)  # what comes before it
     return kept + MASK
+
+
+def _mask_secret_parameter(match: re.Match[str]) -> str:
+    name = unquote_plus(match["name"]).lower()  # as the driver reads it: pass%77ord=
+    return f"{match['name']}={MASK}" if any(s in name for s in SECRET_NAMES) else match[0]
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -30,6 +30,8 @@ SECRET = "S3cretPW"
          "storage 'alice:***@db/sweep' is not a database URL"),
         ("invalid dsn: host=db user=alice password=S3cretPW",
          "invalid dsn: host=db user=alice password=***"),
+        ("postgresql://alice@db/sweep?pass%77ord=S3cretPW&application_name=sweep",
+         "postgresql://alice@db/sweep?pass%77ord=***&application_name=sweep"),
     ],
 )  # fmt: skip
 def test_secrets_are_masked_wherever_a_url_holds_them(text: str, shown: str):
@@ -43,6 +45,8 @@ def test_secrets_are_masked_wherever_a_url_holds_them(text: str, shown: str):
         "postgresql://db:5432/sweep",
         "no study 'x' in sqlite:////tmp/a@b/demo.db; it has: ['demo']",
         "KeyError: 'model.layers.0' at 12:30 for alice@example.org",
+        "postgresql://alice@db/sweep?sslmode=require&connect_timeout=5",
+        "search.bits: [2, 3, 4, 8, 16] -> [2, 4, 16]; x=1, kl_seq_len=256",
     ],
 )
 def test_text_without_secrets_is_left_as_it_is(text: str):
