@@ -39,29 +39,30 @@ MASK = "***"
 # secrets drivers read, such as password, passwd, pwd, sslpassword, secret, client_secret,
 # token, access_token, api_key, sslkey, auth.
 SECRET_NAMES = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
-_SCHEME = r"[A-Za-z][\w+.-]*://"
-_USER_INFO = re.compile(
-    # scheme://user:PASSWORD@host, the password running to the last "@" of its word (a URL on
-    # its own: of the text, as SQLAlchemy reads it), or user:PASSWORD@host without a scheme
-    rf"(?P<url>\A\s*{_SCHEME}[^:/@\s]*:)[^\n]*(?=@)"
-    rf"|(?P<word>{_SCHEME}[^:/@\s]*:)\S*(?=@)"
-    rf"|(?P<bare>(?<![^\s'\"(\[,=])[^\s:/@'\"]+:)(?!//)[^\s@]*(?=@)"
-)
-_PARAMETER = re.compile(r"(?<![\w.%+-])(?P<name>[\w.%+-]+)=[^\s&'\"]+")
+_URL = re.compile(r"\s*[A-Za-z][\w+.-]*://")
+_PARAMETER = re.compile(r"(?<![\w.%+-])(?P<name>[\w.%+-]+)=[^\s&'\"]*")
 
 
 def display(text: str) -> str:
     """``text`` (a URL, or a message quoting URLs and connection strings) with its secrets
     masked: the password of a URL's user info (``user:***@host``) and the value of every
-    parameter whose name contains one of ``SECRET_NAMES`` (``?password=***``, ``token=***``).
-    Every message that may quote a URL goes through here."""
-    text = _USER_INFO.sub(_mask_password, text)
+    parameter whose name holds one of ``SECRET_NAMES`` (``?password=***``, ``token=***``).
+    Every message that may quote a URL goes through here. It takes time linear in the text."""
+    if "\n" not in text and _URL.match(text):  # a URL on its own: a space may be in it
+        text = _mask_user_info(text)
+    else:
+        words = re.split(r"(\s+)", text)
+        text = "".join(_mask_user_info(w) if "@" in w else w for w in words)
     return _PARAMETER.sub(_mask_secret_parameter, text)
 
 
-def _mask_password(match: re.Match[str]) -> str:
-    kept = next(part for part in match.groups() if part is not None)  # what comes before it
-    return kept + MASK
+def _mask_user_info(word: str) -> str:
+    """``word`` with the password of its user info masked: from the ``:`` after the user (the
+    first one after ``scheme://``, or in the word) to the word's last ``@``."""
+    at = word.rfind("@")
+    scheme = word.find("://", 0, at)
+    colon = word.find(":", scheme + 3 if scheme >= 0 else 0, at)
+    return word if at <= 0 or colon < 0 else word[: colon + 1] + MASK + word[at:]
 
 
 def _mask_secret_parameter(match: re.Match[str]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sweep.storage import StorageError, check_url, display, make_storage
@@ -65,3 +67,11 @@ def test_a_database_that_cannot_be_reached_is_refused_without_its_password():
     with pytest.raises(StorageError) as info:
         check_url(f"alice:{SECRET}@127.0.0.1/sweep")
     assert "is not a database URL" in str(info.value) and SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize("unit", ["a", "a=", "a:", "a://", "=a:", "x@", "a,"])
+def test_masking_takes_time_linear_in_the_text(unit: str):
+    text = unit * (200_000 // len(unit))  # the size of a value a spec file may hold, about
+    start = time.perf_counter()
+    display(text)
+    assert time.perf_counter() - start < 1.0
