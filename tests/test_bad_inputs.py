@@ -232,6 +232,14 @@ ROWS: dict[str, Row] = {
     "a spec file over 1 MiB": Row(
         _spec_text("huge", lambda w: w.spec.read_text() + "#" + "x" * (1 << 20) + "\n"),
         ("huge.yaml is over 1 MiB",)),
+    "a password in the URL's query (run)": Row(
+        _cmd("run", "{spec}", "--storage", f"{QUERY}{{secret}}"), (f"storage {QUERY}***",)),
+    "a password in the URL's query (status)": Row(
+        _cmd("status", "--storage", f"{QUERY}{{secret}}", "--study-name", "bad"),
+        (f"storage {QUERY}***",)),
+    "a password in the URL's query (worker)": Row(
+        _cmd("worker", "--storage", f"{QUERY}{{secret}}", "--study", "bad"),
+        (f"storage {QUERY}***",)),
     "a YAML syntax error on the storage line": Row(
         _spec_text("storageline", lambda w: w.spec.read_text() + f"storage: {PLANTED}: [\n"),
         ("not valid YAML: mapping values are not allowed here",)),
@@ -290,14 +298,6 @@ ROWS: dict[str, Row] = {
     "unreachable database, password masked": Row(
         _cmd("run", "{spec}", "--storage", "postgresql+psycopg2://nobody:{secret}@127.0.0.1:1/no"),
         ("cannot open study storage postgresql+psycopg2://nobody:***@127.0.0.1:1/no",)),
-    "a password in the URL's query (run)": Row(
-        _cmd("run", "{spec}", "--storage", f"{QUERY}{{secret}}"), (f"storage {QUERY}***",)),
-    "a password in the URL's query (status)": Row(
-        _cmd("status", "--storage", f"{QUERY}{{secret}}", "--study-name", "bad"),
-        (f"storage {QUERY}***",)),
-    "a password in the URL's query (worker)": Row(
-        _cmd("worker", "--storage", f"{QUERY}{{secret}}", "--study", "bad"),
-        (f"storage {QUERY}***",)),
     "zero trials": Row(_cmd("run", "{spec}", "--storage", "{url}", "--trials", "0"),
                        ("Invalid value for '--trials'",)),
     "zero workers": Row(_cmd("run", "{spec}", "--storage", "{url}", "--workers", "0"),
