@@ -161,9 +161,9 @@ def _quantization_choices(space: SearchSpace) -> Iterator[dict]:
     allocation only where it acts."""
     for bits in dict.fromkeys(space.bits):
         allocations = [a for a in space.allocations if a == "uniform" or allocation_acts(bits)]
-        if bits == 16 and allocations:
-            yield {}
         if bits == 16:
+            if allocations:  # uniform: a configuration that does not quantize has no other
+                yield {}
             continue
         for group, sym, method, allocation in itertools.product(
             space.group_sizes, space.symmetric, space.quant_methods, allocations
