@@ -40,7 +40,7 @@ MASK = "***"
 # token, access_token, api_key, sslkey, auth.
 SECRET_NAMES = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
 _URL = re.compile(r"\s*[A-Za-z][\w+.-]*://")
-_PARAMETER = re.compile(r"(?<![\w.%+-])(?P<name>[\w.%+-]+)=[^\s&'\"]*")
+_PARAMETER = re.compile(r"(?<![\w.%+-])(?P<name>[\w.%+-]+)=(?P<value>[^\s&'\"]*)")
 
 
 def display(text: str) -> str:
@@ -67,7 +67,11 @@ def _mask_user_info(word: str) -> str:
 
 def _mask_secret_parameter(match: re.Match[str]) -> str:
     name = unquote_plus(match["name"]).lower()  # as the driver reads it: pass%77ord=
-    return f"{match['name']}={MASK}" if any(s in name for s in SECRET_NAMES) else match[0]
+    if not any(s in name for s in SECRET_NAMES):
+        return match[0]
+    value = match["value"]
+    after = value[len(value.rstrip(":,;.)]")) :]  # the message's punctuation, not the value's
+    return f"{match['name']}={MASK}{after}"
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -30,6 +30,8 @@ SECRET = "S3cretPW"
          "storage: Input should be a valid string (got ['postgresql://a:***@db/s'])"),
         ("storage 'alice:S3cretPW@db/sweep' is not a database URL",
          "storage 'alice:***@db/sweep' is not a database URL"),
+        ("cannot open study storage postgresql://alice@db/s?password=S3cretPW: (psycopg2) no",
+         "cannot open study storage postgresql://alice@db/s?password=***: (psycopg2) no"),
         ("invalid dsn: host=db user=alice password=S3cretPW",
          "invalid dsn: host=db user=alice password=***"),
         ("postgresql://alice@db/sweep?pass%77ord=S3cretPW&application_name=sweep",
@@ -38,6 +40,7 @@ SECRET = "S3cretPW"
 )  # fmt: skip
 def test_secrets_are_masked_wherever_a_url_holds_them(text: str, shown: str):
     assert display(text) == shown
+    assert display(shown) == shown  # a message built from masked parts is masked again as is
 
 
 @pytest.mark.parametrize(
