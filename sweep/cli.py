@@ -22,7 +22,7 @@ import typer
 
 from sweep.console import ConsoleEvents, console, err_console
 from sweep.errors import UserError, disk_full
-from sweep.storage import STORAGE_ENV
+from sweep.storage import STORAGE_ENV, display
 
 app = typer.Typer(
     help="Search the best mix of pruning and quantization for an LLM.",
@@ -59,7 +59,8 @@ class OptionError(UserError):
 
 def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], Any]:
     """Register a command whose bad input ends in one line and exit code 2, and Ctrl-C in the
-    line ``interrupted`` and exit code 130."""
+    line ``interrupted`` and exit code 130. Messages may quote what the user gave: the secrets
+    of any URL in them are masked (``sweep.storage.display``)."""
 
     def register(fn: Callable[..., Any]) -> Any:
         @functools.wraps(fn)
@@ -67,7 +68,7 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
             try:
                 return fn(*args, **kwargs)
             except UserError as err:
-                err_console.print(f"[bold red]error:[/] {err}")
+                err_console.print(f"[bold red]error:[/] {display(str(err))}")
                 raise typer.Exit(2) from None
             except KeyboardInterrupt:
                 err_console.print(f"[yellow]{interrupted}[/]")
@@ -75,10 +76,10 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
             except Exception as err:
                 if not disk_full(err):
                     raise
+                reason = display(" ".join(str(err).split()))[:200]
                 err_console.print(
                     f"[bold red]error:[/] no space left on the disk ({type(err).__name__}: "
-                    f"{' '.join(str(err).split())[:200]}); free some space and run again: "
-                    "complete trials are kept"
+                    f"{reason}); free some space and run again: complete trials are kept"
                 )
                 raise typer.Exit(2) from None
 

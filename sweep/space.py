@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 
 import optuna
 
@@ -124,25 +125,58 @@ def config_params(config: CompressionConfig, space: SearchSpace) -> dict:
 
 
 def all_configs(space: SearchSpace) -> set[CompressionConfig]:
-    """Every distinct (canonical) configuration the space holds."""
+    """Every distinct (canonical) configuration the space holds: ``space.size()`` of them.
+
+    Built from the choices a configuration depends on (as ``suggest_config`` asks them), so
+    the work grows with the configurations, not with the product of every list."""
     configs = set()
-    for pattern in space.patterns:
-        sparsities = space.sparsity.grid() if pattern == "unstructured" else [0.0]
-        profiles = space.profiles if pattern == "unstructured" else ["uniform"]
-        for s, bits, pm, qm, g, sym, order, case, profile, lam, m, alloc in itertools.product(
-            sparsities, space.bits, space.prune_methods, space.quant_methods, space.group_sizes,
-            space.symmetric, space.orders, space.cases, profiles, space.owl_lambdas,
-            space.owl_ms, space.allocations,
-        ):  # fmt: skip
-            if alloc == "mixed" and not allocation_acts(bits):
-                continue
-            cfg = CompressionConfig(
-                sparsity=s, pattern=pattern, bits=bits, prune_method=pm, quant_method=qm,
-                group_size=g, symmetric=sym, order=order, case=case, profile=profile,
-                owl_lambda=lam, owl_m=m, allocation=alloc,
-            )  # fmt: skip
-            configs.add(cfg.canonical())
+    for pruning in _pruning_choices(space):
+        for quantization in _quantization_choices(space):
+            for order in _order_choices(space) if pruning and quantization else [{}]:
+                configs.add(CompressionConfig(**pruning, **quantization, **order).canonical())
     return configs
+
+
+def _pruning_choices(space: SearchSpace) -> Iterator[dict]:
+    """The pruning fields of each configuration: ``{}`` for none."""
+    for pattern in dict.fromkeys(space.patterns):
+        if pattern != "unstructured":
+            yield from ({"pattern": pattern, "prune_method": m} for m in space.prune_methods)
+            continue
+        for sparsity in space.sparsity.grid():
+            if sparsity == 0.0:
+                yield {}
+                continue
+            for method, profile in itertools.product(space.prune_methods, space.profiles):
+                fields = {"sparsity": sparsity, "prune_method": method, "profile": profile}
+                if profile == "uniform":
+                    yield fields
+                    continue
+                for lam, m in itertools.product(space.owl_lambdas, space.owl_ms):
+                    yield {**fields, "owl_lambda": lam, "owl_m": m}
+
+
+def _quantization_choices(space: SearchSpace) -> Iterator[dict]:
+    """The quantization fields of each configuration: ``{}`` for none (16 bits); a mixed
+    allocation only where it acts."""
+    for bits in dict.fromkeys(space.bits):
+        allocations = [a for a in space.allocations if a == "uniform" or allocation_acts(bits)]
+        if bits == 16:
+            if allocations:  # uniform: a configuration that does not quantize has no other
+                yield {}
+            continue
+        for group, sym, method, allocation in itertools.product(
+            space.group_sizes, space.symmetric, space.quant_methods, allocations
+        ):
+            yield {"bits": bits, "group_size": group, "symmetric": sym, "quant_method": method,
+                   "allocation": allocation}  # fmt: skip
+
+
+def _order_choices(space: SearchSpace) -> Iterator[dict]:
+    """The order (and case) of a configuration that both prunes and quantizes."""
+    for order in space.orders:
+        cases = space.cases if order == "prune_first" else ["B"]
+        yield from ({"order": order, "case": case} for case in cases)
 
 
 def unfit_layers(group_size: int | None, widths: dict[str, int]) -> dict[str, int]:

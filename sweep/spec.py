@@ -9,10 +9,19 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from sweep.compress.config import ALLOCATIONS, ORDERS, PROFILES, SUPPORTED_BITS, parse_pattern
-from sweep.compress.registry import PRUNERS, QUANTIZERS, unknown_name_message
+from sweep.compress.config import (
+    ALLOCATIONS,
+    ORDERS,
+    PROFILES,
+    SUPPORTED_BITS,
+    UNSTRUCTURED,
+    allocation_acts,
+    parse_pattern,
+)
+from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, unknown_name_message
 from sweep.errors import UserError
 from sweep.metrics import BOUNDED, OBJECTIVES
+from sweep.storage import display
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")  # each a search plan (sweep.plan)
 # Where a run writes what the spec does not place: the study database, plots, reports,
@@ -20,6 +29,12 @@ SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")  # each a search plan (sweep
 RUNS = Path("runs")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+# A spec is a few kilobytes of YAML; past these, a file is refused before it is parsed, and a
+# document whose aliases (``*name``) would repeat more nodes than ALIAS_BUDGET before it is built.
+SPEC_MAX_BYTES = 1 << 20
+ALIAS_BUDGET = 10_000
+MAX_CONFIGURATIONS = 100_000  # the default of search.max_configurations
+SPARSITY_DECIMALS = 6  # sparsities are kept to this many decimals (CompressionConfig.canonical)
 
 
 class SpecError(UserError, ValueError):
@@ -27,16 +42,27 @@ class SpecError(UserError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SparsityRange(_Strict):
-    """Sparsity values to search: ``low`` to ``high`` by ``step``, or a ``values`` list."""
+    """Sparsity values to search: ``low`` to ``high`` by ``step``, or a ``values`` list; each
+    kept to ``SPARSITY_DECIMALS`` decimals."""
 
     low: float = Field(0.0, ge=0.0, lt=1.0)
     high: float = Field(0.5, ge=0.0, lt=1.0)
     step: float = Field(0.1, gt=0.0, lt=1.0)
     values: list[Annotated[float, Field(ge=0.0, lt=1.0)]] | None = None
+
+    @field_validator("step")
+    @classmethod
+    def _resolution(cls, v: float) -> float:
+        if v < 10**-SPARSITY_DECIMALS:
+            raise ValueError(
+                f"step {v:g} is finer than sparsities are kept ({SPARSITY_DECIMALS} decimals): "
+                f"at least {10**-SPARSITY_DECIMALS:g}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _ordered(self) -> SparsityRange:
@@ -44,13 +70,30 @@ class SparsityRange(_Strict):
             raise ValueError(f"high ({self.high}) must be >= low ({self.low})")
         if self.values is not None and not self.values:
             raise ValueError("values must not be empty")
+        top = max(self.grid()) if self.values is not None else self._value(self._steps())
+        if top >= 1.0:
+            raise ValueError(
+                f"the largest sparsity, {top:g} at {SPARSITY_DECIMALS} decimals, must be below 1"
+            )
         return self
+
+    def _steps(self) -> int:
+        return int(round((self.high - self.low) / self.step))
+
+    def _value(self, i: int) -> float:
+        return round(self.low + i * self.step, SPARSITY_DECIMALS)
 
     def grid(self) -> list[float]:
         if self.values is not None:
-            return sorted({round(v, 6) for v in self.values})
-        n = int(round((self.high - self.low) / self.step))
-        return [round(self.low + i * self.step, 6) for i in range(n + 1)]
+            return sorted({round(v, SPARSITY_DECIMALS) for v in self.values})
+        return [self._value(i) for i in range(self._steps() + 1)]
+
+    def size(self) -> int:
+        """``len(self.grid())``, without building a range's grid."""
+        return len(self.grid()) if self.values is not None else self._steps() + 1
+
+    def lowest(self) -> float:
+        return min(self.grid()) if self.values is not None else self._value(0)
 
 
 class SearchSpace(_Strict):
@@ -77,6 +120,8 @@ class SearchSpace(_Strict):
     # owl_m, allocation); those with one choice in the space may be left out. Checked against
     # the space by ``space.first_configs``.
     first: list[dict[str, float | int | str | bool | None]] = []
+    # a larger space is refused: its size says a step or a list is not what was meant
+    max_configurations: int = Field(MAX_CONFIGURATIONS, gt=0)
 
     @field_validator("patterns")
     @classmethod
@@ -146,6 +191,69 @@ class SearchSpace(_Strict):
     @classmethod
     def _non_empty_list(cls, v: list) -> list:
         return _non_empty(v)
+
+    @model_validator(mode="after")
+    def _sized(self) -> SearchSpace:
+        size = self.size()
+        if size == 0:
+            acting = [b for b in SUPPORTED_BITS if allocation_acts(b)]
+            raise ValueError(
+                f"allocations {self.allocations} with bits {self.bits} give no configuration: "
+                f"a mixed allocation spreads an average of bits {acting} over the layers; add "
+                f"one of {acting} to bits, or uniform to allocations"
+            )
+        if size > self.max_configurations:
+            raise ValueError(
+                f"the space holds {size:,} configurations, more than max_configurations "
+                f"({self.max_configurations:,}): narrow it (a coarser sparsity step, shorter "
+                "lists), or raise max_configurations"
+            )
+        return self
+
+    def size(self) -> int:
+        """How many distinct configurations the space holds (``sweep.space.all_configs``),
+        counted without listing them: a configuration that does not prune ignores the pruning
+        choices, one that does not quantize the quantization choices, and so on."""
+        allocations = set(self.allocations)
+        grids = len(set(self.group_sizes)) * len(set(self.symmetric))
+        # quantized forms per quantization method; unquantized: whether bits 16 is offered
+        quantized = sum(grids * _allocations_at(b, allocations) for b in set(self.bits) if b < 16)
+        unquantized = _allocations_at(16, allocations) if 16 in self.bits else 0
+        methods = len(set(self.quant_methods))
+
+        patterns = set(self.patterns)
+        unstructured = UNSTRUCTURED in patterns
+        profiles = set(self.profiles)
+        spreads = int("uniform" in profiles)
+        spreads += int("owl" in profiles) * len(set(self.owl_lambdas)) * len(set(self.owl_ms))
+        sparsities = self.sparsity.size()
+        unpruned = int(unstructured and self.sparsity.lowest() == 0.0)
+        # pruned forms per pruning method
+        pruned = (sparsities - unpruned) * spreads * unstructured + len(patterns - {UNSTRUCTURED})
+
+        orders, cases = set(self.orders), set(self.cases)
+        sequential = len(cases) * ("prune_first" in orders) + ("quant_first" in orders)
+        joint = "joint" in orders
+        # a joint pass quantizes GPTQ-style whatever the method; a pruner without one runs
+        # prune-then-quantize Case B instead, which may already be in the space
+        joint_one_pass = quantized if joint else 0
+        joint_fallback = joint and not ("prune_first" in orders and "B" in cases)
+        both_one_pass = quantized * methods * sequential + joint_one_pass
+        both_fallback = quantized * methods * (sequential + joint_fallback)
+        pruners = set(self.prune_methods)
+        one_pass = sum(m in JOINT_PRUNERS for m in pruners)
+        both = pruned * (one_pass * both_one_pass + (len(pruners) - one_pass) * both_fallback)
+        return (
+            unpruned * (unquantized + quantized * methods)
+            + pruned * len(pruners) * unquantized
+            + both
+        )
+
+
+def _allocations_at(bits: int, allocations: set[str]) -> int:
+    """How many of ``allocations`` a configuration at ``bits`` can have: all where a mixed
+    allocation acts; elsewhere only uniform (a mixed one is not offered there)."""
+    return len(allocations) if allocation_acts(bits) else int("uniform" in allocations)
 
 
 def _non_empty(v: list) -> list:
@@ -228,7 +336,9 @@ class StagesSpec(_Strict):
     min_docs: int = Field(50, gt=0)  # at least this many documents of each task in stage 1
     z: float = Field(2.5, gt=0.0)  # stage 1's interval: estimate +/- z standard errors
     seed: int = 0  # draws the sample; the same sample for every trial of a study
-    kl_tokens: int = Field(1024, gt=0)  # held-out tokens of the KL proxy
+    # the KL proxy's held-out tokens, cut into sequences of kl_seq_len (or the model's longest
+    # input, if shorter): at least one sequence (sweep.proxy.held_out_tokens)
+    kl_tokens: int = Field(1024, gt=0)
     kl_seq_len: int = Field(256, gt=1)
 
     @field_validator("mode", mode="before")
@@ -236,6 +346,15 @@ class StagesSpec(_Strict):
     def _yaml_booleans(cls, v: object) -> object:
         # YAML 1.1 reads an unquoted on/off as a boolean
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _one_sequence(self) -> StagesSpec:
+        if self.kl_tokens < self.kl_seq_len:
+            raise ValueError(
+                f"kl_tokens ({self.kl_tokens}) must be at least kl_seq_len ({self.kl_seq_len}): "
+                "the KL proxy measures whole sequences of kl_seq_len tokens"
+            )
+        return self
 
 
 AUTO_MIN_DOCS = 200
@@ -435,11 +554,18 @@ def _format_errors(err: ValidationError, source: str) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"].removeprefix("Value error, ")
         given = e.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        shown = "" if isinstance(given, dict) else f" (got {_quoted(given)})"
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         lines.append(f"  {field}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _quoted(value: object, limit: int = 200) -> str:
+    """``repr(value)`` with the secrets of any URL in it masked (before it is cut, so that no
+    part of one is left), cut to ``limit`` characters."""
+    text = display(repr(value))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_spec(data: object, source: str = "<spec>") -> StudySpec:
@@ -456,12 +582,72 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"study spec {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SpecError(f"study spec {path} is not valid YAML: {err}") from None
-    spec = parse_spec(data, str(path))
+    spec = parse_spec(read_yaml(path), str(path))
     return _resolve_paths(spec, path.parent)
+
+
+def read_yaml(path: Path, what: str = "study spec") -> object:
+    """The YAML document in ``path``, read safely from a hostile author: a file over
+    ``SPEC_MAX_BYTES``, aliases that would repeat more than ``ALIAS_BUDGET`` nodes (a "billion
+    laughs") and nesting deeper than Python's stack are refused before the document is built."""
+    with path.open("rb") as f:
+        raw = f.read(SPEC_MAX_BYTES + 1)
+    if len(raw) > SPEC_MAX_BYTES:
+        raise SpecError(f"{what} {path} is over {SPEC_MAX_BYTES >> 20} MiB, the most it may be")
+    loader = yaml.SafeLoader(raw)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+        repeated = _expanded_size(node, sizes, set()) - len(sizes)
+        if repeated > ALIAS_BUDGET:
+            raise SpecError(
+                f"{what} {path}: its YAML aliases (*name) repeat {repeated:,} nodes, more than "
+                f"the {ALIAS_BUDGET:,} allowed; write the values out"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{what} {path} is not valid YAML: {_yaml_problem(err)}") from None
+    except RecursionError:
+        raise SpecError(f"{what} {path} nests its YAML too deeply to be read") from None
+    finally:
+        loader.dispose()
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], counting: set[int]) -> int:
+    """How many nodes ``node`` stands for once every alias in it is expanded; ``sizes`` keeps
+    those of the distinct nodes counted, ``counting`` those under way (an alias to one of them
+    is a loop)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in counting:
+        raise yaml.YAMLError("an alias refers to a node that holds it (a loop)")
+    counting.add(key)
+    size = 1 + sum(_expanded_size(child, sizes, counting) for child in _children(node))
+    counting.discard(key)
+    sizes[key] = size
+    return size
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's reason and place, in one line, without the snippet of the file it quotes (a
+    line of it may hold a password)."""
+    if not isinstance(err, yaml.MarkedYAMLError) or not err.problem:
+        return display(" ".join(str(err).split()))
+    mark = err.problem_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    context = f"{err.context}: " if err.context else ""
+    return display(f"{context}{err.problem}{where}")
 
 
 def _resolve_paths(spec: StudySpec, base: Path) -> StudySpec:

@@ -3,16 +3,18 @@
 One set of liveness constants serves Optuna's trial heartbeats and the claims of the results
 table (``sweep.results``): a worker beats every ``HEARTBEAT_S`` seconds, and ``GRACE_S`` seconds
 after its last beat its running trial is failed (and retried) and its claim may be taken over.
-URLs are shown with their password masked (``display``), everywhere they are printed or logged.
+URLs are shown with their secrets masked (``display``), everywhere they are printed or logged.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote_plus
 
 import optuna
 from sqlalchemy.engine import make_url
@@ -31,12 +33,45 @@ class StorageError(UserError, RuntimeError):
     """The study's database cannot be opened or written."""
 
 
-def display(url: str) -> str:
-    """``url`` with its password masked, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return url if "@" not in url else "<storage URL>"
+MASK = "***"
+# A parameter's value is masked wherever ``name=value`` is written (a URL's query, a libpq
+# connection string) when its name, percent-decoded and in any case, holds one of these: the
+# secrets drivers read, such as password, passwd, pwd, sslpassword, secret, client_secret,
+# token, access_token, api_key, sslkey, auth.
+SECRET_NAMES = ("pass", "pwd", "secret", "token", "key", "auth", "credential")
+_URL = re.compile(r"\s*[A-Za-z][\w+.-]*://")
+_PARAMETER = re.compile(r"(?<![\w.%+-])(?P<name>[\w.%+-]+)=(?P<value>[^\s&'\"]*)")
+
+
+def display(text: str) -> str:
+    """``text`` (a URL, or a message quoting URLs and connection strings) with its secrets
+    masked: the password of a URL's user info (``user:***@host``) and the value of every
+    parameter whose name holds one of ``SECRET_NAMES`` (``?password=***``, ``token=***``).
+    Every message that may quote a URL goes through here. It takes time linear in the text."""
+    if "\n" not in text and _URL.match(text):  # a URL on its own: a space may be in it
+        text = _mask_user_info(text)
+    else:
+        words = re.split(r"(\s+)", text)
+        text = "".join(_mask_user_info(w) if "@" in w else w for w in words)
+    return _PARAMETER.sub(_mask_secret_parameter, text)
+
+
+def _mask_user_info(word: str) -> str:
+    """``word`` with the password of its user info masked: from the ``:`` after the user (the
+    first one after ``scheme://``, or in the word) to the word's last ``@``."""
+    at = word.rfind("@")
+    scheme = word.find("://", 0, at)
+    colon = word.find(":", scheme + 3 if scheme >= 0 else 0, at)
+    return word if at <= 0 or colon < 0 else word[: colon + 1] + MASK + word[at:]
+
+
+def _mask_secret_parameter(match: re.Match[str]) -> str:
+    name = unquote_plus(match["name"]).lower()  # as the driver reads it: pass%77ord=
+    if not any(s in name for s in SECRET_NAMES):
+        return match[0]
+    value = match["value"]
+    after = value[len(value.rstrip(":,;.)]")) :]  # the message's punctuation, not the value's
+    return f"{match['name']}={MASK}{after}"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -87,7 +122,7 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
         return creating_tables(lambda: optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                                  **kwargs))  # fmt: skip
     except Exception as err:  # SQLAlchemy and sqlite3 raise many kinds; all mean the same here
-        reason = str(err).replace(url, display(url)).splitlines()[0]
+        reason = display(str(err).replace(url, display(url)).splitlines()[0])
         raise StorageError(f"cannot open study storage {display(url)}: {reason}") from None
 
 
@@ -111,7 +146,7 @@ def require_database(url: str) -> None:
     check_url(url)
     path = sqlite_path(url)
     if path is not None and not path.exists():
-        raise StorageError(f"no study database at {url}: run `make sweep` first")
+        raise StorageError(f"no study database at {display(url)}: run `make sweep` first")
 
 
 def existing_storage(url: str) -> optuna.storages.RDBStorage:

@@ -1,6 +1,7 @@
 """Bad input, as a careless or hostile user gives it: each row runs one command of the real CLI
 (in this process, through typer's runner) and must end with exit code 2, a message that names
-what is wrong, no traceback, and the study's database exactly as it was."""
+what is wrong, no traceback, the study's database exactly as it was, and no sign of the secret
+planted in the spec's storage URL (or in the row's own input)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ from sweep.record import Measurement, TrialRecord
 
 from .helpers import db_contents, sweep
 from .toy import toy_spec
+
+SECRET = "S3cretPW"  # planted in every spec the rows read; no output may show it
+PLANTED = f"postgresql+psycopg2://alice:{SECRET}@127.0.0.1:1/sweep?password={SECRET}"
+QUERY = "postgresql+psycopg2://alice@127.0.0.1:1/sweep?password="
+REFUSED = f"cannot open study storage {QUERY}***: (psycopg2.OperationalError)"
 
 
 @dataclass
@@ -90,6 +96,9 @@ def _broken_models(toy: Path, tmp: Path) -> dict[str, Path]:
 def world(tmp_path_factory, toy_dir) -> World:
     tmp = tmp_path_factory.mktemp("bad")
     spec = toy_spec(toy_dir, "bad")
+    planted = yaml.safe_load(spec.read_text())
+    planted["storage"] = PLANTED  # never opened: every row names its storage
+    spec.write_text(yaml.safe_dump(planted))
     url = f"sqlite:///{tmp / 'bad.db'}"
     first = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -135,13 +144,33 @@ def _model(kind: str):
 
 
 def _cmd(*parts: str) -> Callable[[World], list[str]]:
-    """A command line; ``{spec}``, ``{url}``, ``{tmp}`` and ``{<path name>}`` are filled in."""
+    """A command line; ``{spec}``, ``{url}``, ``{tmp}``, ``{secret}`` and ``{<path name>}`` are
+    filled in."""
 
     def args(w: World) -> list[str]:
-        names = {"spec": w.spec, "url": w.url, "tmp": w.tmp, **w.paths}
+        names = {"spec": w.spec, "url": w.url, "tmp": w.tmp, "secret": SECRET, **w.paths}
         return [p.format(**names) for p in parts]
 
     return args
+
+
+def _spec_text(name: str, text: Callable[[World], str], command: str = "run"):
+    """`sweep <command>` on a spec file written as ``text``."""
+
+    def args(w: World) -> list[str]:
+        path = w.tmp / f"{name}.yaml"
+        path.write_text(text(w))
+        return [command, str(path), "--storage", w.url]
+
+    return args
+
+
+def _alias_bomb(w: World) -> str:
+    """The spec, and under search.first nine lists of ten aliases to the list before."""
+    levels = ["    - &l0 [a, a, a, a, a, a, a, a, a, a]"]
+    levels += [f"    - &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 10)]
+    first = "search:\n  first:\n" + "\n".join(levels) + "\n"
+    return w.spec.read_text().replace("search:\n", first, 1)
 
 
 @dataclass(frozen=True)
@@ -198,6 +227,44 @@ ROWS: dict[str, Row] = {
         ("constraints.tcr", "max (0.5) must be >= min (0.8)")),
     "an objective twice": Row(_run_variant("twice", _field("objectives", ["sr", "sr"])),
                               ("objectives", "must not repeat")),
+    "an alias bomb": Row(_spec_text("bomb", _alias_bomb, "status"),
+                         ("its YAML aliases (*name) repeat 12,345,678,990 nodes",
+                          "more than the 10,000 allowed")),
+    "a spec file over 1 MiB": Row(
+        _spec_text("huge", lambda w: w.spec.read_text() + "#" + "x" * (1 << 20) + "\n"),
+        ("huge.yaml is over 1 MiB",)),
+    "a password in the URL's query (run)": Row(
+        _cmd("run", "{spec}", "--storage", f"{QUERY}{{secret}}"), (REFUSED,)),
+    "a password in the URL's query (status)": Row(
+        _cmd("status", "--storage", f"{QUERY}{{secret}}", "--study-name", "bad"),
+        (REFUSED,)),
+    "a password in the URL's query (worker)": Row(
+        _cmd("worker", "--storage", f"{QUERY}{{secret}}", "--study", "bad"),
+        (REFUSED,)),
+    "a YAML syntax error on the storage line": Row(
+        _spec_text("storageline", lambda w: w.spec.read_text() + f"storage: {PLANTED}: [\n"),
+        ("not valid YAML: mapping values are not allowed here",)),
+    "a list where the storage URL goes": Row(
+        _run_variant("storagelist", _field("storage", [PLANTED])),
+        ("storage: Input should be a valid string", "alice:***@127.0.0.1:1/sweep?password=***")),
+    "kl_tokens below one sequence": Row(
+        _run_variant("kl", _field("evaluation", "stages", {"kl_tokens": 31, "kl_seq_len": 128})),
+        ("evaluation.stages: kl_tokens (31) must be at least kl_seq_len (128)",)),
+    "a sparsity step of 1e-7": Row(
+        _run_variant("step", _field("search", "sparsity", {"low": 0.0, "high": 0.5, "step": 1e-7})),
+        ("search.sparsity.step", "finer than sparsities are kept", "at least 1e-06")),
+    "too many configurations": Row(
+        _run_variant("many", _field("search", "sparsity", {"low": 0.0, "high": 0.5, "step": 1e-6})),
+        ("search: the space holds 4,500,005 configurations",
+         "more than max_configurations (100,000)")),
+    "OWL's M nan": Row(_run_variant("mnan", _field("search", "owl_ms", [float("nan")])),
+                       ("search.owl_ms.0: Input should be a finite number", "nan")),
+    "OWL's M inf": Row(_run_variant("minf", _field("search", "owl_ms", [5.0, float("inf")])),
+                       ("search.owl_ms.1: Input should be a finite number", "inf")),
+    "a mixed allocation at 16 bits": Row(
+        _run_variant("mixed16", lambda d, w: d["search"].update(allocations=["mixed"], bits=[16])),
+        ("search: allocations ['mixed'] with bits [16] give no configuration",
+         "one of [3, 4] to bits")),
     # models that are not what a study needs
     "truncated safetensors": Row(_run_variant("garbled", _model("garbled")),
                                  ("cannot load model", "garbled")),
@@ -230,7 +297,7 @@ ROWS: dict[str, Row] = {
     "not a database URL": Row(_cmd("run", "{spec}", "--storage", "runs/x.db"),
                               ("'runs/x.db' is not a database URL",)),
     "unreachable database, password masked": Row(
-        _cmd("run", "{spec}", "--storage", "postgresql+psycopg2://nobody:s3cret@127.0.0.1:1/no"),
+        _cmd("run", "{spec}", "--storage", "postgresql+psycopg2://nobody:{secret}@127.0.0.1:1/no"),
         ("cannot open study storage postgresql+psycopg2://nobody:***@127.0.0.1:1/no",)),
     "zero trials": Row(_cmd("run", "{spec}", "--storage", "{url}", "--trials", "0"),
                        ("Invalid value for '--trials'",)),
@@ -286,7 +353,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world: World, case
         assert text in said, f"{text!r} not in: {err}"
     if "error:" in err:  # ours (typer writes its usage errors in a box of its own)
         assert row.says[0] in " ".join(err[err.index("error:") :].split())
-    assert "s3cret" not in result.output
+    assert SECRET not in result.stdout + result.stderr
     assert db_contents(world.url) == before
     written = {p.name for p in world.tmp.iterdir() if not p.name.endswith(("-wal", "-shm"))}
     assert written == files_before  # nothing else (SQLite's own journal files aside)
@@ -295,6 +362,16 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world: World, case
 
 def test_there_are_thirty_rows_at_least():
     assert len(ROWS) >= 30
+
+
+def test_the_stored_spec_and_the_status_hold_no_secret(world: World):
+    study = optuna.load_study(study_name="bad", storage=world.url)
+    stored = study.user_attrs["spec"]["storage"]  # the dashboard shows it
+    assert stored == "postgresql+psycopg2://alice:***@127.0.0.1:1/sweep?password=***"
+    assert SECRET not in json.dumps(study.user_attrs)
+    shown = CliRunner().invoke(app, ["status", "--storage", world.url, "--study-name", "bad"])
+    assert shown.exit_code == 0 and "1 complete" in shown.stdout, shown.output
+    assert SECRET not in shown.stdout + shown.stderr
 
 
 def test_a_trial_whose_group_size_the_model_cannot_store_is_refused_before_recompressing(

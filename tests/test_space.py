@@ -1,7 +1,12 @@
+import itertools
+import random
+import time
+
 import optuna
 import pytest
+from pydantic import ValidationError
 
-from sweep.compress.config import CompressionConfig
+from sweep.compress.config import CompressionConfig, allocation_acts
 from sweep.space import all_configs, config_params, suggest_config
 from sweep.spec import SearchSpace, load_spec
 
@@ -87,3 +92,82 @@ def test_non_uniform_variables_are_asked_only_where_they_act():
     # 1 x 4 each
     keys = {c.key() for c in all_configs(space)}
     assert len(keys) == 3 * 4 + 4 + 4 and seen <= keys and len(seen) >= 15
+
+
+def _every_combination(space: SearchSpace) -> set[CompressionConfig]:
+    """The space's configurations by brute force: every combination of every list, each made
+    canonical (what ``all_configs`` computed before it skipped the choices without effect)."""
+    configs = set()
+    for pattern in space.patterns:
+        sparsities = space.sparsity.grid() if pattern == "unstructured" else [0.0]
+        profiles = space.profiles if pattern == "unstructured" else ["uniform"]
+        for s, bits, pm, qm, g, sym, order, case, profile, lam, m, alloc in itertools.product(
+            sparsities, space.bits, space.prune_methods, space.quant_methods, space.group_sizes,
+            space.symmetric, space.orders, space.cases, profiles, space.owl_lambdas,
+            space.owl_ms, space.allocations,
+        ):  # fmt: skip
+            if alloc == "mixed" and not allocation_acts(bits):
+                continue
+            config = CompressionConfig(
+                sparsity=s, pattern=pattern, bits=bits, prune_method=pm, quant_method=qm,
+                group_size=g, symmetric=sym, order=order, case=case, profile=profile,
+                owl_lambda=lam, owl_m=m, allocation=alloc,
+            )  # fmt: skip
+            configs.add(config.canonical())
+    return configs
+
+
+def test_the_space_is_listed_and_counted_as_every_combination_would_give_it():
+    rng = random.Random(0)
+    choices = {
+        "sparsity": [0.0, 0.25, 0.5], "patterns": ["unstructured", "2:4", "4:8"],
+        "prune_methods": ["magnitude", "wanda", "sparsegpt"], "quant_methods": ["rtn", "gptq"],
+        "bits": [2, 3, 4, 8, 16], "group_sizes": [None, 32], "symmetric": [False, True],
+        "orders": ["prune_first", "quant_first", "joint"], "cases": ["A", "B"],
+        "profiles": ["uniform", "owl"], "owl_lambdas": [0.05, 0.08], "owl_ms": [3.0, 5.0, 5],
+        "allocations": ["uniform", "mixed"],
+    }  # fmt: skip
+    checked = 0
+    for _ in range(60):
+        fields = {k: rng.sample(v, rng.randint(1, len(v))) for k, v in choices.items()}
+        fields["sparsity"] = {"values": fields["sparsity"]}
+        try:
+            space = SearchSpace(**fields)
+        except ValidationError as err:  # mixed allocations alone, and no 3 or 4 bits
+            assert "give no configuration" in str(err)
+            valid = SearchSpace(**{**fields, "allocations": ["uniform"]})
+            assert not _every_combination(valid.model_copy(update={"allocations": ["mixed"]}))
+            continue
+        expected = _every_combination(space)
+        assert all_configs(space) == expected, fields
+        assert space.size() == len(expected), fields
+        checked += 1
+    assert checked > 40
+
+
+def test_listing_the_space_skips_the_choices_a_configuration_ignores():
+    # 16 bits only: the 4 group sizes x 2 quantizers x 2 grids x 3 orders x 2 cases x 20 x 20
+    # OWL parameters of a uniform profile multiply nothing (1,920,000 combinations a sparsity)
+    space = SearchSpace(
+        sparsity={"values": [0.0, 0.25, 0.5]}, bits=[16], group_sizes=[16, 32, 64, None],
+        quant_methods=["rtn", "gptq"], symmetric=[False, True],
+        orders=["prune_first", "quant_first", "joint"], cases=["A", "B"],
+        owl_lambdas=[0.01 * i for i in range(1, 21)], owl_ms=list(range(1, 21)),
+    )  # fmt: skip
+    start = time.perf_counter()
+    configs = all_configs(space)
+    assert time.perf_counter() - start < 1.0
+    assert {c.key() for c in configs} == {"base", "magnitude-25%", "magnitude-50%"}
+    assert space.size() == 3
+
+
+def test_keys_tell_apart_every_configuration_of_a_fine_space():
+    space = SearchSpace(
+        sparsity={"low": 0.999, "high": 0.999999, "step": 1e-6}, profiles=["uniform", "owl"],
+        owl_ms=[5.0, 5.0000001], bits=[16],
+    )  # fmt: skip
+    configs = all_configs(space)
+    keys = {c.key() for c in configs}
+    assert len(configs) == space.size() == 1000 * 3
+    assert len(keys) == len(configs)
+    assert "magnitude-99.9999%" in keys and "magnitude-99.9999%-owl-m5.0000001-l0.08" in keys

@@ -25,6 +25,13 @@ def allocation_acts(bits: int) -> bool:
     return min(MIXED_BITS) < bits < max(MIXED_BITS)
 
 
+def _number(x: float) -> str:
+    """``x`` in its shortest form (``5``, ``0.08``), with every digit it needs to be told from
+    its neighbours (``5.0000001``)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(float(x))
+
+
 def grid_name(group_size: int | None, symmetric: bool) -> str:
     """``g128-asym``, ``ch-sym``...: a quantization grid's shape, as keys name it."""
     group = "ch" if group_size is None else f"g{group_size}"
@@ -171,12 +178,14 @@ class CompressionConfig:
         return CompressionConfig(**fields)
 
     def key(self) -> str:
-        """A short, stable text naming the canonical config, for logs and deduplication."""
+        """A short, stable text naming the canonical config, for logs and deduplication: two
+        configs share it only when their canonical forms are equal (``magnitude-50%``,
+        ``magnitude-99.9999%``: a sparsity shows the digits it has)."""
         c = self.canonical()
         parts = []
         if c.prunes:
-            amount = c.pattern if c.nm else f"{c.sparsity:.0%}"
-            owl = f"-owl-m{c.owl_m:g}-l{c.owl_lambda:g}" if c.profile == "owl" else ""
+            amount = c.pattern if c.nm else f"{_number(round(c.sparsity * 100, 4))}%"
+            owl = f"-owl-m{_number(c.owl_m)}-l{_number(c.owl_lambda)}" if c.profile == "owl" else ""
             parts.append(f"{c.prune_method}-{amount}{owl}")
         if c.quantizes:
             act = "-act" if c.act_order else ""

@@ -76,3 +76,20 @@ def test_non_uniform_fields_without_effect_fall_away():
 def test_bad_non_uniform_values_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         CompressionConfig(**fields)
+
+
+def test_labels_keep_todays_names_and_show_the_digits_a_sparsity_has():
+    assert CompressionConfig(sparsity=0.5).key() == "magnitude-50%"
+    assert CompressionConfig(sparsity=0.25, prune_method="sparsegpt").key() == "sparsegpt-25%"
+    assert CompressionConfig(sparsity=0.3, bits=4).key().startswith("magnitude-30% ")
+    assert CompressionConfig(sparsity=0.999999).key() == "magnitude-99.9999%"
+    assert CompressionConfig(sparsity=0.000001).key() == "magnitude-0.0001%"
+    assert CompressionConfig(sparsity=0.125).key() == "magnitude-12.5%"
+    assert CompressionConfig(sparsity=0.12).key() == "magnitude-12%"
+
+
+def test_labels_tell_apart_owl_parameters_that_differ_past_six_digits():
+    owl = dict(sparsity=0.5, profile="owl")
+    assert CompressionConfig(**owl).key() == "magnitude-50%-owl-m5-l0.08"
+    close = CompressionConfig(**owl, owl_m=5.0000001, owl_lambda=0.0800000001).key()
+    assert close == "magnitude-50%-owl-m5.0000001-l0.0800000001"
