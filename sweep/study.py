@@ -77,7 +77,9 @@ def load_existing_study(url: str, name: str, heartbeat: bool = False) -> optuna.
 
 def _pinned(spec: StudySpec) -> dict[str, Any]:
     data = spec.model_dump(mode="json")
-    data["search"].pop("first", None)  # what runs first changes no trial's meaning
+    # what runs first, and how large a space may be, change no trial's meaning
+    data["search"].pop("first", None)
+    data["search"].pop("max_configurations", None)
     return {k: data[k] for k in PINNED_FIELDS}
 
 
