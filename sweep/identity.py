@@ -27,7 +27,14 @@ from typing import Any
 
 import torch
 
-from sweep.spec import Fingerprints
+from sweep.errors import UserError
+from sweep.spec import Fingerprints, StudySpec, calibration_source
+
+
+class InputsChangedError(UserError, ValueError):
+    """An input (weights, tokenizer, calibration tokens, task documents or prompts) is not what
+    a study's trials, or a spec's configuration, were measured on."""
+
 
 _WHAT = {
     "weights": "the weights of model {model} are not those {subject} measured on",
@@ -37,12 +44,12 @@ _WHAT = {
         "{where} holds other texts, or the tokenizer changed)"
     ),
     "documents": (
-        "the documents of its tasks are not those its trials were scored on (a task's files "
-        "changed, or this machine builds other questions)"
+        "the documents of the tasks are not those {subject} scored on (a task's files changed, "
+        "or this machine builds other questions)"
     ),
     "prompts": (
-        "the lm-eval configuration of its tasks (prompts, choices, metrics) is not the one its "
-        "trials were scored with"
+        "the lm-eval configuration of the tasks (prompts, choices, metrics) is not the one "
+        "{subject} scored with"
     ),
 }
 
@@ -94,3 +101,12 @@ def changes(
             f"{what} (fingerprint {getattr(then, name)[:12]} then, {getattr(now, name)[:12]} now)"
         )
     return lines
+
+
+def check_spec_inputs(spec: StudySpec, now: Fingerprints, subject: str = "the spec was") -> None:
+    """Refuse inputs other than those ``spec`` names by fingerprint (as `sweep export` writes
+    them into sweep-trial.yaml), naming each that differs."""
+    where = calibration_source(spec.calibration)
+    lines = changes(spec.fingerprints, now, spec.model, subject, where)
+    if lines:
+        raise InputsChangedError("\n".join(lines))

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from sweep.events import Events
-from sweep.identity import changes
+from sweep.identity import check_spec_inputs
 from sweep.objective import RunProgress, WorkerContext, run_trials
 from sweep.plan import make_plan
 from sweep.record import BaseReference, measured_records
@@ -28,7 +28,6 @@ from sweep.space import check_group_sizes, first_configs
 from sweep.spec import StudySpec, calibration_source, load_spec, with_overrides
 from sweep.storage import display
 from sweep.study import (
-    InputsChangedError,
     Run,
     check_fingerprints,
     current_run,
@@ -86,6 +85,7 @@ def launch(request: LaunchRequest, events: Events) -> RunOutcome:
     devices = worker_devices(request.workers, spec.device)
     with prepare_runner(spec, events, request.progress, devices[0]) as runner:
         check_group_sizes(spec.search, runner.input_widths())  # before any trial
+        check_spec_inputs(spec, runner.fingerprints)  # before the study is created
         study = open_study(spec, url)
         check_inputs(study, spec, runner)
         plan = make_plan(spec, worker=0, trials_before=len(study.trials))
@@ -144,13 +144,9 @@ def join(request: JoinRequest, events: Events) -> RunProgress:
 
 
 def check_inputs(study: optuna.Study, spec: StudySpec, runner: TrialRunner) -> None:
-    """Refuse inputs (weights, tokenizer, calibration tokens, tasks) other than those the spec
-    names by fingerprint or the study's trials were measured on; the study pins those it has
-    not pinned yet."""
+    """Refuse inputs other than those the study's trials were measured on; the study pins those
+    it has not pinned yet."""
     where = calibration_source(spec.calibration)
-    lines = changes(spec.fingerprints, runner.fingerprints, spec.model, "the spec was", where)
-    if lines:
-        raise InputsChangedError("\n".join(lines))
     check_fingerprints(study, runner.fingerprints, spec.model, where)
 
 

@@ -17,7 +17,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
-from sweep.identity import changes
+from sweep.identity import InputsChangedError, changes
 from sweep.metrics import METRICS
 from sweep.record import BaseReference
 from sweep.spec import (
@@ -49,11 +49,6 @@ PINNED_FIELDS = (
 
 class SpecChangedError(UserError, ValueError):
     """A study is re-run with a spec that changes what its stored trials mean."""
-
-
-class InputsChangedError(UserError, ValueError):
-    """An input (weights, tokenizer, calibration tokens, task documents or prompts) is not what
-    the study's trials were measured on."""
 
 
 class ModelChangedError(InputsChangedError):

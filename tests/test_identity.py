@@ -131,7 +131,8 @@ def test_a_tokenizer_or_task_prompt_replaced_beside_unchanged_weights_is_refused
     )
     _refused(
         ["run", str(spec), "--trials", "1", "--storage", url],
-        "the lm-eval configuration of its tasks (prompts, choices, metrics) is not the one",
+        "the lm-eval configuration of the tasks (prompts, choices, metrics) is not the one "
+        "study 'tok' was scored with",
     )
     task.write_text(original)
 

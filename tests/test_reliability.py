@@ -234,7 +234,8 @@ def test_tasks_whose_questions_changed_are_refused(toy_dir, tmp_path):
     before = db_contents(url)
     again = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path)
     assert again.returncode == 2, again.stdout + again.stderr
-    assert "tasks are not those its trials were scored on" in " ".join(again.stderr.split())
+    said = " ".join(again.stderr.split())
+    assert "the documents of the tasks are not those study 'asked' was scored on" in said, said
     assert db_contents(url) == before
 
 

@@ -10,11 +10,10 @@ from sweep.events import Events
 from sweep.export import ExportError
 from sweep.export.bundle import Bundle, Source, check_output_folder, choose_trial, write_bundle
 from sweep.export.fragment import the_config, trial_spec
-from sweep.identity import changes
+from sweep.identity import check_spec_inputs
 from sweep.space import check_group_sizes, unfit_layers
 from sweep.spec import RUNS, calibration_source, load_spec
 from sweep.study import (
-    InputsChangedError,
     StudyAddress,
     check_fingerprints,
     pinned_fingerprints,
@@ -105,11 +104,7 @@ def compress_spec(request: CompressRequest, events: Events) -> Compressed:
     if request.out is not None:
         check_output_folder(request.out)
     with prepare_runner(spec, events, request.progress) as runner:
-        where = calibration_source(spec.calibration)
-        subject = f"{request.spec_path} was"
-        lines = changes(spec.fingerprints, runner.fingerprints, spec.model, subject, where)
-        if lines:
-            raise InputsChangedError("\n".join(lines))
+        check_spec_inputs(spec, runner.fingerprints, f"{request.spec_path} was")
         check_group_sizes(spec.search, runner.input_widths())
         with events.busy("evaluating the base model"):
             base = runner.evaluate_base()
