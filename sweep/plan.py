@@ -83,7 +83,13 @@ class SearchPlan:
     def exhausted(self, study: optuna.Study) -> bool:
         """Every configuration of the space is done (complete, or failed by its own fault)."""
         done, _ = self._progress(study)
-        return {c.key() for c in all_configs(self.spec.search)} <= done
+        return self._covers(done)
+
+    def _covers(self, done: set[str]) -> bool:
+        """Whether ``done`` holds every configuration key of the space; the space is listed
+        only once ``done`` is as large as it (a space may hold 100,000)."""
+        space = self.spec.search
+        return len(done) >= space.size() and {c.key() for c in all_configs(space)} <= done
 
     def requeue_interrupted(self, study: optuna.Study) -> int:
         """Queue again the configurations of interrupted trials that no other trial has done,
@@ -177,7 +183,7 @@ class GridPlan(RandomPlan):
         if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             return False
         done, _ = self._progress(study)
-        return {c.key() for c in all_configs(self.spec.search)} <= done
+        return self._covers(done)
 
     def queue_missing(self, study: optuna.Study) -> int:
         """Queue every configuration neither done, running nor queued; return how many."""
