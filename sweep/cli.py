@@ -21,7 +21,7 @@ import optuna
 import typer
 
 from sweep.console import ConsoleEvents, console, err_console
-from sweep.errors import UserError, disk_full
+from sweep.errors import UserError, disk_full, disk_full_message
 from sweep.storage import STORAGE_ENV
 
 app = typer.Typer(
@@ -75,11 +75,7 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
             except Exception as err:
                 if not disk_full(err):
                     raise
-                err_console.print(
-                    f"[bold red]error:[/] no space left on the disk ({type(err).__name__}: "
-                    f"{' '.join(str(err).split())[:200]}); free some space and run again: "
-                    "complete trials are kept"
-                )
+                err_console.print(f"[bold red]error:[/] {disk_full_message(err)}")
                 raise typer.Exit(2) from None
 
         return app.command(name=fn.__name__)(guarded)
