@@ -179,9 +179,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
-def test_a_full_disk_says_what_to_free_and_leaves_nothing_behind(
-    toy_dir, small_disk, calibration
-):
+def test_a_full_disk_says_what_to_free_and_leaves_nothing_behind(toy_dir, small_disk, calibration):
     cache_dir = small_disk / "cache"
     filler = small_disk / "filler.bin"  # leaves room for one block of an entry, not two
     filler.write_bytes(b"x" * (shutil.disk_usage(small_disk).free - 160 * 1024))
