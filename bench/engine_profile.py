@@ -36,8 +36,9 @@ GROUP = {"demo": 128, "smollm2-135m": 64}
 # Tensor indexing and the @ and -= operators are C slots that cProfile does not see: they count
 # in the caller's own time, so a kernel's own time holds its column loop and its block products.
 STEPS = {
-    "read the cache": ("_load_block", "_read_ahead", "serialization.py", "_weights_only_unpickler",
-                       "posix"),
+    # 'acquire': waiting for the thread that checks the next block's digest
+    "read the cache": ("_load_block", "_check_size", "_file_digest", "serialization.py",
+                       "_weights_only_unpickler", "posix", "'acquire'"),
     "Cholesky (inverse Hessian)": ("cholesky",),
     "rounding onto the grid": ("rtn.py", "round", "clamp"),
     "mask selection (SparseGPT)": ("topk", "'sort'", "argsort", "scatter", "magnitude.py"),

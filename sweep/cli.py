@@ -21,7 +21,7 @@ import optuna
 import typer
 
 from sweep.console import ConsoleEvents, console, err_console
-from sweep.errors import UserError, disk_full
+from sweep.errors import UserError, disk_full, disk_full_message
 from sweep.storage import STORAGE_ENV, display
 
 app = typer.Typer(
@@ -76,11 +76,7 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
             except Exception as err:
                 if not disk_full(err):
                     raise
-                reason = display(" ".join(str(err).split()))[:200]
-                err_console.print(
-                    f"[bold red]error:[/] no space left on the disk ({type(err).__name__}: "
-                    f"{reason}); free some space and run again: complete trials are kept"
-                )
+                err_console.print(f"[bold red]error:[/] {display(disk_full_message(err))}")
                 raise typer.Exit(2) from None
 
         return app.command(name=fn.__name__)(guarded)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from sweep.compress import CompressionConfig, compress_model
-from sweep.compress.calibration import CalibrationCache
+from sweep.compress.calibration import CacheCorrupt, CalibrationCache
 from sweep.compress.driver import CompressionResult
 from sweep.compress.layer import requires_calibration
 from sweep.compress.rtn import QuantGrid
@@ -227,11 +227,24 @@ class TrialRunner:
         return self._proxy_base
 
     def compress(self, config: CompressionConfig, record_grids: bool = False) -> CompressionResult:
-        """Restore the base weights, then compress the model in place by ``config``."""
-        self.snapshot.restore()
+        """Restore the base weights, then compress the model in place by ``config``. A damaged
+        calibration cache entry, found as it is read, is dropped (one line through the cache's
+        ``note``) and the compression starts again from the base weights, computing the
+        statistics afresh."""
         cal = self.calibration
         if requires_calibration(config) and cal is None:
             raise TrialError(f"{config.key()} needs calibration data, and the study has none")
+        try:
+            return self._compress(config, record_grids)
+        except CacheCorrupt as err:
+            assert cal is not None and cal.cache is not None
+            cal.cache.drop(err.key)
+            cal.cache.note(f"{err}; dropped it, computing its statistics again")
+            return self._compress(config, record_grids)
+
+    def _compress(self, config: CompressionConfig, record_grids: bool) -> CompressionResult:
+        self.snapshot.restore()
+        cal = self.calibration
         return compress_model(
             self.model,
             config,

@@ -69,7 +69,7 @@ def prepare_runner(
             f"calibration: {ids.shape[0]} samples x {ids.shape[1]} tokens from {where}, "
             f"{cal.mode} mode"
         )
-        cache = CalibrationCache(cal.cache_dir or RUNS / "calibration-cache")
+        cache = CalibrationCache(cal.cache_dir or RUNS / "calibration-cache", events.note)
         calibration = Calibration(ids, cal.mode, cache, cal.batch_size)
     return TrialRunner(model, tokenizer, evaluator, inventory, calibration, progress)
 

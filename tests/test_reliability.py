@@ -254,3 +254,72 @@ def test_evaluation_prints_nothing_of_its_own(toy_dir, capfd):
     out, err = capfd.readouterr()
     assert scores.tasks["toy_recall"] > 0.5
     assert out == "" and "it/s" not in err, err  # lm-eval's bars used to fill a log
+
+
+def _checkpoint(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_a_damaged_or_full_calibration_cache_is_recomputed_or_named(toy_dir, tmp_path):
+    cache = tmp_path / "cache"
+    calibration = {**yaml.safe_load(toy_spec(toy_dir, "cached").read_text())["calibration"],
+                   "cache_dir": str(cache)}  # fmt: skip
+    gptq = {"sparsity": {"values": [0.0]}, "bits": [3, 4], "quant_methods": ["gptq"],
+            "orders": ["prune_first"]}  # fmt: skip
+    spec = _spec(toy_dir, tmp_path, "cached", calibration=calibration, search=gptq)
+    url = f"sqlite:///{tmp_path / 'cached.db'}"
+    done = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (entry,) = cache.iterdir()
+
+    def export(out: str) -> subprocess.CompletedProcess:
+        return sweep("export", "--storage", url, "--study-name", "cached", "--out",
+                     str(tmp_path / out), "--no-progress", cwd=tmp_path)  # fmt: skip
+
+    assert export("intact").returncode == 0  # read from the cache
+    before = db_contents(url)
+    block = entry / "block-0001.pt"
+    block.write_bytes(block.read_bytes()[:1000])  # a truncated block: recomputed, one line
+    done = export("recomputed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = [line for line in done.stdout.splitlines() if "calibration cache" in line]
+    assert said == [f"calibration cache entry {entry} is damaged: block-0001.pt holds 1,000 "
+                    f"bytes where {len(block.read_bytes()):,} were written; dropped it, "
+                    "computing its statistics again"], done.stdout  # fmt: skip
+    intact, recomputed = _checkpoint(tmp_path / "intact"), _checkpoint(tmp_path / "recomputed")
+    assert intact.keys() == recomputed.keys()
+    assert all(torch.equal(intact[n], recomputed[n]) for n in intact)  # nothing stale used
+    assert db_contents(url) == before
+
+    shutil.rmtree(cache)  # the disk of the cache fills while its entry is written
+    cache.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(cache)],
+                             capture_output=True)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    full = f"no space left on the disk for the calibration cache {cache} ("
+    try:
+        done = export("full")
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stderr.startswith(f"error: {full}"), done.stderr
+        assert done.stderr.rstrip().endswith("complete trials are kept")
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert list(cache.iterdir()) == [] and db_contents(url) == before
+
+        stored = {r.number: r for r in _records(url, "cached")}
+        done = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path)
+        assert "failed: gptq-w3-g32-asym: CacheDiskFull: no space left" in done.stdout
+        assert "Traceback" not in done.stderr and list(cache.iterdir()) == []
+        records = _records(url, "cached")
+        assert {r.number: r for r in records if r.number in stored} == stored
+        (failed,) = [r for r in records if r.state == TrialState.FAIL]
+        assert failed.number not in stored
+        assert failed.fail_reason.startswith(f"CacheDiskFull: {full}"), failed.fail_reason
+    finally:
+        subprocess.run(["umount", str(cache)], check=False)
+
+
+def _records(url: str, name: str) -> list:
+    return trial_records(optuna.load_study(study_name=name, storage=url))

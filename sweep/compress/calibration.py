@@ -8,12 +8,20 @@ calibration forward pass at all.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +29,7 @@ import torch
 from torch import nn
 
 from sweep.compress.hessian import accumulate_hessian, accumulate_sq_norms
+from sweep.errors import DiskFullError, UserError, disk_full
 
 FORMAT_VERSION = 1
 
@@ -132,22 +141,46 @@ def calibration_key(model: nn.Module, calibration: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+class CacheCorrupt(UserError):
+    """A block file of a complete cache entry that is not what was written (shorter, other
+    bytes, missing, unreadable): the entry is to be dropped and computed again."""
+
+    def __init__(self, key: str, entry: Path, block: str, what: str) -> None:
+        super().__init__(f"calibration cache entry {entry} is damaged: {block} {what}")
+        self.key = key
+
+
+class CacheDiskFull(DiskFullError):
+    """The cache's disk filled while an entry was written (what was written of it is removed)."""
+
+
 class CalibrationCache:
     """Per-layer statistics of base models by ``calibration_key``, block by block.
 
     With ``folder``, an entry is a folder ``<key>/`` holding one file per block
-    (``block-0000.pt``, ...) and ``complete.json``; it is written once, block by block as the
-    statistics are collected, under a temporary name renamed when complete (so a reader never
-    sees half an entry, and of two workers filling it at once one wins). A trial reads it back in
-    block order (``blocks``), holding one block's statistics while the kernel reads the next
-    block's file ahead: the memory it takes is that of one block, not of the model. Without
+    (``block-0000.pt``, ...) and ``complete.json``, which records each file's size and sha256;
+    it is written once, block by block as the statistics are collected, under a temporary name
+    renamed when complete (so a reader never sees half an entry, and of two workers filling it at
+    once one wins). A trial reads it back in block order (``blocks``), holding one block's
+    statistics while a thread reads the next block's file and checks its digest (which also
+    brings it into the operating system's page cache): the memory it takes is that of one block,
+    not of the model, and a damaged file raises ``CacheCorrupt`` before it is loaded. Without
     ``folder`` entries are kept in memory, whole (for tests and one-off calls).
+
+    A temporary folder says which process writes it (``owner.json``); opening a cache and
+    writing an entry remove those left by a process that is gone (``clean_stale``). ``note``
+    receives the lines a user should see (an entry dropped, folders removed).
     """
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    def __init__(
+        self, folder: str | Path | None = None, note: Callable[[str], None] | None = None
+    ) -> None:
         self.folder = None if folder is None else Path(folder)
+        self.note: Callable[[str], None] = note or (lambda text: None)
         self._memory: dict[str, list[dict[str, LayerStats]]] = {}
         self._profiles: dict[str, dict] = {}
+        if self.folder is not None and self.folder.is_dir():
+            self.clean_stale()
 
     def _entry(self, key: str) -> Path:
         assert self.folder is not None
@@ -160,11 +193,14 @@ class CalibrationCache:
             return {"blocks": len(blocks), "hessian": hessian}
         if self.folder is None:
             return None
-        path = self._entry(key) / "complete.json"
-        if not path.is_file():
+        try:
+            manifest = json.loads((self._entry(key) / COMPLETE_FILE).read_text())
+        except (OSError, ValueError):  # no entry, or a manifest that is not one: not complete
             return None
-        manifest = json.loads(path.read_text())
-        return manifest if manifest.get("layout") == CACHE_LAYOUT else None
+        if not isinstance(manifest, dict) or manifest.get("layout") != CACHE_LAYOUT:
+            return None
+        files = manifest.get("files")
+        return manifest if isinstance(files, list) and len(files) == manifest["blocks"] else None
 
     def has(self, key: str, hessian: bool = False) -> bool:
         """Whether the entry ``key`` is complete (and holds Hessians, when ``hessian``)."""
@@ -175,28 +211,80 @@ class CalibrationCache:
         return isinstance(key, str) and self.has(key)
 
     def blocks(self, key: str) -> Iterator[dict[str, LayerStats]]:
-        """The entry's statistics, one block at a time in block order. While the caller works on
-        a block, the next block's file is read ahead into the operating system's page cache,
-        not into this process: only one block's statistics are ever held here."""
+        """The entry's statistics, one block at a time in block order; only one block's
+        statistics are ever held here. Every file's size is checked first and each file's
+        sha256 before it is loaded (the next one's while the caller works on a block): a
+        damaged entry raises ``CacheCorrupt``, possibly after some blocks were yielded."""
         if key in self._memory:
             yield from self._memory[key]
             return
         manifest = self._manifest(key)
         if manifest is None:
             raise KeyError(f"no complete calibration cache entry {key}")
-        paths = [self._entry(key) / _block_name(i) for i in range(manifest["blocks"])]
-        for i, path in enumerate(paths):
-            stats = _load_block(path)
-            if i + 1 < len(paths):
-                _read_ahead(paths[i + 1])
-            yield stats
-            del stats
+        files: list[dict] = manifest["files"]
+        for written in files:
+            self._check_size(key, written)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-cache") as pool:
+            checked = pool.submit(self._check_digest, key, files[0]) if files else None
+            for i, written in enumerate(files):
+                assert checked is not None
+                checked.result()
+                if i + 1 < len(files):
+                    checked = pool.submit(self._check_digest, key, files[i + 1])
+                stats = self._load(key, written)
+                yield stats
+                del stats
+
+    def _damaged(self, key: str, written: dict, what: str) -> CacheCorrupt:
+        return CacheCorrupt(key, self._entry(key), written["name"], what)
+
+    def _check_size(self, key: str, written: dict) -> None:
+        try:
+            size = (self._entry(key) / written["name"]).stat().st_size
+        except FileNotFoundError:
+            raise self._damaged(key, written, "is missing") from None
+        if size != written["size"]:
+            raise self._damaged(
+                key, written, f"holds {size:,} bytes where {written['size']:,} were written"
+            )
+
+    def _check_digest(self, key: str, written: dict) -> None:
+        try:
+            digest = _file_digest(self._entry(key) / written["name"])
+        except OSError as err:
+            raise self._damaged(key, written, f"cannot be read ({err.strerror})") from None
+        if digest != written["sha256"]:
+            raise self._damaged(key, written, "holds other bytes than were written (sha256)")
+
+    def _load(self, key: str, written: dict) -> dict[str, LayerStats]:
+        try:
+            return _load_block(self._entry(key) / written["name"])
+        except Exception as err:  # torch.load's errors have no common type
+            said = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise self._damaged(
+                key, written, f"cannot be loaded ({type(err).__name__}: {said})"
+            ) from None
+
+    def drop(self, key: str) -> None:
+        """Remove the entry ``key`` (with its profile), as one rename: a later trial computes
+        it again."""
+        self._memory.pop(key, None)
+        self._profiles.pop(key, None)
+        if self.folder is None:
+            return
+        gone = self.folder / f".{key[:16]}-dropped-{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            os.replace(self._entry(key), gone)
+        except FileNotFoundError:  # dropped by another worker already
+            return
+        shutil.rmtree(gone, ignore_errors=True)
 
     def store(
         self, key: str, blocks: Iterable[dict[str, LayerStats]]
     ) -> Iterator[dict[str, LayerStats]]:
         """Pass ``blocks`` through, writing each to the entry ``key`` as it goes by; the entry
-        is complete (and visible) once the last block has gone by."""
+        is complete (and visible) once the last block has gone by. A full disk raises
+        ``CacheDiskFull``, nothing of the entry left behind."""
         if self.folder is None:
             kept = []
             for stats in blocks:
@@ -204,16 +292,25 @@ class CalibrationCache:
                 yield stats
             self._memory[key] = kept
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{key[:16]}-", suffix=".tmp"))
+        with self._writing(None):
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.clean_stale()
+        with self._writing(None):
+            tmp = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{key[:16]}-", suffix=".tmp"))
         try:
-            hessian, n = True, 0
-            for n, stats in enumerate(blocks, start=1):
-                _save_block(stats, tmp / _block_name(n - 1))
+            with self._writing(tmp):
+                (tmp / OWNER_FILE).write_text(json.dumps(_owner()))
+            hessian, files = True, []
+            for n, stats in enumerate(blocks):
+                with self._writing(tmp):
+                    files.append(_save_block(stats, tmp / _block_name(n)))
                 hessian = hessian and all(s.hessian is not None for s in stats.values())
                 yield stats
-            manifest = {"layout": CACHE_LAYOUT, "blocks": n, "hessian": hessian}
-            (tmp / "complete.json").write_text(json.dumps(manifest))
+            manifest = {"layout": CACHE_LAYOUT, "blocks": len(files), "hessian": hessian,
+                        "files": files}  # fmt: skip
+            with self._writing(tmp):
+                (tmp / COMPLETE_FILE).write_text(json.dumps(manifest))
+            (tmp / OWNER_FILE).unlink()
             target = self._entry(key)
             if target.exists():  # an incomplete or older entry, or one another worker wrote
                 if self.has(key, hessian):
@@ -222,7 +319,56 @@ class CalibrationCache:
             os.replace(tmp, target)
         finally:
             if tmp.exists():
-                shutil.rmtree(tmp)
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @contextmanager
+    def _writing(self, tmp: Path | None) -> Iterator[None]:
+        """Turn a full disk met in the block into ``CacheDiskFull``, saying what to free."""
+        try:
+            yield
+        except Exception as err:
+            if not disk_full(err):
+                raise
+            raise CacheDiskFull(self._full_message(tmp)) from err
+
+    def _full_message(self, tmp: Path | None) -> str:
+        assert self.folder is not None
+        written = 0 if tmp is None else _folder_size(tmp)
+        held = _folder_size(self.folder) - written
+        entries = sum(1 for p in self.folder.iterdir() if p.is_dir() and p.name[0] != ".")
+        free = shutil.disk_usage(self.folder).free
+        return (
+            f"no space left on the disk for the calibration cache {self.folder.resolve()} "
+            f"({_shown_size(free)} free): it holds {_shown_size(held)} in {entries} entries, "
+            f"and the entry being written had reached {_shown_size(written)}; free space on "
+            "that disk (an entry of a model or calibration set no study uses can be deleted) or "
+            "set calibration.cache_dir to a larger one"
+        )
+
+    def clean_stale(self) -> None:
+        """Remove the temporary entries whose writer is gone: a process of this machine that
+        no longer runs or, where the writer cannot be asked (another machine; a folder that does
+        not say), one untouched for ``STALE_AGE_S``. A writer touches its folder at every block,
+        so a live one's folder is never removed."""
+        assert self.folder is not None
+        try:
+            found = [p for p in self.folder.iterdir() if _TEMPORARY.fullmatch(p.name)]
+        except OSError:
+            return
+        removed, freed = 0, 0
+        for tmp in found:
+            if not tmp.is_dir() or not _abandoned(tmp):
+                continue
+            size = _folder_size(tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not tmp.exists():
+                removed, freed = removed + 1, freed + size
+        if removed:
+            self.note(
+                f"calibration cache {self.folder}: removed {removed} temporary "
+                f"{'entry' if removed == 1 else 'entries'} ({_shown_size(freed)}) left by "
+                "processes that are gone"
+            )
 
     def put(self, key: str, blocks: Iterable[dict[str, LayerStats]]) -> None:
         """Store an entry whole."""
@@ -262,37 +408,123 @@ class CalibrationCache:
         entry = self._entry(key)
         if not self.has(key):
             raise KeyError(f"no complete calibration cache entry {key}")
-        fd, tmp = tempfile.mkstemp(dir=entry, prefix=".profile-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(profile, f)
-        os.replace(tmp, entry / PROFILE_FILE)
+        with self._writing(None):
+            fd, tmp = tempfile.mkstemp(dir=entry, prefix=".profile-", suffix=".tmp")
+        try:
+            with self._writing(None), os.fdopen(fd, "w") as f:
+                json.dump(profile, f)
+            os.replace(tmp, entry / PROFILE_FILE)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
 
-CACHE_LAYOUT = 2  # one file a block (layout 1, one file for the whole model, is not read)
+CACHE_LAYOUT = 3  # each block's size and sha256 in complete.json (layout 2 had none: recomputed)
+COMPLETE_FILE = "complete.json"
 PROFILE_FILE = "profile.json"  # per-layer facts of non-uniform configs (sweep.compress.profile)
+OWNER_FILE = "owner.json"  # in a temporary entry: the process that writes it
+STALE_AGE_S = 24 * 3600.0  # a temporary entry no one can vouch for, untouched this long, is left
+_TEMPORARY = re.compile(r"\.[0-9a-f]{16}-.+\.tmp")
 
 
 def _block_name(index: int) -> str:
     return f"block-{index:04d}.pt"
 
 
-def _read_ahead(path: Path) -> None:
-    """Ask the kernel to start reading ``path`` into its page cache (returns at once)."""
-    if not hasattr(os, "posix_fadvise"):
-        return
-    fd = os.open(path, os.O_RDONLY)
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(1 << 20)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for root, _, names in os.walk(folder):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+def _shown_size(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
+@functools.cache
+def _machine() -> str:
+    """Names the pid namespace this process lives in: host, kernel boot and pid namespace (two
+    containers of one host may share a hostname, never a namespace)."""
+    parts = [socket.gethostname()]
+    with contextlib.suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with contextlib.suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return " ".join(parts)
+
+
+def _process(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks after boot) of process ``pid``, from /proc."""
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-    finally:
-        os.close(fd)
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
-def _save_block(stats: dict[str, LayerStats], path: Path) -> None:
+def _owner() -> dict:
+    started = _process(os.getpid())
+    return {"machine": _machine(), "pid": os.getpid(),
+            "start": None if started is None else started[1]}  # fmt: skip
+
+
+def _running(pid: int, start: int | None) -> bool:
+    """Whether the process ``pid`` that started at ``start`` still runs (a pid may be reused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, under another user
+        pass
+    seen = _process(pid)
+    if seen is None:  # no /proc to ask
+        return True
+    state, started = seen
+    return state != "Z" and (start is None or started == start)
+
+
+def _abandoned(tmp: Path) -> bool:
+    """Whether nobody writes the temporary entry ``tmp`` any more."""
+    try:
+        owner = json.loads((tmp / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        owner = None
+    if isinstance(owner, dict) and owner.get("machine") == _machine():
+        pid, start = owner.get("pid"), owner.get("start")
+        if isinstance(pid, int) and pid > 0 and (start is None or isinstance(start, int)):
+            return not _running(pid, start)
+    try:
+        touched = max(p.stat().st_mtime for p in [tmp, *tmp.iterdir()])
+    except OSError:  # removed meanwhile
+        return False
+    return time.time() - touched > STALE_AGE_S
+
+
+def _save_block(stats: dict[str, LayerStats], path: Path) -> dict:
+    """Write one block's statistics; returns its file's name, size and sha256."""
     layers = {
         n: {"hessian": s.hessian, "sq_norms": s.sq_norms, "n_samples": s.n_samples}
         for n, s in move_stats(stats, "cpu").items()
     }
-    torch.save(layers, path)  # layers that share a LayerStats share its tensors in the file
+    with open(path, "wb") as f:  # a full disk then shows as an OSError (ENOSPC), not a pos error
+        torch.save(layers, f)  # layers that share a LayerStats share its tensors in the file
+    return {"name": path.name, "size": path.stat().st_size, "sha256": _file_digest(path)}
 
 
 def _load_block(path: Path) -> dict[str, LayerStats]:

@@ -301,8 +301,10 @@ def compress_model(
     Data-free configs ignore ``calibration``, ``mode`` and ``cache``. Others need
     ``calibration`` (token ids, (samples, seq_len)). In cached mode statistics come from
     ``cache`` when it holds them for this (model, calibration) and are stored there otherwise;
-    without a cache they are computed for this call only. ``batch_size`` samples go through the
-    model at a time.
+    without a cache they are computed for this call only. A damaged cache entry raises
+    ``CacheCorrupt``, maybe after some blocks were compressed: the caller restores the weights,
+    drops the entry and calls again (``TrialRunner.compress`` does). ``batch_size`` samples go
+    through the model at a time.
 
     ``record_grids`` keeps the grid of every quantized Linear in ``CompressionResult.grids``
     (what the export needs to write its integer codes). ``storage_dtype`` is the dtype the
