@@ -47,6 +47,11 @@ ProgressOpt = Annotated[
     bool, typer.Option(help="Show per-layer progress bars (on a terminal; never in a log).")
 ]
 
+# bounds of numeric options, which typer checks (and refuses in one line, exit code 2)
+MAX_WORKERS = 64  # processes that each load the model on one machine
+MAX_INDEX = 9999  # a worker's number: added to the sampler's seed, which must stay below 2**32
+MAX_THREADS = 4096
+
 
 def _bars(progress: bool) -> bool:
     """Per-layer bars only where someone watches them: a log gets one line per trial."""
@@ -110,7 +115,9 @@ def run(
     ] = None,
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (one per GPU).")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, max=MAX_WORKERS, help="Worker processes (one per GPU).")
+    ] = 1,
     progress: ProgressOpt = True,
 ) -> None:
     """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
@@ -145,8 +152,12 @@ def worker(
     ],
     study: Annotated[str, typer.Option(help="Name of the study to join.")],
     device: Annotated[str | None, typer.Option(help="Device (default: the spec's).")] = None,
-    index: Annotated[int, typer.Option(help="Worker number, offsets the sampler seed.")] = 1,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    index: Annotated[
+        int, typer.Option(min=0, max=MAX_INDEX, help="Worker number, offsets the sampler seed.")
+    ] = 1,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=MAX_THREADS, help="CPU threads for torch.")
+    ] = None,
     progress: ProgressOpt = True,
 ) -> None:
     """Join a study from this process (on this machine or another) until it is complete."""
@@ -252,7 +263,7 @@ def dashboard(
     study: SpecArg = DEFAULT_STUDY,
     storage: StorageOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8080,
 ) -> None:
     """Serve the study's storage with optuna-dashboard."""
     from optuna_dashboard import run_server

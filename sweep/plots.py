@@ -53,7 +53,7 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
     if row.get("stage") == SAMPLE:
         lines.append(f"{STOPPED[SAMPLE]}: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
     elif row.get("stage") == TASKS:
-        lines.append(f"{STOPPED[TASKS]}: dominated by the front")
+        lines.append(f"{STOPPED[TASKS]}: the study's front dominated it on its objectives")
     lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]
     return "<br>".join(lines)
 

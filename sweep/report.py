@@ -4,9 +4,10 @@ CSV)."""
 
 from __future__ import annotations
 
-import json
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 import pandas as pd
@@ -15,12 +16,20 @@ from rich.table import Table
 
 from sweep.errors import UserError
 from sweep.metrics import METRICS
+from sweep.owned_folder import OwnedFolder
 from sweep.paper_table import paper_table, to_markdown
 from sweep.plots import PngUnavailable, family, pareto_figure, write_html, write_png
 from sweep.record import TrialRecord, trial_records
 from sweep.spec import RUNS
-from sweep.staging import FULL, dominated_by
+from sweep.staging import SAMPLE, dominated_by
 from sweep.study import stored_base
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+# the metrics that a trial stopped after its sample holds as estimates (its TCr and real ratio
+# are exact, as are all the values of a trial stopped before its perplexity)
+ESTIMATED_AT_SAMPLE = frozenset({"sr", "srcr"})
 
 
 def trials_frame(study: optuna.Study, all_states: bool = False) -> pd.DataFrame:
@@ -73,12 +82,16 @@ def pareto_mask(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 
 def front(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> pd.DataFrame:
     """The Pareto front of ``y`` against ``x`` among the trials that meet the study's
-    constraints and had their full evaluation (a trial that staged evaluation stopped is
-    never on it), one row per configuration, sorted by ``x``."""
+    constraints and whose ``x`` and ``y`` are exact, one row per configuration, sorted by
+    ``x``. A trial that staged evaluation stopped after its sample holds estimates of Sr and
+    SrCr, so it is left out of a front over either; one stopped before its perplexity measured
+    them exactly and is on any front that its values put it on."""
     if df.empty:
         return df
-    full = df["stage"] == FULL if "stage" in df else True
-    unique = df[df["feasible"] & full].drop_duplicates("config")
+    exact = pd.Series(True, index=df.index)
+    if "stage" in df and ESTIMATED_AT_SAMPLE & {x, y}:
+        exact = df["stage"] != SAMPLE
+    unique = df[df["feasible"] & exact].drop_duplicates("config")
     return unique[pareto_mask(unique, x, y)].sort_values([x, y])
 
 
@@ -150,49 +163,34 @@ class ReportError(UserError):
     """A report that cannot be written where it was asked."""
 
 
-MANIFEST = "sweep-report.json"  # marks a folder as one that `sweep report` owns
+MANIFEST = "sweep-report.json"  # the files a report wrote: the folder's, and no others
+
+
+def report_folder(folder: Path) -> OwnedFolder:
+    """``folder`` as a folder that a report owns (see ``sweep.owned_folder``)."""
+    return OwnedFolder(folder, MANIFEST, "report", ReportError)
 
 
 def check_report_folder(folder: Path) -> None:
-    """Refuse to write into a folder that holds anything but an earlier report."""
-    if folder.exists() and not folder.is_dir():
-        raise ReportError(f"output {folder} exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).exists():
-        raise ReportError(
-            f"output folder {folder} is not empty and holds no earlier report "
-            f"(no {MANIFEST}): choose an empty or new folder"
-        )
+    """Refuse to write into a folder that holds anything but an earlier report's files."""
+    report_folder(folder).check()
 
 
 def write_report(study: optuna.Study, folder: Path, x: str = "tcr", png: bool = True) -> Report:
     """Write the study's plots, paper table and trials CSV into ``folder``, a new or empty one
-    or one that holds an earlier report (its files are replaced)."""
-    check_report_folder(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / MANIFEST
-    if manifest.exists():  # the earlier report's files go, so that none outlives its data
-        for name in json.loads(manifest.read_text()).get("files", []):
-            (folder / Path(name).name).unlink(missing_ok=True)
+    or one that holds an earlier report (its files are replaced, and those not written again
+    removed)."""
+    owned = report_folder(folder)
+    owned.check()
     report = Report(folder, trials_frame(study))
-    manifest.write_text(json.dumps({"study": study.study_name, "files": []}) + "\n")
-    _write_report(study, report, x, png)
-    files = [p.name for p in report.files]
-    manifest.write_text(json.dumps({"study": study.study_name, "files": files}, indent=2) + "\n")
+    fill = functools.partial(_write_report, study, report, x=x, png=png)
+    report.files = owned.write(fill, {"study": study.study_name})
     return report
 
 
-def _write_report(study: optuna.Study, report: Report, x: str, png: bool) -> None:
-    folder, df = report.folder, report.frame
-    trials_frame(study, all_states=True).to_csv(folder / "trials.csv", index=False)
-    report.files.append(folder / "trials.csv")
-    if df.empty:
-        report.notes.append(
-            f"study {study.study_name!r} has no complete trial yet: no plot and no table "
-            "(trials.csv lists its trials)"
-        )
-        return
-    name = study.study_name
-    figures = {
+def report_figures(df: pd.DataFrame, name: str, x: str = "tcr") -> dict[str, go.Figure]:
+    """The report's plots by file stem: SrCr against ``x``, and Sr against TCr."""
+    return {
         "pareto-srcr": pareto_figure(
             df, x, "srcr", front(df, x, "srcr"), f"{name}: SrCr against {METRICS[x].label}"
         ),
@@ -200,12 +198,23 @@ def _write_report(study: optuna.Study, report: Report, x: str, png: bool) -> Non
             df, "tcr", "sr", front(df, "tcr", "sr"), f"{name}: Sr against TCr"
         ),
     }
+
+
+def _write_report(study: optuna.Study, report: Report, folder: Path, x: str, png: bool) -> None:
+    df = report.frame
+    trials_frame(study, all_states=True).to_csv(folder / "trials.csv", index=False)
+    if df.empty:
+        report.notes.append(
+            f"study {study.study_name!r} has no complete trial yet: no plot and no table "
+            "(trials.csv lists its trials)"
+        )
+        return
     png_skipped = not png
-    for stem, fig in figures.items():
-        report.files.append(write_html(fig, folder / f"{stem}.html"))
+    for stem, fig in report_figures(df, study.study_name, x).items():
+        write_html(fig, folder / f"{stem}.html")
         if not png_skipped:
             try:
-                report.files.append(write_png(fig, folder / f"{stem}.png"))
+                write_png(fig, folder / f"{stem}.png")
             except PngUnavailable as err:
                 report.notes.append(str(err))
                 png_skipped = True
@@ -222,5 +231,4 @@ def _write_report(study: optuna.Study, report: Report, x: str, png: bool) -> Non
         return
     table.to_csv(folder / "paper-table.csv", index=False)
     (folder / "paper-table.md").write_text(to_markdown(table))
-    report.files += [folder / "paper-table.csv", folder / "paper-table.md"]
     report.table = table

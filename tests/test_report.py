@@ -1,5 +1,7 @@
 """`sweep report` on a small demo study: its files, and a table that matches the stored trials."""
 
+import json
+import shutil
 from pathlib import Path
 
 import optuna
@@ -7,7 +9,12 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from sweep.compress import CompressionConfig
+from sweep.metrics import capacity_kept, theoretical_compression_rate
 from sweep.plots import chromium_path
+from sweep.record import Measurement, TrialRecord
+from sweep.report import MANIFEST, front, report_figures, trials_frame
+from sweep.staging import FULL, SAMPLE, TASKS
 
 from .helpers import REPO, sweep
 
@@ -92,3 +99,85 @@ def test_report_on_a_missing_study_says_so(tmp_path):
     assert done.returncode == 2
     assert "no study database" in done.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+def _staged_study() -> optuna.Study:
+    """A study of SrCr and TCr whose trials staged evaluation treated as it does: two full
+    trials, one stopped before its perplexity (dominated on SrCr and TCr, but not on Sr and TCr)
+    and one stopped after its sample (its Sr an estimate)."""
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    trials = [  # (sparsity, bits, Sr, stage)
+        (0.0, 4, 0.998, FULL),
+        (0.5, 2, 0.45, FULL),
+        (0.25, 3, 0.80, TASKS),
+        (0.25, 4, 0.99, SAMPLE),
+    ]
+    for sparsity, bits, sr, stage in trials:
+        config = CompressionConfig(sparsity=sparsity, bits=bits)
+        tcr = theoretical_compression_rate(sparsity, bits)
+        srcr = sr / capacity_kept(sparsity, bits)
+        estimated = {"sr_low": sr - 0.02, "sr_high": min(1.0, sr + 0.02)} if stage == SAMPLE else {}
+        measured = Measurement(
+            measured_sparsity=sparsity, zero_fraction=sparsity, tcr=tcr, real_ratio=1 / (1 - tcr),
+            sr=sr, srcr=srcr, perplexity=12.0 if stage == FULL else None,
+            task_scores={"recall": sr}, stage=stage, **estimated,
+        )  # fmt: skip
+        trial = study.ask()
+        TrialRecord(trial.number, TrialState.COMPLETE, config, measured).store(trial)
+        study.tell(trial, [srcr, tcr])
+    return study
+
+
+def test_a_front_of_exact_values_holds_a_trial_stopped_before_its_perplexity():
+    df = trials_frame(_staged_study())
+    stage = dict(zip(df["trial"], df["stage"], strict=True))
+    full = [t for t, s in stage.items() if s == FULL]
+    (tasks,) = [t for t, s in stage.items() if s == TASKS]
+    (sample,) = [t for t, s in stage.items() if s == SAMPLE]
+    # the study's own front (SrCr, TCr) dominated the stopped trials: neither is on it
+    assert set(front(df, "tcr", "srcr")["trial"]) <= set(full)
+    # Sr against TCr: the trial stopped before its perplexity has an exact Sr that no trial
+    # beats, so it is on that front; the one stopped after its sample holds an estimate
+    sr_front = front(df, "tcr", "sr")
+    assert set(sr_front["trial"]) == {*full, tasks}
+    assert sample not in set(sr_front["trial"])
+
+    figure = report_figures(df, "staged")["pareto-sr"]
+    (drawn,) = [t for t in figure.data if t.name == "Pareto front"]
+    row = df[df["trial"] == tasks].iloc[0]
+    assert (row["tcr"], row["sr"]) in set(zip(drawn.x, drawn.y, strict=True))
+    assert len(drawn.x) == 3
+
+
+def test_a_report_replaces_its_own_files_only_and_never_writes_through_a_link(
+    report, demo_grid_study, tmp_path
+):
+    out, _, _ = report
+    url, name, _ = demo_grid_study
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    manifest = json.loads((again / MANIFEST).read_text())
+    (again / "old-plot.html").write_text("from a report of another day")
+    manifest["files"].append("old-plot.html")
+    (again / MANIFEST).write_text(json.dumps(manifest))
+    url_name = ("--storage", url, "--study-name", name)
+    done = sweep("report", *url_name, "--out", str(again), "--no-png", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = json.loads((again / MANIFEST).read_text())["files"]
+    assert sorted(p.name for p in again.iterdir()) == sorted([*listed, MANIFEST])
+    assert "old-plot.html" not in listed and "pareto-sr.html" in listed
+
+    outside = tmp_path / "outside.csv"
+    outside.write_text("the user's")
+    (again / "trials.csv").unlink()
+    (again / "trials.csv").symlink_to(outside)
+    done = sweep("report", *url_name, "--out", str(again), "--no-png", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "trials.csv is a symbolic link" in done.stderr
+    assert outside.read_text() == "the user's"
+
+    (again / "trials.csv").unlink()
+    (again / "notes.md").write_text("mine")
+    done = sweep("report", *url_name, "--out", str(again), "--no-png", cwd=tmp_path)
+    assert done.returncode == 2 and "holds notes.md, which the earlier report" in done.stderr
+    assert (again / "notes.md").read_text() == "mine"

@@ -1,6 +1,7 @@
 """`sweep export` and `sweep compress --out`: one folder that `from_pretrained` loads, holding the
 compressed checkpoint, the spec fragment that reproduces it, the llm-compressor recipe, the model
-card and the measurements."""
+card and the measurements, and a manifest of those files: the folder is the export's own
+(``sweep.owned_folder``)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,10 @@ from sweep.compress import CompressionConfig
 from sweep.compress.rtn import QuantGrid
 from sweep.export import ExportError
 from sweep.export.card import model_card
-from sweep.export.checkpoint import grid_widths, write_checkpoint
+from sweep.export.checkpoint import WEIGHTS_FILE, grid_widths, write_checkpoint
 from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
+from sweep.owned_folder import OwnedFolder
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
 from sweep.spec import Fingerprints, StudySpec
 from sweep.staging import SAMPLE, STOPPED, TASKS
@@ -26,6 +28,7 @@ from sweep.trial import TrialRunner
 TRIAL_SPEC = "sweep-trial.yaml"
 RECIPE = "recipe.yaml"
 MEASUREMENTS = "measurements.json"
+MANIFEST = "sweep-export.json"  # the files an export wrote: the folder's, and no others
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,10 @@ class Bundle:
 
 
 def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
-    """Trial ``number`` (which must be complete), or by default the complete trial with the best
-    SrCr among those that meet the study's constraints (the top of the SrCr-against-compression
-    front)."""
+    """Trial ``number`` (which must be complete), or by default the trial with the best SrCr
+    among those that had their full evaluation and meet the study's constraints. A trial that
+    staged evaluation stopped is never exported: it has no perplexity, and after its sample
+    its Sr is an estimate."""
     records = [r for r in trial_records(study, TrialState.COMPLETE) if r.measured]
     stopped = {r.number: r.measurement.stage for r in records if not r.fully_measured}
     if number in stopped:
@@ -86,21 +90,27 @@ def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
     )
 
 
+def export_folder(out: Path) -> OwnedFolder:
+    """``out`` as a folder that an export owns: ``MANIFEST`` lists the files it wrote there."""
+    return OwnedFolder(out, MANIFEST, "export", ExportError)
+
+
 def check_output_folder(out: Path) -> None:
-    """Refuse to write over a folder that holds something other than an earlier export."""
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"output {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / TRIAL_SPEC).exists():
-        raise ExportError(f"output folder {out} is not empty and holds no earlier export")
+    """Refuse a folder that holds anything but an earlier export's files, or that is a link."""
+    export_folder(out).check()
 
 
 def write_bundle(
     out: Path, runner: TrialRunner, grids: dict[str, QuantGrid], bundle: Bundle
 ) -> list[Path]:
     """Write ``bundle`` into ``out``, with the runner's model as compressed (``grids`` from that
-    compression); returns the files written."""
+    compression); returns the files written, the manifest last."""
+    record = {"source": bundle.source.to_dict(), "config_key": bundle.config.canonical().key()}
+    return export_folder(out).write(lambda into: _fill(into, runner, grids, bundle), record)
+
+
+def _fill(out: Path, runner: TrialRunner, grids: dict[str, QuantGrid], bundle: Bundle) -> None:
     config, source = bundle.config, bundle.source
-    out.mkdir(parents=True, exist_ok=True)
     write_checkpoint(runner.model, runner.tokenizer, config, grids, out, runner.storage_dtype)
     origin = source.study if source.trial is None else f"trial {source.trial} of {source.study}"
     header = (
@@ -111,7 +121,7 @@ def write_bundle(
     one = trial_spec(bundle.spec, config, name, bundle.fingerprints)
     write_trial_spec(one, out / TRIAL_SPEC, header)
     (out / RECIPE).write_text(recipe_yaml(config, grid_widths(grids)))
-    checkpoint_bytes = (out / "model.safetensors").stat().st_size
+    checkpoint_bytes = (out / WEIGHTS_FILE).stat().st_size
     record = {
         "source": source.to_dict(),
         "config": config.canonical().to_dict(),
@@ -124,7 +134,3 @@ def write_bundle(
     (out / MEASUREMENTS).write_text(json.dumps(record, indent=2) + "\n")
     card = model_card(bundle, recipe_limits(config), checkpoint_bytes)
     (out / "README.md").write_text(card)
-    files = sorted(p for p in out.iterdir() if p.is_file())
-    for path in files:
-        path.chmod(0o644)  # some writers create private files; a checkpoint is for sharing
-    return files
