@@ -108,7 +108,38 @@ def world(tmp_path_factory, toy_dir) -> World:
     busy.mkdir()
     (busy / "trials.csv").write_text("mine\n")
     w.paths["busy"] = busy
+    _owned_folders(w)
     return w
+
+
+# files of the user's that no row may change: (content, mode)
+UNTOUCHABLE = {"busy/trials.csv": ("mine\n", 0o644), "exported/id_rsa": ("KEY", 0o600),
+               "outside.md": ("the user's", 0o600)}  # fmt: skip
+
+
+def _owned_folders(w: World) -> None:
+    """Folders an earlier export or report wrote, with something of the user's planted in them:
+    a private key, a link out of the folder, a truncated manifest; and a dangling link."""
+    for name, (text, mode) in UNTOUCHABLE.items():
+        path = w.tmp / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+    listed = json.dumps({"files": ["README.md", "sweep-trial.yaml"]})
+    for name in ("exported", "linked"):
+        folder = w.tmp / name
+        folder.mkdir(exist_ok=True)
+        (folder / "sweep-export.json").write_text(listed)
+        (folder / "sweep-trial.yaml").write_text("name: old\n")
+        w.paths[name] = folder
+    (w.tmp / "exported" / "README.md").write_text("an old card")
+    (w.tmp / "linked" / "README.md").symlink_to(w.tmp / "outside.md")
+    truncated = w.tmp / "old-report"
+    truncated.mkdir()
+    (truncated / "sweep-report.json").write_text('{"study": "bad", "files": ["trials.c')
+    w.paths["old-report"] = truncated
+    (w.tmp / "dangling").symlink_to(w.tmp / "nowhere")
+    w.paths["dangling"] = w.tmp / "dangling"
 
 
 def _set(*keys_and_value):
@@ -351,6 +382,23 @@ ROWS: dict[str, Row] = {
     "export into a folder of the user's": Row(
         _cmd("export", "{spec}", "--storage", "{url}", "--out", "{busy}"),
         ("busy is not empty and holds no earlier export",)),
+    "export beside a user's file in an earlier export": Row(
+        _cmd("export", "{spec}", "--storage", "{url}", "--out", "{exported}"),
+        ("holds id_rsa, which the earlier export did not write",)),
+    "export into a folder whose card is a link out of it": Row(
+        _cmd("export", "{spec}", "--storage", "{url}", "--out", "{linked}"),
+        ("README.md is a symbolic link (to", "outside.md")),
+    "export --out a dangling link": Row(
+        _cmd("export", "{spec}", "--storage", "{url}", "--out", "{dangling}"),
+        ("dangling is a symbolic link (to", "nowhere")),
+    "report over a truncated manifest": Row(
+        _cmd("report", "{spec}", "--storage", "{url}", "--out", "{old-report}"),
+        ("sweep-report.json is not a manifest that sweep report wrote",)),
+    "worker with -1 threads": Row(
+        _cmd("worker", "--storage", "{url}", "--study", "bad", "--threads", "-1"),
+        ("Invalid value for '--threads'", "greater than or equal to 1")),
+    "dashboard on port 0": Row(_cmd("dashboard", "{spec}", "--storage", "{url}", "--port", "0"),
+                               ("Invalid value for '--port'",)),
     "compress a spec of many configurations": Row(_cmd("compress", "{spec}"),
                                                   ("exactly one configuration",)),
     "dashboard on a missing database": Row(
@@ -383,11 +431,14 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world: World, case
     assert db_contents(world.url) == before
     written = {p.name for p in world.tmp.iterdir() if not p.name.endswith(("-wal", "-shm"))}
     assert written == files_before  # nothing else (SQLite's own journal files aside)
-    assert (world.paths["busy"] / "trials.csv").read_text() == "mine\n"
+    for name, (text, mode) in UNTOUCHABLE.items():
+        path = world.tmp / name
+        assert (path.read_text(), path.stat().st_mode & 0o777) == (text, mode), name
+    assert not (world.tmp / "nowhere").exists()
 
 
 def test_the_table_holds_every_bad_input_found_so_far():
-    assert len(ROWS) >= 59
+    assert len(ROWS) >= 65
 
 
 def test_the_stored_spec_and_the_status_hold_no_secret(world: World):
