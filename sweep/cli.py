@@ -22,6 +22,7 @@ import typer
 
 from sweep.console import ConsoleEvents, console, err_console
 from sweep.errors import UserError, disk_full, disk_full_message
+from sweep.interrupts import Terminated, terminate_as_interrupt
 from sweep.storage import STORAGE_ENV, display
 
 app = typer.Typer(
@@ -64,8 +65,9 @@ class OptionError(UserError):
 
 def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], Any]:
     """Register a command whose bad input ends in one line and exit code 2, and Ctrl-C in the
-    line ``interrupted`` and exit code 130. Messages may quote what the user gave: the secrets
-    of any URL in them are masked (``sweep.storage.display``)."""
+    line ``interrupted`` and exit code 130 (SIGTERM: that line, marked, and exit code 143).
+    Messages may quote what the user gave: the secrets of any URL in them are masked
+    (``sweep.storage.display``)."""
 
     def register(fn: Callable[..., Any]) -> Any:
         @functools.wraps(fn)
@@ -75,9 +77,10 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
             except UserError as err:
                 err_console.print(f"[bold red]error:[/] {display(str(err))}")
                 raise typer.Exit(2) from None
-            except KeyboardInterrupt:
-                err_console.print(f"[yellow]{interrupted}[/]")
-                raise typer.Exit(130) from None
+            except KeyboardInterrupt as err:
+                terminated = isinstance(err, Terminated)
+                err_console.print(f"[yellow]{interrupted}{' (SIGTERM)' if terminated else ''}[/]")
+                raise typer.Exit(143 if terminated else 130) from None
             except Exception as err:
                 if not disk_full(err):
                     raise
@@ -93,9 +96,11 @@ TRIALS_KEPT = "interrupted: the running trial is stored FAIL, complete ones are 
 
 
 @app.callback()
-def _quiet_libraries() -> None:
-    """Keep the libraries' own logs and progress bars to what a user needs to see (before they
-    are imported: they read these settings then; worker processes inherit them)."""
+def _prepare() -> None:
+    """Before any command: SIGTERM stops it as Ctrl-C does (see ``sweep.interrupts``), and the
+    libraries' own logs and progress bars are kept to what a user needs to see (before they are
+    imported: they read these settings then; worker processes inherit them)."""
+    terminate_as_interrupt()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' bars too
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")

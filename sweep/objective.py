@@ -5,16 +5,19 @@ A run (``study.Run``) computes a number of *new* configurations. Each trial clai
 configuration in the shared results table (``sweep.results``) before computing it, so a
 configuration is computed once; a trial that finds it computed copies the stored measurement
 (it is recorded, and teaches the sampler, but does not count toward the budget). Optuna's
-heartbeats mark a dead worker's trial failed and retry it; a trial that raises is stored FAIL
-with its reason, and the loop goes on; Ctrl-C stores the running trial FAIL and ends the loop
-(KeyboardInterrupt propagates).
+heartbeats mark a dead worker's trial failed and retry it, checked by every live worker every
+few seconds (``failing_stale_trials``); a trial that raises is stored FAIL with its reason, and
+the loop goes on; Ctrl-C or SIGTERM stores the running trial FAIL and ends the loop
+(KeyboardInterrupt, or its subclass ``Terminated``, propagates).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,7 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
-from sweep.errors import UserError
+from sweep.errors import UserError, disk_full
 from sweep.events import Events
 from sweep.interrupts import InterruptGuard
 from sweep.metrics import BOUNDED
@@ -32,6 +35,7 @@ from sweep.results import ResultsTable, result_key
 from sweep.space import first_configs, suggest_config
 from sweep.spec import StudySpec
 from sweep.staging import dominated_by, optimistic
+from sweep.storage import STALE_CHECK_S
 from sweep.study import Run
 from sweep.trial import TrialError, TrialRunner
 
@@ -81,6 +85,11 @@ class RunProgress:
         )
 
 
+def _reason(err: BaseException) -> str:
+    """Why a trial failed, as stored: ``ExceptionType: message``."""
+    return f"{type(err).__name__}: {err}"
+
+
 def _in_run(record: TrialRecord, run: Run) -> bool:
     """Of ``run``; a trial that has just started may not have stored its run yet: it counts, to
     be safe."""
@@ -102,6 +111,7 @@ class Objective:
         self.guard = guard or InterruptGuard()
         self.repeats = 0  # trials in a row that reused a stored result
         self.failures = 0  # trials in a row that raised
+        self.full_disk: BaseException | None = None  # why the last trial failed, if a full disk
         self.first = {c.key() for c in first_configs(context.spec.search)}
 
     def _admit(self, trial: optuna.Trial) -> None:
@@ -165,8 +175,14 @@ class Objective:
         return stop
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
-        with self.guard.allowed():
-            return self._run(trial)
+        try:
+            with self.guard.allowed():
+                return self._run(trial)
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM, in whatever step the trial was
+            TrialRecord(
+                trial.number, TrialState.FAIL, fail_reason=_reason(err), interrupted=True
+            ).store(trial)
+            raise
 
     def _run(self, trial: optuna.Trial) -> tuple[float, ...]:
         ctx = self.context
@@ -214,11 +230,12 @@ class Objective:
                 )
             self._values(result.measurement)
         except BaseException as err:
-            reason = f"{type(err).__name__}: {err}"
+            reason = _reason(err)
             interrupted = isinstance(err, KeyboardInterrupt)  # not the configuration's fault
             replace(record, fail_reason=reason, interrupted=interrupted).store(trial)
             ctx.results.fail(rkey, reason)
             self.failures += 1
+            self.full_disk = err if disk_full(err) else None
             self.events.trial_failed(trial.number, config, reason)
             raise
         self.failures = 0
@@ -237,8 +254,29 @@ def run_trials(
 ) -> RunProgress:
     """Run trials, as ``plan`` says, until the run has computed its budget of new
     configurations or the plan has nothing left; returns where the run stands."""
-    with InterruptGuard() as guard:
+    with InterruptGuard() as guard, failing_stale_trials(study):
         return _loop(study, context, plan, events, poll_s, guard)
+
+
+@contextmanager
+def failing_stale_trials(study: optuna.Study, every_s: float = STALE_CHECK_S) -> Iterator[None]:
+    """While the block runs, fail the study's trials whose worker stopped beating (and queue
+    their configurations again), checking every ``every_s`` seconds. Optuna checks only when a
+    worker starts a trial, which on a large model can be an hour after another worker died."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            with suppress(Exception):  # a busy database: the next round checks again
+                optuna.storages.fail_stale_trials(study)
+
+    thread = threading.Thread(target=loop, name="fail-stale-trials", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s)  # a check held up by a busy database is not waited for
 
 
 def _loop(
@@ -275,7 +313,6 @@ def _loop(
                     )
                     waited_for = progress.running
                 time.sleep(poll_s)
-                optuna.storages.fail_stale_trials(study)
                 continue
             waited_for = -1
             with guard.deferred():
@@ -287,6 +324,9 @@ def _loop(
                     "this worker stops"
                 )
                 break
+            if objective.full_disk is not None:
+                # every later trial would fail the same way: stop, saying what to free
+                raise objective.full_disk
             if objective.failures >= FAILURE_LIMIT:
                 raise TrialsFailing(
                     f"{objective.failures} trials in a row failed; the last: "

@@ -1,4 +1,5 @@
-"""`sweep status`: a study's progress, its failures with their reasons, and its best trials."""
+"""`sweep status`: a study's progress, its running trials with the age of their heartbeat (a
+stale one: the worker is gone), its failures with their reasons, and its best trials."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 import optuna
+import sqlalchemy as sa
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
@@ -14,6 +17,7 @@ from rich.table import Table
 from sweep.objective import RunProgress, run_summary
 from sweep.record import TrialRecord, trial_records
 from sweep.report import front_table, reuse_summary, trials_frame
+from sweep.storage import GRACE_S
 from sweep.study import current_run
 
 
@@ -28,14 +32,29 @@ def print_status(study: optuna.Study, console: Console) -> None:
         console.print(run_summary(RunProgress.of(study, run), run))
     started = {t.number: t.datetime_start for t in study.get_trials(deepcopy=False)}
     running = [r for r in records if r.state == TrialState.RUNNING]
-    _print_trials(console, "running", running, "started", lambda r: _clock(started[r.number]))
+    ages = heartbeat_ages(study)
+    _print_trials(
+        console,
+        "running",
+        running,
+        {
+            "started": lambda r: _clock(started[r.number]),
+            "heartbeat": lambda r: _heartbeat(ages.get(r.number)),
+        },
+    )
+    for r in running:
+        age = ages.get(r.number)
+        if age is not None and age > GRACE_S:
+            console.print(
+                f"trial {r.number}: running, no heartbeat for {_duration(age)}: its worker is "
+                "gone; the next worker of this study fails it and retries its configuration"
+            )
     failed = [r for r in records if r.state == TrialState.FAIL]
     _print_trials(
         console,
         "failed",
         failed,
-        "reason",
-        lambda r: r.fail_reason or "worker stopped (no heartbeat)",
+        {"reason": lambda r: r.fail_reason or "worker stopped (no heartbeat)"},
     )
 
     frame = trials_frame(study)
@@ -48,6 +67,42 @@ def print_status(study: optuna.Study, console: Console) -> None:
     console.print(front_table(frame))
 
 
+def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
+    """Seconds since the last heartbeat of each running trial of ``study``, by trial number, on
+    the database's clock (the one Optuna stamps the beats with); empty when the storage is not a
+    database."""
+    storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return {}
+    trials, beats = models.TrialModel, models.TrialHeartbeatModel
+    query = (
+        sa.select(trials.number, beats.heartbeat)
+        .join(beats, beats.trial_id == trials.trial_id)
+        .where(trials.study_id == study._study_id, trials.state == TrialState.RUNNING)
+    )
+    with storage.engine.connect() as conn:
+        now = conn.execute(sa.select(sa.func.now())).scalar_one()
+        rows = conn.execute(query).all()
+    now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored beats are not
+    return {number: (now - beat).total_seconds() for number, beat in rows}
+
+
+def _heartbeat(age: float | None) -> str:
+    if age is None:
+        return "none yet"
+    if age > GRACE_S:
+        return f"[bold red]none for {_duration(age)}[/]"
+    return f"{_duration(age)} ago"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _clock(when: datetime | None) -> str:
     return when.strftime("%H:%M:%S") if when else "?"
 
@@ -56,14 +111,13 @@ def _print_trials(
     console: Console,
     title: str,
     records: list[TrialRecord],
-    last: str,
-    cell: Callable[[TrialRecord], str],
+    cells: dict[str, Callable[[TrialRecord], str]],
 ) -> None:
     if not records:
         return
     table = Table(title=title, title_justify="left")
-    for col in ("trial", "configuration", last):
+    for col in ("trial", "configuration", *cells):
         table.add_column(col)
     for r in records:
-        table.add_row(str(r.number), r.config_key or "?", cell(r))
+        table.add_row(str(r.number), r.config_key or "?", *(cell(r) for cell in cells.values()))
     console.print(table)

@@ -2,7 +2,10 @@
 
 One set of liveness constants serves Optuna's trial heartbeats and the claims of the results
 table (``sweep.results``): a worker beats every ``HEARTBEAT_S`` seconds, and ``GRACE_S`` seconds
-after its last beat its running trial is failed (and retried) and its claim may be taken over.
+after its last beat its running trial is stale and its claim may be taken over. Every live
+worker of the study looks for stale trials every ``STALE_CHECK_S`` seconds, and fails (and
+retries) them: a dead worker's trial is failed at most ``DEAD_WORKER_S`` after it died, while
+another worker of the study runs (else by the next one to start).
 URLs are shown with their secrets masked (``display``), everywhere they are printed or logged.
 """
 
@@ -25,6 +28,9 @@ from sweep.errors import UserError
 T = TypeVar("T")
 HEARTBEAT_S = 5
 GRACE_S = 20
+STALE_CHECK_S = 2
+# what the README promises: GRACE_S, a check, and 1 s of SQLite's clock (whole seconds), with room
+DEAD_WORKER_S = GRACE_S + HEARTBEAT_S
 STORAGE_ENV = "SWEEP_STORAGE"  # `sweep worker` reads its URL here: no password on a command line
 _SQLITE = "sqlite:///"
 

@@ -4,11 +4,11 @@ run several, one per GPU where there are GPUs, sharing one study through its sto
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import torch
 
@@ -94,38 +94,47 @@ def spawn_workers(
     URL goes through the environment, so that a password stays off their command lines."""
     threads = cpu_threads(len(devices) + first_index)
     env = {**os.environ, STORAGE_ENV: storage}
-    procs = []
-    for offset, device in enumerate(devices):
-        cmd = [sys.executable, "-m", "sweep.cli", "worker", "--study", study,
-               "--device", device, "--index", str(first_index + offset),
-               "--threads", str(threads), "--no-progress"]  # fmt: skip
-        procs.append(subprocess.Popen(cmd, env=env))
+    procs: list[subprocess.Popen] = []
+    try:
+        for offset, device in enumerate(devices):
+            cmd = [sys.executable, "-m", "sweep.cli", "worker", "--study", study,
+                   "--device", device, "--index", str(first_index + offset),
+                   "--threads", str(threads), "--no-progress"]  # fmt: skip
+            procs.append(subprocess.Popen(cmd, env=env))
+    except BaseException:  # an interruption (or a failed start) leaves none of them behind
+        stop_workers(procs)
+        raise
     return procs
 
 
 def stop_workers(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> None:
-    """Interrupt the workers (each stores its running trial FAIL, as on Ctrl-C), and kill those
-    still running after ``grace_s``."""
+    """Stop the workers with SIGTERM (each stores its running trial FAIL, as on Ctrl-C), and
+    kill those still running after ``grace_s``, or at once when this process is interrupted
+    again while it waits."""
     for p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            p.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+            p.terminate()
+    deadline = time.monotonic() + grace_s
+    try:
+        for p in procs:
+            with suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 @contextmanager
 def worker_processes(storage: str, study: str, devices: list[str]) -> Iterator[None]:
     """Workers for ``study`` on ``devices`` while the block runs: waited for when it ends, and
-    stopped when it raises (Ctrl-C included)."""
+    stopped when it raises or this process is interrupted (Ctrl-C, SIGTERM), waiting included."""
     procs = spawn_workers(storage, study, devices)
     try:
         yield
+        for p in procs:
+            p.wait()
     except BaseException:
         stop_workers(procs)
         raise
-    for p in procs:
-        p.wait()

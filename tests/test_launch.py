@@ -125,21 +125,26 @@ def test_a_launch_that_fails_on_its_base_model_starts_no_worker(toy_dir: Path, t
     assert not _worker_processes(url)
 
 
+def _wait_for_workers(url: str, name: str, n: int, log: Path, timeout: float = 300) -> None:
+    """Until ``n`` processes have run trials of study ``name``."""
+    deadline = time.monotonic() + timeout
+    workers: set[str] = set()
+    while len(workers) < n and time.monotonic() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name=name, storage=url)
+            workers = {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}
+        except KeyError:
+            continue
+    assert len(workers) == n, log.read_text()
+
+
 def test_ctrl_c_stops_the_other_workers_and_leaves_no_trial_running(toy_dir: Path, tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'stop.db'}"
     spec = toy_spec(toy_dir, "stop")
     run = sweep_async("run", str(spec), "--workers", "2", "--trials", "60", "--storage", url,
                       cwd=tmp_path)  # fmt: skip
-    deadline = time.monotonic() + 240
-    workers: set[str] = set()
-    while len(workers) < 2 and time.monotonic() < deadline:  # until both processes ran trials
-        time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name="stop", storage=url)
-            workers = {t.user_attrs["worker"] for t in study.trials if "worker" in t.user_attrs}
-        except KeyError:
-            continue
-    assert len(workers) == 2, (tmp_path / "sweep.log").read_text()
+    _wait_for_workers(url, "stop", 2, tmp_path / "sweep.log")
     children = psutil.Process(run.pid).children(recursive=True)
     assert children
     for child in children:  # the storage URL (and any password in it) is not on their command line
@@ -152,3 +157,36 @@ def test_ctrl_c_stops_the_other_workers_and_leaves_no_trial_running(toy_dir: Pat
     study = optuna.load_study(study_name="stop", storage=url)
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) < 60
+
+
+def test_sigterm_stops_the_run_and_its_workers_as_ctrl_c_does(toy_dir: Path, tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'term.db'}"
+    spec = toy_spec(toy_dir, "term")
+    run = sweep_async("run", str(spec), "--workers", "3", "--trials", "60", "--storage", url,
+                      cwd=tmp_path)  # fmt: skip
+    _wait_for_workers(url, "term", 3, tmp_path / "sweep.log")
+    children = psutil.Process(run.pid).children(recursive=True)
+    assert len(children) == 2
+    before = optuna.load_study(study_name="term", storage=url).trials
+    kept = {t.number: t.values for t in before if t.state == TrialState.COMPLETE}
+
+    run.send_signal(signal.SIGTERM)  # what timeout, systemd, SLURM and Kubernetes send
+    assert run.wait(timeout=120) == 143
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"workers still running: {alive}"
+    log = (tmp_path / "sweep.log").read_text()
+    assert "complete ones are kept (SIGTERM)" in log and "Traceback" not in log
+
+    study = optuna.load_study(study_name="term", storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    for number, values in kept.items():  # no trial lost
+        assert study.trials[number].state == TrialState.COMPLETE
+        assert study.trials[number].values == values
+    failed_before = {t.number for t in before if t.state == TrialState.FAIL}
+    stopped = [
+        t for t in study.trials if t.state == TrialState.FAIL and t.number not in failed_before
+    ]
+    assert stopped, "no trial was running"
+    for t in stopped:  # each stored as interrupted, so that the next run takes it up first
+        assert t.user_attrs["interrupted"] is True
+        assert t.user_attrs["fail_reason"] in ("Terminated: SIGTERM", "KeyboardInterrupt: ")

@@ -311,6 +311,9 @@ def test_a_damaged_or_full_calibration_cache_is_recomputed_or_named(toy_dir, tmp
         stored = {r.number: r for r in _records(url, "cached")}
         done = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path)
         assert "failed: gptq-w3-g32-asym: CacheDiskFull: no space left" in done.stdout
+        assert done.returncode == 2  # the run stops: every later trial would fail the same way
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "no space left on the disk for the calibration cache" in done.stderr
         assert "Traceback" not in done.stderr and list(cache.iterdir()) == []
         records = _records(url, "cached")
         assert {r.number: r for r in records if r.number in stored} == stored

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -17,9 +19,10 @@ from optuna.trial import TrialState
 
 from sweep.results import results_table
 from sweep.spec import load_spec
+from sweep.storage import DEAD_WORKER_S, STORAGE_ENV
 from sweep.study import open_study
 
-from .helpers import sweep, sweep_async
+from .helpers import SWEEP, env, sweep, sweep_async
 from .toy import toy_spec
 
 PG_URL = os.environ.get("SWEEP_TEST_POSTGRES")
@@ -128,10 +131,10 @@ def test_killed_worker_loses_nothing(tmp_path: Path, toy_dir: Path):
     start = time.monotonic()
     second = sweep("worker", "--storage", url, "--study", "kill", "--no-progress", cwd=tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
-    # the dead trial is failed GRACE_S (20 s) after its last beat, and its claim is free then
-    # too (it used to stay claimed for 60 s, silently)
+    # the dead trial is failed GRACE_S (20 s) after its last beat, while the worker computes
+    # other configurations or waits for it, and its claim is free then too (it used to stay
+    # claimed for 60 s, silently)
     assert time.monotonic() - start < 50
-    assert "waiting for 1 trial(s) running on other workers" in second.stdout
 
     study = optuna.load_study(study_name="kill", storage=url)
     assert study.trials[victim].state == TrialState.FAIL
@@ -268,3 +271,123 @@ def test_a_grid_study_ends_when_every_configuration_is_done(tmp_path: Path, toy_
     study = optuna.load_study(study_name="grid", storage=url)
     keys = [t.user_attrs["config_key"] for t in study.get_trials(states=(TrialState.COMPLETE,))]
     assert len(keys) == len(set(keys)) == 5
+
+
+SLOW_ENV = "TOY_SECONDS_PER_DOCUMENT"
+SLOW_SCORER = f"""\
+import os
+import time
+
+
+def process_results(doc, results):
+    time.sleep(float(os.environ.get("{SLOW_ENV}", "0")))
+    scores = [loglikelihood for loglikelihood, _ in results]
+    return {{"acc": float(scores.index(max(scores)) == doc["answer"])}}
+"""
+
+
+def _slow_spec(toy: Path, folder: Path, name: str) -> Path:
+    """The toy study on its task scored by a function that sleeps ``SLOW_ENV`` seconds per
+    document in a process given that variable: the same scores, longer trials; every trial has
+    the full evaluation."""
+    task = folder / "tasks" / "toy_recall"
+    shutil.copytree(toy / "tasks" / "toy_recall", task)
+    (task / "slow.py").write_text(SLOW_SCORER)
+    config = yaml.safe_load((task / "toy_recall.yaml").read_text())
+    config["dataset_kwargs"]["data_files"]["test"] = str(task / "test.jsonl")
+    text = yaml.safe_dump(config) + "process_results: !function slow.process_results\n"
+    (task / "toy_recall.yaml").write_text(text)
+    data = yaml.safe_load(toy_spec(toy, name).read_text())
+    data["evaluation"]["include_path"] = str(folder / "tasks")
+    data["evaluation"]["stages"] = {"mode": "off"}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _running(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    """The study's running trials that have chosen their configuration."""
+    study = optuna.load_study(study_name=name, storage=url)
+    return [
+        t for t in study.get_trials(states=(TrialState.RUNNING,)) if "config_key" in t.user_attrs
+    ]
+
+
+def _of(proc: subprocess.Popen, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    return [t.number for t in trials if f":{proc.pid}:" in t.user_attrs.get("worker", "")]
+
+
+@pytest.fixture
+def started():
+    """Processes a test starts, killed at its end if they still run (when the test failed)."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def _until(condition, timeout: float, what: str, poll_s: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            found = condition()
+        except (KeyError, sa.exc.OperationalError):  # the study not created yet, or busy
+            found = None
+        if found:
+            return found
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_dead_workers_trial_is_failed_in_time_while_another_works_and_sigterm_stops_that(
+    tmp_path: Path, toy_dir: Path, started: list[subprocess.Popen]
+):
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+    spec = _slow_spec(toy_dir, tmp_path, "dead")
+    first = sweep_async("run", str(spec), "--trials", "40", "--storage", url, cwd=tmp_path)
+    started.append(first)
+    _until(lambda: _running(url, "dead"), 300, "the first trial")
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [*SWEEP, "worker", "--study", "dead", "--no-progress"],
+        cwd=tmp_path,
+        env={**env(), STORAGE_ENV: url, SLOW_ENV: "0.08"},  # a trial of a minute or more
+        stdout=log,
+        stderr=log,
+    )
+    started.append(worker)
+    working = _until(lambda: _of(worker, _running(url, "dead")), 300, "the worker's trial")
+    _until(lambda: set(_of(first, _running(url, "dead"))), 120, "a trial of the first process")
+    first.send_signal(signal.SIGKILL)  # mid-trial, while the worker is mid-trial too
+    first.wait(timeout=30)
+    killed = time.monotonic()
+    running = _running(url, "dead")
+    victims = sorted(set(t.number for t in running) - set(_of(worker, running)))
+    assert victims, "the killed process ran no trial"
+
+    def failed() -> bool:
+        study = optuna.load_study(study_name="dead", storage=url)
+        return all(study.trials[n].state == TrialState.FAIL for n in victims)
+
+    _until(failed, DEAD_WORKER_S + 30, "the dead trial to be failed", poll_s=0.1)
+    took = time.monotonic() - killed
+    study = optuna.load_study(study_name="dead", storage=url)
+    # failed by the live worker while it computes, not when it starts its next trial
+    assert study.trials[working[0]].state == TrialState.RUNNING
+    assert took <= DEAD_WORKER_S, f"the dead worker's trial was failed after {took:.1f} s"
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") in victims]
+    assert retried, "the dead trial's configuration was not queued again"
+
+    # SIGTERM to a worker acts as Ctrl-C: its running trial FAIL, interrupted; exit code 143
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 143
+    output = (tmp_path / "worker.log").read_text()
+    assert "complete ones are kept (SIGTERM)" in output and "Traceback" not in output
+    study = optuna.load_study(study_name="dead", storage=url)
+    stopped = study.trials[working[0]]
+    assert stopped.state == TrialState.FAIL
+    assert stopped.user_attrs["interrupted"] is True
+    assert stopped.user_attrs["fail_reason"] == "Terminated: SIGTERM"
+    assert not study.get_trials(states=(TrialState.RUNNING,))
