@@ -47,6 +47,13 @@ StudyNameOpt = Annotated[
 ProgressOpt = Annotated[
     bool, typer.Option(help="Show per-layer progress bars (on a terminal; never in a log).")
 ]
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Write a checkpoint that the deploy runtime would refuse (the model card says so).",
+    ),
+]
 
 # bounds of numeric options, which typer checks (and refuses in one line, exit code 2)
 MAX_WORKERS = 64  # processes that each load the model on one machine
@@ -128,7 +135,7 @@ def run(
     """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
     from sweep.launch import LaunchRequest, launch
     from sweep.objective import run_summary
-    from sweep.report import front_table, reuse_summary
+    from sweep.report import front_tables, reuse_summary
 
     request = LaunchRequest(study, model, trials, storage, study_name, workers, _bars(progress))
     outcome = launch(request, ConsoleEvents())
@@ -137,7 +144,7 @@ def run(
         raise typer.Exit(1)
     console.print(run_summary(outcome.progress, outcome.run))
     console.print(reuse_summary(outcome.frame))
-    console.print(front_table(outcome.frame))
+    console.print(*front_tables(outcome.frame))
     console.print(
         f"Pareto plot: {outcome.pareto_html}  (all plots, the paper's table, CSV: make report)"
     )
@@ -195,21 +202,22 @@ def report(
         Path | None, typer.Option(help="Folder to write (default: runs/<study>-report).")
     ] = None,
     x: Annotated[
-        str, typer.Option(help="Compression axis of the SrCr plot: tcr or real_ratio.")
+        str,
+        typer.Option(help="Compression axis of the SrCr plot: tcr, real_ratio or deploy_ratio."),
     ] = "tcr",
     png: Annotated[bool, typer.Option(help="Also write PNG plots (needs Chromium).")] = True,
 ) -> None:
     """Write a study's Pareto plots (HTML, PNG), the paper's table (markdown, CSV) and a CSV of
     every trial, and print the front and the table."""
-    from sweep.report import front_table, paper_rich_table, write_report
+    from sweep.report import front_tables, paper_rich_table, write_report
     from sweep.spec import RUNS
     from sweep.study import StudyAddress
 
-    if x not in ("tcr", "real_ratio"):
-        raise OptionError(f"--x must be 'tcr' or 'real_ratio', got {x!r}")
+    if x not in ("tcr", "real_ratio", "deploy_ratio"):
+        raise OptionError(f"--x must be 'tcr', 'real_ratio' or 'deploy_ratio', got {x!r}")
     loaded = StudyAddress(study, model, storage, study_name).open()
     written = write_report(loaded, out or RUNS / f"{loaded.study_name}-report", x=x, png=png)
-    console.print(front_table(written.frame, x=x))
+    console.print(*front_tables(written.frame, x=x))
     if written.table is not None:
         console.print(paper_rich_table(written.table))
     for note in written.notes:
@@ -231,14 +239,17 @@ def export(
         Path | None, typer.Option(help="Folder to write (default: runs/<study>-trial-<n>).")
     ] = None,
     progress: ProgressOpt = True,
+    force: ForceOpt = False,
 ) -> None:
     """Export a trial: the compressed checkpoint (loads with from_pretrained; quantized layers
-    packed), the spec fragment that reproduces it, the llm-compressor recipe and a model card."""
+    packed), the spec fragment that reproduces it, the llm-compressor recipe and a model card.
+    A checkpoint the study's deploy runtime would refuse is written only with --force."""
     from sweep.export.service import ExportRequest, export_trial
     from sweep.study import StudyAddress
 
     address = StudyAddress(study, model, storage, study_name)
-    done = export_trial(ExportRequest(address, trial, out, _bars(progress)), ConsoleEvents())
+    request = ExportRequest(address, trial, out, _bars(progress), force)
+    done = export_trial(request, ConsoleEvents())
     for path in done.files:
         console.print(f"wrote {path}")
     console.print(f"load it with AutoModelForCausalLM.from_pretrained({str(done.folder)!r})")
@@ -251,13 +262,15 @@ def compress(
     ],
     out: Annotated[Path | None, typer.Option(help="Also write the checkpoint folder here.")] = None,
     progress: ProgressOpt = True,
+    force: ForceOpt = False,
 ) -> None:
     """Compress the model by a spec's one configuration, evaluate it (and the base model, for
     Sr), print its metrics and optionally write the checkpoint folder."""
     from sweep.console import metrics_table
     from sweep.export.service import CompressRequest, compress_spec
 
-    done = compress_spec(CompressRequest(spec_path, out, _bars(progress)), ConsoleEvents())
+    request = CompressRequest(spec_path, out, _bars(progress), force)
+    done = compress_spec(request, ConsoleEvents())
     console.print(metrics_table(done.result.config, done.result.measurement))
     for path in done.files:
         console.print(f"wrote {path}")

@@ -96,6 +96,11 @@ def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
         shown.append(f"KL {m.kl:.3f}")
     if m.layers:
         shown.append(f"[{m.layer_summary}]")
+    if m.deployable is not None:
+        verdict = "deployable" if m.deployable else "[red]not deployable[/]"
+        shown.append(
+            f"{verdict} {METRICS['deploy_ratio'].show(m.deploy_ratio)} ({m.deploy_reason})"
+        )
     t = m.timings
     stopped = f"; [yellow]{STOPPED[m.stage]}[/]: dominated by the front" if not m.full else ""
     return (

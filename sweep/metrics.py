@@ -205,6 +205,14 @@ METRICS: dict[str, Metric] = {
             objective=True,
             bounded=True,
         ),
+        Metric(
+            "deploy_ratio",
+            "deploy ratio",
+            "deploy ratio (16-bit bytes / bytes the runtime holds)",
+            "{:.2f}x",
+            objective=True,
+            bounded=True,
+        ),
         Metric("measured_sparsity", "sparsity", "measured sparsity of the pruning step", "{:.4f}"),
         Metric(
             "zero_fraction", "zeros", "fraction of exact zeros in the compressed weights", "{:.4f}"

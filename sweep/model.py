@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sweep.compress.driver import compressible_linears
+from sweep.compress.blocks import compressible_linears
 from sweep.errors import UserError
 from sweep.metrics import Tensor2D
 from sweep.spec import check_device_name

@@ -25,6 +25,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
+from sweep.deployment import DEPLOYABLE, judged
 from sweep.errors import UserError, disk_full
 from sweep.events import Events
 from sweep.interrupts import InterruptGuard
@@ -139,15 +140,24 @@ class Objective:
             raise TrialError(f"non-finite objectives {values}")
         return values
 
+    def _judged(self, config: CompressionConfig, m: Measurement) -> Measurement:
+        """``m`` with the study's deploy runtime's verdict (``sweep.deployment``)."""
+        ctx = self.context
+        return judged(m, config, ctx.runner.layout(), ctx.spec.deploy)
+
     def _finish(self, trial: optuna.Trial, record: TrialRecord) -> tuple[float, ...]:
-        """Store the measured record and its constraint values; return the objective values."""
-        m = record.measurement
-        assert m is not None
+        """Judge the measurement by the study's deploy runtime, store the record and its
+        constraint values (a trial the runtime refuses is infeasible); return the objective
+        values."""
+        assert record.config is not None and record.measurement is not None
+        m = self._judged(record.config, record.measurement)
         values = self._values(m)
-        record.store(trial)
-        metrics = {name: m.value(name) for name in BOUNDED}
+        replace(record, measurement=m).store(trial)
+        metrics = {name: m.value(name) for name in BOUNDED if m.value(name) is not None}
         for bound, value in self.context.spec.constraints.violations(metrics).items():
             trial.set_constraint(bound, value)
+        if m.deployable is not None:
+            trial.set_constraint(DEPLOYABLE, 0.0 if m.deployable else 1.0)
         return values
 
     def _stop_rule(
@@ -163,6 +173,9 @@ class Objective:
             return lambda estimated: False
 
         def stop(estimated: Measurement) -> bool:
+            estimated = self._judged(config, estimated)
+            if estimated.deployable is False:  # infeasible: never on a front, whatever its Sr
+                return True
             best_case = optimistic(estimated, config)
             front = [
                 tuple(float(r.measurement.value(o)) for o in objectives)
@@ -241,7 +254,7 @@ class Objective:
         self.failures = 0
         ctx.results.finish(rkey, result.measurement.to_dict())
         values = self._finish(trial, replace(record, measurement=result.measurement))
-        self.events.trial_measured(trial.number, config, result.measurement)
+        self.events.trial_measured(trial.number, config, self._judged(config, result.measurement))
         return values
 
 

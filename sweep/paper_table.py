@@ -37,7 +37,8 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
     (estimates) are left out, those stopped before their perplexity (Sr exact) kept. Columns:
     ``tcr``, then for ``quant`` (the best quantization-only trial at that TCr) and ``joint``
     (the best trial that prunes and quantizes with TCr in [tcr, tcr + 1/16)): ``<side>_config``,
-    ``<side>_tcr``, ``<side>_sr`` and ``<side>_sr:<task>``; and
+    ``<side>_tcr``, ``<side>_sr``, ``<side>_deploy_ratio`` (what the study's deploy runtime
+    holds; NaN without one) and ``<side>_sr:<task>``; and
     ``rel_diff = joint_sr / quant_sr - 1`` (the paper reports about +20% on 7-8B models). A point
     with no joint trial in its band has NaN joint columns.
     """
@@ -60,13 +61,15 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
         band = joint[(joint["tcr"] >= point - 1e-9) & (joint["tcr"] < point + TCR_BAND - 1e-9)]
         for side, best in (("quant", quant), ("joint", _best(band))):
             row[f"{side}_config"] = None if best is None else best["config"]
-            for name in ("tcr", "sr", *tasks):
-                row[f"{side}_{name}"] = float("nan") if best is None else float(best[name])
+            for name in ("tcr", "sr", "deploy_ratio", *tasks):
+                value = None if best is None else best.get(name)
+                row[f"{side}_{name}"] = float("nan") if value is None else float(value)
         row["rel_diff"] = row["joint_sr"] / row["quant_sr"] - 1 if row["quant_sr"] else None
         rows.append(row)
     table = pd.DataFrame(rows)
-    ordered = ["tcr", "quant_config", "quant_tcr", "quant_sr", *(f"quant_{t}" for t in tasks),
-               "joint_config", "joint_tcr", "joint_sr", *(f"joint_{t}" for t in tasks),
+    ordered = ["tcr", "quant_config", "quant_tcr", "quant_deploy_ratio", "quant_sr",
+               *(f"quant_{t}" for t in tasks), "joint_config", "joint_tcr",
+               "joint_deploy_ratio", "joint_sr", *(f"joint_{t}" for t in tasks),
                "rel_diff"]  # fmt: skip
     return table[ordered]
 
@@ -85,6 +88,15 @@ def _pct(x: object) -> str:
     return "–" if x is None or pd.isna(x) else f"{float(x):.2%}"
 
 
+def _ratio(x: object) -> str:
+    return "–" if x is None or pd.isna(x) else f"{float(x):.2f}x"
+
+
+def has_deploy_ratio(table: pd.DataFrame) -> bool:
+    """Whether the study had a deploy runtime (its rows hold deploy ratios)."""
+    return "quant_deploy_ratio" in table and bool(table["quant_deploy_ratio"].notna().any())
+
+
 def _num(x: object) -> str:
     return "–" if x is None or pd.isna(x) else f"{float(x):.3f}"
 
@@ -93,14 +105,18 @@ def to_markdown(table: pd.DataFrame) -> str:
     """The table as GitHub markdown: one row per TCr point, Sr per task for both sides."""
     tasks = [c.removeprefix("quant_sr:") for c in table.columns if c.startswith("quant_sr:")]
     per_task = [f"Sr {t}" for t in short_names(tasks)]
-    head = ["TCr", "quantization only", *per_task, "Sr", "joint (prune + quantize)", "TCr",
-            *per_task, "Sr", "Δ Sr"]  # fmt: skip
+    deploy = has_deploy_ratio(table)
+    ratio_head = ["deploy ratio"] if deploy else []
+    head = ["TCr", "quantization only", *ratio_head, *per_task, "Sr",
+            "joint (prune + quantize)", "TCr", *ratio_head, *per_task, "Sr", "Δ Sr"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [_pct(r["tcr"]), f"`{r['quant_config']}`"]
+        cells += [_ratio(r["quant_deploy_ratio"])] if deploy else []
         cells += [_num(r[f"quant_sr:{t}"]) for t in tasks] + [_num(r["quant_sr"])]
         joint = r["joint_config"]
         cells += [f"`{joint}`" if isinstance(joint, str) else "–", _pct(r["joint_tcr"])]
+        cells += [_ratio(r["joint_deploy_ratio"])] if deploy else []
         cells += [_num(r[f"joint_sr:{t}"]) for t in tasks] + [_num(r["joint_sr"])]
         diff = r["rel_diff"]
         cells.append("–" if diff is None or pd.isna(diff) else f"{float(diff):+.1%}")

@@ -14,6 +14,7 @@ from sweep.staging import FULL, SAMPLE, STOPPED, TASKS
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 INFEASIBLE = "outside the study's constraints"
+UNDEPLOYABLE = "refused by the deploy runtime"
 
 
 class PngUnavailable(RuntimeError):
@@ -50,6 +51,9 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
         lines.append(show("kl"))
     if isinstance(row.get("layers"), str) and row["layers"]:
         lines.append(f"per layer: {row['layers']}")
+    if isinstance(row.get("deploy_reason"), str):
+        verdict = "deployable" if row["deployable"] else "not deployable"
+        lines.append(f"{verdict}, {show('deploy_ratio')}: {row['deploy_reason']}")
     if row.get("stage") == SAMPLE:
         lines.append(f"{STOPPED[SAMPLE]}: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
     elif row.get("stage") == TASKS:
@@ -64,6 +68,8 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
 
     tasks = [c for c in df.columns if c.startswith("score:")]
     families = df["family"].where(df["feasible"], INFEASIBLE)
+    if "deployable" in df:
+        families = families.where(df["deployable"] != False, UNDEPLOYABLE)  # noqa: E712
     data = df.assign(family=families, hover=[_hover(r, tasks) for _, r in df.iterrows()])
     fig = go.Figure()
     for name, group in sorted(data.groupby("family"), key=lambda item: str(item[0])):
@@ -96,6 +102,22 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
         width=900,
         height=560,
     )
+    return fig
+
+
+def side_by_side(left, right, title: str):
+    """Two figures' traces as the two panels of one, sharing their y axis and legend."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06)
+    for col, part in ((1, left), (2, right)):
+        for trace in part.data:
+            trace.showlegend = col == 1
+            fig.add_trace(trace, row=1, col=col)
+        fig.update_xaxes(title_text=part.layout.xaxis.title.text, row=1, col=col)
+    fig.update_yaxes(title_text=left.layout.yaxis.title.text, row=1, col=1)
+    fig.update_layout(title=title, template="plotly_white", width=1400, height=560,
+                      legend={"title": "ordering · pattern"})  # fmt: skip
     return fig
 
 

@@ -75,6 +75,11 @@ class Measurement:
     capacity: float | None = None  # kappa, SrCr's denominator (absent from older results)
     # a non-uniform config's plan: module name -> [pruned fraction, bits]; None when uniform
     layers: dict[str, list[float]] | None = None
+    # what the study's deploy runtime makes of it (``sweep.deployment``); None without one.
+    # Judged for each trial by its study's target, never taken from the results table.
+    deployable: bool | None = None
+    deploy_reason: str | None = None
+    deploy_ratio: float | None = None
 
     @property
     def layer_summary(self) -> str:

@@ -17,8 +17,15 @@ from rich.table import Table
 from sweep.errors import UserError
 from sweep.metrics import METRICS
 from sweep.owned_folder import OwnedFolder
-from sweep.paper_table import paper_table, to_markdown
-from sweep.plots import PngUnavailable, family, pareto_figure, write_html, write_png
+from sweep.paper_table import has_deploy_ratio, paper_table, to_markdown
+from sweep.plots import (
+    PngUnavailable,
+    family,
+    pareto_figure,
+    side_by_side,
+    write_html,
+    write_png,
+)
 from sweep.record import TrialRecord, trial_records
 from sweep.spec import RUNS
 from sweep.staging import SAMPLE, dominated_by
@@ -60,6 +67,7 @@ def _row(r: TrialRecord) -> dict[str, object]:
         row.update({f"score:{task}": score for task, score in m.task_scores.items()})
         row.update(m.timings)
         row.update(stage=m.stage, sr_low=m.sr_low, sr_high=m.sr_high, layers=m.layer_summary)
+        row.update(deployable=m.deployable, deploy_reason=m.deploy_reason)
     row.update(feasible=r.feasible, reused=r.reused, worker=r.worker, fail_reason=r.fail_reason)
     return row
 
@@ -100,6 +108,8 @@ def front_table(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> Table:
     rows = front(df, x, y)
     table = Table(title=f"Pareto front: {y} against {x}", title_justify="left")
     shown = ("tcr", "real_ratio", "sr", "srcr")
+    if has_deploy(df):
+        shown = ("tcr", "deploy_ratio", "sr", "srcr")
     for col in ("trial", "configuration", *(METRICS[m].label for m in shown)):
         table.add_column(col, justify="left" if col == "configuration" else "right")
     score_cols = [c for c in df.columns if c.startswith("score:")]
@@ -112,12 +122,24 @@ def front_table(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> Table:
     return table
 
 
+def front_tables(df: pd.DataFrame, x: str = "tcr") -> list[Table]:
+    """The front against ``x`` and, with a deploy runtime, the front against the deploy ratio
+    (what the runtime holds) beside it."""
+    tables = [front_table(df, x)]
+    if has_deploy(df) and x != "deploy_ratio":
+        tables.append(front_table(df, "deploy_ratio"))
+    return tables
+
+
 def paper_rich_table(table: pd.DataFrame) -> Table:
     """The paper's comparison for the terminal: Sr of quantization alone and of the best joint
     configuration at each TCr point."""
     out = Table(title="Quantization only vs pruning + quantization at equal TCr",
                 title_justify="left")  # fmt: skip
-    for col in ("TCr", "quantization only", "Sr", "joint", "its TCr", "Sr", "Δ Sr"):
+    deploy = has_deploy_ratio(table)
+    ratio = ["deploy"] if deploy else []
+    for col in ("TCr", "quantization only", *ratio, "Sr", "joint", "its TCr", *ratio, "Sr",
+                "Δ Sr"):  # fmt: skip
         out.add_column(col, justify="left" if col in ("quantization only", "joint") else "right")
     for _, r in table.iterrows():
         joint = r["joint_config"] if isinstance(r["joint_config"], str) else "–"
@@ -125,9 +147,11 @@ def paper_rich_table(table: pd.DataFrame) -> Table:
         out.add_row(
             f"{r['tcr']:.2%}",
             str(r["quant_config"]),
+            *([f"{r['quant_deploy_ratio']:.2f}x"] if deploy else []),
             f"{r['quant_sr']:.3f}",
             joint,
             f"{r['joint_tcr']:.2%}" if has_joint else "–",
+            *([f"{r['joint_deploy_ratio']:.2f}x" if has_joint else "–"] if deploy else []),
             f"{r['joint_sr']:.3f}" if has_joint else "–",
             f"{r['rel_diff']:+.1%}" if has_joint else "–",
         )
@@ -183,13 +207,37 @@ def write_report(study: optuna.Study, folder: Path, x: str = "tcr", png: bool = 
     owned = report_folder(folder)
     owned.check()
     report = Report(folder, trials_frame(study))
+    if x == "deploy_ratio" and not has_deploy(report.frame):
+        raise ReportError(
+            f"--x deploy_ratio: study {study.study_name!r} has no deploy runtime (its trials hold "
+            "no deploy ratio); use tcr or real_ratio, or run a study with deploy: {runtime: ...}"
+        )
     fill = functools.partial(_write_report, study, report, x=x, png=png)
     report.files = owned.write(fill, {"study": study.study_name})
     return report
 
 
+def has_deploy(df: pd.DataFrame) -> bool:
+    """Whether the trials were judged by a deploy runtime (they hold deploy ratios)."""
+    return "deploy_ratio" in df and bool(df["deploy_ratio"].notna().any())
+
+
 def report_figures(df: pd.DataFrame, name: str, x: str = "tcr") -> dict[str, go.Figure]:
-    """The report's plots by file stem: SrCr against ``x``, and Sr against TCr."""
+    """The report's plots by file stem: SrCr against ``x``, and Sr against TCr; with a deploy
+    runtime, also SrCr against TCr (the paper's theory) beside SrCr against the deploy ratio
+    (what the runtime holds), from the same trials."""
+    figures = _figures(df, name, x)
+    if has_deploy(df):
+        figures["pareto-deploy"] = side_by_side(
+            pareto_figure(df, "tcr", "srcr", front(df, "tcr", "srcr")),
+            pareto_figure(df, "deploy_ratio", "srcr", front(df, "deploy_ratio", "srcr")),
+            f"{name}: SrCr against TCr (the paper's theory) and against the deploy ratio "
+            "(what the runtime holds)",
+        )
+    return figures
+
+
+def _figures(df: pd.DataFrame, name: str, x: str) -> dict[str, go.Figure]:
     return {
         "pareto-srcr": pareto_figure(
             df, x, "srcr", front(df, x, "srcr"), f"{name}: SrCr against {METRICS[x].label}"

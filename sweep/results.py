@@ -76,8 +76,17 @@ def result_context(spec: StudySpec, fingerprints: Fingerprints) -> dict[str, Any
     }
 
 
+# how a mixed allocation spreads its widths: since version 2, one width per group of fused layers
+# (sweep.compress.fused); results of version 1 (one width per layer) are not found again
+MIXED_ALLOCATION_VERSION = 2
+
+
 def result_key(context: dict[str, Any], config: CompressionConfig) -> str:
-    blob = json.dumps({"context": context, "config": config.canonical().to_dict()}, sort_keys=True)
+    canonical = config.canonical()
+    keyed: dict[str, Any] = {"context": context, "config": canonical.to_dict()}
+    if canonical.allocation == "mixed":
+        keyed["allocation_version"] = MIXED_ALLOCATION_VERSION
+    blob = json.dumps(keyed, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

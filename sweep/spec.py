@@ -21,6 +21,7 @@ from sweep.compress.config import (
 from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, unknown_name_message
 from sweep.errors import UserError
 from sweep.metrics import BOUNDED, OBJECTIVES
+from sweep.runtimes import CAPABILITIES, NONE, RUNTIME_NAMES, RUNTIMES, capability_value
 from sweep.storage import display
 
 SAMPLERS = ("tpe", "nsga2", "gp", "random", "grid")  # each a search plan (sweep.plan)
@@ -415,6 +416,7 @@ class Constraints(_Strict):
 
     tcr: Band | None = None
     real_ratio: Band | None = None
+    deploy_ratio: Band | None = None  # needs a deploy runtime
     sr: Band | None = None
 
     def violations(self, metrics: dict[str, float]) -> dict[str, float]:
@@ -430,6 +432,81 @@ class Constraints(_Strict):
             if band.max is not None:
                 out[f"{name}.max"] = metrics[name] - band.max
         return out
+
+
+class DeploySpec(_Strict):
+    """Where the study's winners will run (``sweep.runtimes``): ``runtime`` vllm, transformers
+    or none (the paper's theory alone: no verdict, no constraint), and ``gpu``, the target GPU's
+    compute capability ("8.0": A100, "8.9": L40S, "9.0": H100), which vLLM's rules need and
+    transformers' ignore. With a runtime, a trial it would refuse is infeasible."""
+
+    runtime: str = NONE
+    gpu: str | None = None
+
+    @field_validator("runtime")
+    @classmethod
+    def _known_runtime(cls, v: str) -> str:
+        if v not in RUNTIME_NAMES:
+            raise ValueError(unknown_name_message("runtime", v, list(RUNTIME_NAMES)))
+        return v
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _capability(cls, v: object) -> object:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = f"{float(v):.1f}"  # YAML reads an unquoted 9.0 as a number
+        if v is not None and v not in CAPABILITIES:
+            raise ValueError(
+                f"{v!r} is not a compute capability; allowed: {', '.join(CAPABILITIES)} "
+                '(quote it: gpu: "8.0")'
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _gpu_when_needed(self) -> DeploySpec:
+        if self.runtime in RUNTIMES and RUNTIMES[self.runtime].needs_gpu and self.gpu is None:
+            raise ValueError(
+                f"runtime {self.runtime} serves what the GPU runs: give the target GPU's compute "
+                'capability, e.g. gpu: "8.0" (A100), "8.9" (L40S), "9.0" (H100)'
+            )
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.runtime != NONE
+
+
+def _check_deploy(spec: StudySpec) -> None:
+    """A runtime that serves nothing the search space holds, and deploy_ratio asked of no
+    runtime, are refused before any trial."""
+    deploy, search = spec.deploy, spec.search
+    named = "deploy_ratio" in spec.objectives or spec.constraints.deploy_ratio is not None
+    if named and not deploy.active:
+        raise ValueError(
+            "deploy_ratio (an objective or a constraint) is what a runtime holds: set deploy: "
+            "{runtime: vllm, gpu: ...} or {runtime: transformers}"
+        )
+    if not deploy.active or 16 in search.bits:
+        return
+    runtime = RUNTIMES[deploy.runtime]
+    shapes = [(b, g, s) for b in search.bits for g in search.group_sizes for s in search.symmetric]
+    served = [
+        shape for shape in shapes
+        if (rule := runtime.rule(*shape)) is not None and rule.runs_on(deploy.gpu)
+    ]  # fmt: skip
+    if not served:
+        gpu = f" on a GPU of compute capability {deploy.gpu}" if deploy.gpu else ""
+        least = min(
+            (r.min_capability for r in runtime.weights if r.min_capability),
+            key=capability_value,
+            default=None,
+        )
+        hint = f" (its integer weights need {least} or above)" if least and deploy.gpu else ""
+        raise ValueError(
+            f"{runtime.title} serves none of the search space's quantized forms (bits "
+            f"{search.bits}, group sizes {search.group_sizes}){gpu}{hint}; widen the space "
+            "(bits 16 is always served), or change deploy"
+        )
 
 
 def meets_constraints(values: dict[str, float]) -> bool:
@@ -486,6 +563,7 @@ class StudySpec(_Strict):
     search: SearchSpace = SearchSpace()
     objectives: list[str] = ["srcr", "tcr"]
     constraints: Constraints = Constraints()
+    deploy: DeploySpec = DeploySpec()
     sampler: SamplerSpec = SamplerSpec()
     trials: int = Field(12, gt=0)
     storage: str | None = None  # default: sqlite:///runs/<name>.db
@@ -525,6 +603,11 @@ class StudySpec(_Strict):
         if len(set(v)) != len(v):
             raise ValueError("objectives must not repeat")
         return _non_empty(v)
+
+    @model_validator(mode="after")
+    def _deployable(self) -> StudySpec:
+        _check_deploy(self)
+        return self
 
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{RUNS / self.name}.db"

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from sweep.objective import RunProgress, run_summary
 from sweep.record import TrialRecord, trial_records
-from sweep.report import front_table, reuse_summary, trials_frame
+from sweep.report import front_tables, reuse_summary, trials_frame
 from sweep.storage import GRACE_S
 from sweep.study import current_run
 
@@ -64,7 +64,7 @@ def print_status(study: optuna.Study, console: Console) -> None:
     outside = int((~frame["feasible"]).sum())
     if outside:
         console.print(f"outside the study's constraints: {outside} complete (left off the front)")
-    console.print(front_table(frame))
+    console.print(*front_tables(frame))
 
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:

@@ -43,7 +43,8 @@ _RUN_ATTR = "current_run"
 # the parts of a spec that a stored study must keep: they define its trials' meaning (and which
 # of them are feasible)
 PINNED_FIELDS = (
-    "model", "dtype", "calibration", "evaluation", "search", "objectives", "constraints"
+    "model", "dtype", "calibration", "evaluation", "search", "objectives", "constraints",
+    "deploy",
 )  # fmt: skip
 
 

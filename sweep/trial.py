@@ -14,8 +14,10 @@ from torch import nn
 from sweep.compress import CompressionConfig, compress_model
 from sweep.compress.calibration import CacheCorrupt, CalibrationCache
 from sweep.compress.driver import CompressionResult
+from sweep.compress.fused import fused_groups
 from sweep.compress.layer import requires_calibration
 from sweep.compress.rtn import QuantGrid
+from sweep.deployment import Layout
 from sweep.evaluate import Evaluator, Scores, TaskError
 from sweep.identity import calibration_fingerprint, tokenizer_fingerprint
 from sweep.metrics import (
@@ -165,6 +167,13 @@ class TrialRunner:
             prompts=None if evaluator is None else evaluator.prompts_fingerprint(),
         )  # what the runner's results depend on besides their configurations (sweep.identity)
         self._proxy_base: BaseDistribution | None = None
+        self._layout: Layout | None = None
+
+    def layout(self) -> Layout:
+        """The model as deploy rules read it: its weights' shapes and its fused groups."""
+        if self._layout is None:
+            self._layout = Layout(self.inventory, fused_groups(self.model))
+        return self._layout
 
     def input_widths(self) -> dict[str, int]:
         """The input width of every compressible layer, by parameter name."""

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sweep.compress.blocks import block_linears, compressible_linears, find_blocks
 from sweep.compress.calibration import (
     CalibrationCache,
     LayerStats,
@@ -32,48 +33,12 @@ from sweep.compress.calibration import (
     move_stats,
 )
 from sweep.compress.config import CompressionConfig
+from sweep.compress.fused import fused_groups
 from sweep.compress.layer import compress_weight, needed_stats, quant_spec
 from sweep.compress.profile import LayerProfile, empty_profile, layer_plan, measure_profile
 from sweep.compress.rtn import QuantGrid
 
 MODES = ("cached", "sequential")
-
-
-def find_blocks(model: nn.Module) -> nn.ModuleList:
-    """The transformer blocks: the largest ModuleList whose items hold Linear layers."""
-    best: nn.ModuleList | None = None
-    best_size = 0
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            holds_linear = any(isinstance(m, nn.Linear) for m in module[0].modules())
-            size = sum(p.numel() for p in module.parameters())
-            if holds_linear and size > best_size:
-                best, best_size = module, size
-    if best is None:
-        raise ValueError(f"found no transformer blocks in {type(model).__name__}")
-    return best
-
-
-def block_linears(model: nn.Module) -> list[dict[str, nn.Linear]]:
-    """For each transformer block, its Linear layers by their full name in ``model``."""
-    blocks = find_blocks(model)
-    prefix = {id(m): name for name, m in model.named_modules()}
-    out = []
-    for block in blocks:
-        name = prefix[id(block)]
-        out.append(
-            {
-                f"{name}.{sub_name}": sub
-                for sub_name, sub in block.named_modules()
-                if isinstance(sub, nn.Linear)
-            }
-        )
-    return out
-
-
-def compressible_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every Linear inside the transformer blocks, by its full name in ``model``."""
-    return {name: layer for linears in block_linears(model) for name, layer in linears.items()}
 
 
 @dataclass
@@ -91,6 +56,10 @@ class CompressionResult:
     calibration_s: float = 0.0  # time spent on calibration forward passes and statistics
     stats_from_cache: bool = False  # statistics reused from a CalibrationCache (no forward pass)
     grids: dict[str, QuantGrid] = field(default_factory=dict)  # on the CPU
+
+    def plan(self) -> dict[str, list[float]]:
+        """What each layer got: module name -> [pruned fraction, bits]."""
+        return {name: [pruned, self.bits[name]] for name, pruned in self.layers.items()}
 
 
 class _InPlaceCompressor:
@@ -377,6 +346,10 @@ def _layer_plan(
     linears = block_linears(model)
     stored = None if cache is None or key is None else cache.read_profile(key)
     profile = empty_profile(linears) if stored is None else LayerProfile.from_dict(stored)
+    changed = False
+    if config.allocation == "mixed" and profile.fused is None:
+        profile.fused = fused_groups(model)  # one forward of two tokens
+        changed = True
     if any(profile.missing(config)):
         if cache is not None and key is not None:
             if not cache.has(key, hessian):
@@ -385,8 +358,9 @@ def _layer_plan(
         else:
             source = block_stats(model, calibration, hessian, batch_size, progress)
         measure_profile(profile, linears, source, config)
-        if cache is not None and key is not None:
-            cache.write_profile(key, profile.to_dict())
+        changed = True
+    if changed and cache is not None and key is not None:
+        cache.write_profile(key, profile.to_dict())
     return layer_plan(config, profile)
 
 

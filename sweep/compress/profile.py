@@ -10,7 +10,7 @@ trials read it without touching a Hessian.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -29,6 +29,8 @@ class LayerProfile:
     blocks: dict[str, int]  # the transformer block each one is in
     outliers: dict[str, list[float]] = field(default_factory=dict)  # str(M) -> one per block
     errors: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)  # grid -> layer
+    # the groups of layers a runtime fuses (``sweep.compress.fused``); None: not found yet
+    fused: list[list[str]] | None = None
 
     def missing(self, config: CompressionConfig) -> tuple[str | None, str | None]:
         """What ``config``'s plan needs and is not measured yet: the outlier ratios' key (its M)
@@ -41,7 +43,7 @@ class LayerProfile:
 
     def to_dict(self) -> dict:
         return {"sizes": self.sizes, "blocks": self.blocks, "outliers": self.outliers,
-                "errors": self.errors}  # fmt: skip
+                "errors": self.errors, "fused": self.fused}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerProfile:
@@ -49,7 +51,9 @@ class LayerProfile:
             g: {name: {int(b): e for b, e in per_bits.items()} for name, per_bits in layers.items()}
             for g, layers in data.get("errors", {}).items()
         }
-        return cls(data["sizes"], data["blocks"], data.get("outliers", {}), errors)
+        return cls(
+            data["sizes"], data["blocks"], data.get("outliers", {}), errors, data.get("fused")
+        )
 
 
 def empty_profile(linears: list[dict[str, nn.Linear]]) -> LayerProfile:
@@ -100,7 +104,11 @@ def measure_profile(
 
 def layer_plan(config: CompressionConfig, profile: LayerProfile) -> dict[str, tuple[float, int]]:
     """Each layer's (sparsity, bits) under ``config``: OWL's sparsity per block, bits allocated
-    under the config's bit-width as average budget, or the config's own where uniform."""
+    under the config's bit-width as average budget, or the config's own where uniform.
+
+    A mixed allocation gives one width to each of the profile's groups of fused layers (those a
+    runtime fuses, ``sweep.compress.fused``), the group's error at a width being the sum of its
+    layers'."""
     names = list(profile.sizes)
     sparsity = {n: config.sparsity for n in names}
     if config.profile == "owl":
@@ -113,5 +121,29 @@ def layer_plan(config: CompressionConfig, profile: LayerProfile) -> dict[str, tu
     bits = {n: config.bits for n in names}
     if config.allocation == "mixed":
         errors = profile.errors[grid_name(config.group_size, config.symmetric)]
-        bits = allocate_bits(errors, profile.sizes, config.bits)
+        bits = allocate_grouped(errors, profile.sizes, config.bits, profile.fused or [])
     return {n: (sparsity[n], bits[n]) for n in names}
+
+
+def allocate_grouped(
+    errors: Mapping[str, Mapping[int, float]],
+    sizes: Mapping[str, int],
+    budget: float,
+    fused: Sequence[Sequence[str]],
+) -> dict[str, int]:
+    """``allocate_bits`` with each group of ``fused`` layers as one unit: its size and its error
+    at each width the sums of its layers'; every layer of a group gets the group's width."""
+    leader = {name: name for name in errors}
+    for group in fused:
+        for name in group:
+            leader[name] = group[0]
+    members: dict[str, list[str]] = {}
+    for name in errors:
+        members.setdefault(leader[name], []).append(name)
+    unit_errors = {
+        lead: {b: sum(errors[n][b] for n in names) for b in errors[lead]}
+        for lead, names in members.items()
+    }
+    unit_sizes = {lead: sum(sizes[n] for n in names) for lead, names in members.items()}
+    widths = allocate_bits(unit_errors, unit_sizes, budget)
+    return {name: widths[leader[name]] for name in errors}

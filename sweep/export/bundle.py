@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
 from sweep.compress.rtn import QuantGrid
+from sweep.deployment import Verdict
 from sweep.export import ExportError
 from sweep.export.card import model_card
 from sweep.export.checkpoint import WEIGHTS_FILE, grid_widths, write_checkpoint
@@ -21,7 +22,7 @@ from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
 from sweep.owned_folder import OwnedFolder
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
-from sweep.spec import Fingerprints, StudySpec
+from sweep.spec import DeploySpec, Fingerprints, StudySpec
 from sweep.staging import SAMPLE, STOPPED, TASKS
 from sweep.trial import TrialRunner
 
@@ -54,6 +55,8 @@ class Bundle:
     base: BaseReference
     source: Source
     fingerprints: Fingerprints  # the inputs it was measured on (sweep.identity)
+    # the spec's deploy runtime's verdict on what was written (None: no runtime)
+    deployment: Verdict | None = None
 
 
 def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
@@ -119,6 +122,10 @@ def _fill(out: Path, runner: TrialRunner, grids: dict[str, QuantGrid], bundle: B
     )
     name = source.study if source.trial is None else f"{source.study}-trial-{source.trial}"
     one = trial_spec(bundle.spec, config, name, bundle.fingerprints)
+    if bundle.deployment is not None and not bundle.deployment.deployable:
+        # written with --force: a spec targeting the runtime that refuses it would not load
+        header += f"\nExported with --force: {bundle.spec.deploy.runtime} refuses it"
+        one = one.model_copy(update={"deploy": DeploySpec(), "objectives": ["srcr", "tcr"]})
     write_trial_spec(one, out / TRIAL_SPEC, header)
     (out / RECIPE).write_text(recipe_yaml(config, grid_widths(grids)))
     checkpoint_bytes = (out / WEIGHTS_FILE).stat().st_size

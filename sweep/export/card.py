@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sweep.metrics import METRICS
+from sweep.runtimes import RUNTIMES
 from sweep.zoo import hub_id
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
             "as zeros, so sparsity does not shrink the file.",
             "",
         ]
+    lines += _deployment(bundle, checkpoint_bytes)
     lines += [
         "## Reproduce",
         "",
@@ -87,3 +89,37 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
     ]
     lines += [f"- {note}" for note in recipe_notes]
     return "\n".join(lines) + "\n"
+
+
+def _deployment(bundle: Bundle, checkpoint_bytes: int) -> list[str]:
+    """Where the checkpoint is meant to run, whether that runtime serves it, and what it holds."""
+    target, verdict = bundle.spec.deploy, bundle.deployment
+    if verdict is None:
+        return [
+            "## Deployment",
+            "",
+            "The study named no runtime (`deploy: {runtime: none}`): nothing here says whether "
+            "a runtime serves this checkpoint.",
+            "",
+        ]
+    runtime = RUNTIMES[target.runtime]
+    gpu = f", compute capability {target.gpu}" if target.gpu and runtime.needs_gpu else ""
+    lines = [
+        "## Deployment",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| runtime | {runtime.title}{gpu} |",
+        f"| deployable | {'yes' if verdict.deployable else '**no**'} |",
+        f"| why | {verdict.reason} |",
+        f"| deploy ratio | {verdict.ratio:.2f}x (16-bit bytes / bytes the runtime holds) |",
+        f"| served size | {verdict.held_bytes / 1e6:.2f} MB of weights ({runtime.holds}) |",
+        "",
+    ]
+    if not verdict.deployable:
+        lines += [
+            f"**Exported with --force: {runtime.name} refuses this checkpoint** "
+            f"({verdict.reason}).",
+            "",
+        ]
+    return lines

@@ -35,8 +35,8 @@ from compressed_tensors.quantization import (
 from safetensors.torch import save_file
 from torch import nn
 
+from sweep.compress.blocks import compressible_linears
 from sweep.compress.config import MIXED_BITS, CompressionConfig
-from sweep.compress.driver import compressible_linears
 from sweep.compress.rtn import QuantGrid
 from sweep.export import ExportError
 

@@ -3,16 +3,18 @@ own model and calibration, and write the folder (see ``sweep.export.bundle``).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sweep.compress import CompressionConfig
+from sweep.deployment import Layout, Verdict, assess, judged, layer_widths
 from sweep.events import Events
 from sweep.export import ExportError
 from sweep.export.bundle import Bundle, Source, check_output_folder, choose_trial, write_bundle
 from sweep.export.fragment import the_config, trial_spec
 from sweep.identity import check_spec_inputs
 from sweep.space import check_group_sizes, unfit_layers
-from sweep.spec import RUNS, calibration_source, load_spec
+from sweep.spec import RUNS, DeploySpec, calibration_source, load_spec
 from sweep.study import (
     StudyAddress,
     check_fingerprints,
@@ -32,6 +34,7 @@ class ExportRequest:
     trial: int | None = None  # default: the best SrCr among the trials meeting the constraints
     out: Path | None = None  # default: runs/<study>-trial-<n>
     progress: bool = True
+    force: bool = False  # write a checkpoint the study's deploy runtime would refuse
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,16 @@ def export_trial(request: ExportRequest, events: Events) -> Exported:
                 f"({name.removesuffix('.weight')}: {width}), and compressed-tensors stores a "
                 "grouped layer only when its groups tile the row"
             )
+        what = f"trial {chosen.number} of {study.study_name!r} ({config.key()})"
+        layout = runner.layout()
+        check_deployable(config, measurement.layers, layout, ran.deploy, what, request.force)
         compressed = runner.compress(config, record_grids=True)
+        served = check_deployable(config, compressed.plan(), layout, ran.deploy, what,
+                                  request.force)  # fmt: skip
         source = Source(ran.name, chosen.number, ran.model)
         known = pinned.known(runner.fingerprints)
-        bundle = Bundle(ran, config, measurement, base, source, known)
+        measurement = judged(measurement, config, layout, ran.deploy)
+        bundle = Bundle(ran, config, measurement, base, source, known, served)
         with events.busy(f"writing {folder}"):
             files = write_bundle(folder, runner, compressed.grids, bundle)
     return Exported(folder, files, chosen.number)
@@ -88,6 +97,7 @@ class CompressRequest:
     spec_path: Path
     out: Path | None = None
     progress: bool = True
+    force: bool = False  # write a checkpoint the spec's deploy runtime would refuse
 
 
 @dataclass(frozen=True)
@@ -108,12 +118,43 @@ def compress_spec(request: CompressRequest, events: Events) -> Compressed:
         check_group_sizes(spec.search, runner.input_widths())
         with events.busy("evaluating the base model"):
             base = runner.evaluate_base()
+        layout = runner.layout()
+        what = f"{request.spec_path}'s configuration ({config.key()})"
+        if request.out is not None:
+            check_deployable(config, None, layout, spec.deploy, what, request.force)
         result = runner.run(config, base, record_grids=request.out is not None)
+        result = replace(result, measurement=judged(result.measurement, config, layout,
+                                                    spec.deploy))  # fmt: skip
         files: list[Path] = []
         if request.out is not None:
+            plan = result.measurement.layers
+            served = check_deployable(config, plan, layout, spec.deploy, what, request.force)
             source = Source(spec.name, None, spec.model)
             known = spec.fingerprints.known(runner.fingerprints)
-            bundle = Bundle(spec, config, result.measurement, base, source, known)
+            bundle = Bundle(spec, config, result.measurement, base, source, known, served)
             with events.busy(f"writing {request.out}"):
                 files = write_bundle(request.out, runner, result.grids, bundle)
     return Compressed(result, files)
+
+
+def check_deployable(
+    config: CompressionConfig,
+    plan: dict[str, list[float]] | None,
+    layout: Layout,
+    target: DeploySpec,
+    what: str,
+    force: bool,
+) -> Verdict | None:
+    """The deploy runtime's verdict on ``config`` compressed by ``plan`` (module -> [sparsity,
+    bits]; None: uniform); an ExportError naming the layers when the runtime would refuse it,
+    unless ``force``. None without a runtime."""
+    if not target.active:
+        return None
+    verdict = assess(config, layer_widths(config, plan, layout), layout, target)
+    if not verdict.deployable and not force:
+        gpu = f" on compute capability {target.gpu}" if target.gpu else ""
+        raise ExportError(
+            f"{what} cannot be served by {target.runtime}{gpu}: {verdict.reason}. Export it "
+            "anyway with --force (the model card then says so), or choose a deployable trial"
+        )
+    return verdict

@@ -102,3 +102,53 @@ def test_the_profile_is_measured_once_and_kept_beside_the_cache(calibration, tmp
     snapshot.restore()  # without a cache: measured for this call, the same plan
     alone = compress_model(model, MIXED, False, calibration=calibration)
     assert alone.bits == first.bits
+
+
+def test_a_grouped_allocation_gives_each_fused_group_one_width_at_the_least_error():
+    import itertools
+
+    from sweep.compress.profile import allocate_grouped
+
+    gen = torch.Generator().manual_seed(3)
+    names = [f"l{i}" for i in range(7)]
+    drawn = torch.randint(1, 5, (7,), generator=gen) * 64
+    sizes = {n: int(s) for n, s in zip(names, drawn, strict=True)}
+    errors = {n: {b: float(torch.rand(1, generator=gen)) / b**2 for b in (2, 3, 4, 8)}
+              for n in names}  # fmt: skip
+    fused = [["l0", "l1", "l2"], ["l4", "l5"]]
+    units = [fused[0], ["l3"], fused[1], ["l6"]]
+    budget = 3.5
+    got = allocate_grouped(errors, sizes, budget, fused)
+    for group in fused:
+        assert len({got[n] for n in group}) == 1
+    total = sum(sizes.values())
+    assert sum(sizes[n] * got[n] for n in names) <= budget * total
+
+    def error(widths):
+        return sum(errors[n][widths[n]] for n in names)
+
+    best = math.inf  # every assignment of one width per unit that meets the budget
+    for choice in itertools.product((2, 3, 4, 8), repeat=len(units)):
+        widths = {n: b for unit, b in zip(units, choice, strict=True) for n in unit}
+        if sum(sizes[n] * widths[n] for n in names) <= budget * total:
+            best = min(best, error(widths))
+    assert error(got) == pytest.approx(best)
+
+
+def test_a_mixed_plan_of_the_demo_splits_none_of_its_fused_groups():
+    from sweep.calibration_data import calibration_batches
+    from sweep.compress.fused import fused_groups
+    from sweep.demo import CALIBRATION_FILE, MODEL_DIR
+    from sweep.model import load_model
+    from sweep.spec import CalibrationSpec
+
+    model, tokenizer = load_model(MODEL_DIR, dtype="auto", device="cpu")
+    groups = fused_groups(model)
+    spec = CalibrationSpec(path=CALIBRATION_FILE, samples=16, seq_len=64)
+    tokens = calibration_batches(spec, tokenizer)
+    config = CompressionConfig(bits=3, quant_method="gptq", group_size=128, allocation="mixed")
+    result = compress_model(model, config, False, calibration=tokens)
+    assert len(set(result.bits.values())) >= 2  # widths differ across groups
+    assert all(len({result.bits[n] for n in g}) == 1 for g in groups)
+    sizes = _sizes(model)
+    assert sum(sizes[n] * b for n, b in result.bits.items()) == 3 * sum(sizes.values())

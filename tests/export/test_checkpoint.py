@@ -9,7 +9,7 @@ from safetensors import safe_open
 
 from sweep.calibration_data import calibration_batches
 from sweep.compress import CalibrationCache, CompressionConfig, compress_model
-from sweep.compress.driver import compressible_linears
+from sweep.compress.blocks import compressible_linears
 from sweep.demo import CALIBRATION_FILE, MODEL_DIR
 from sweep.evaluate import Scores
 from sweep.export.bundle import ExportError
