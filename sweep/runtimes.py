@@ -182,3 +182,7 @@ def markdown_table() -> str:
                 f"| {groups} | {grids} | {gpu} | {sparse} | {fused} | {runtime.holds} |"
             )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m sweep.runtimes: the README's table
+    print(markdown_table())

@@ -310,6 +310,25 @@ ROWS: dict[str, Row] = {
         _run_variant("mixed16", lambda d, w: d["search"].update(allocations=["mixed"], bits=[16])),
         ("search: allocations ['mixed'] with bits [16] give no configuration",
          "one of [3, 4] to bits")),
+    # a deploy target that is not one
+    "an unknown runtime": Row(
+        _run_variant("runtime", _field("deploy", {"runtime": "tensorrt"})),
+        ("deploy.runtime: unknown runtime 'tensorrt'; allowed: vllm, transformers, none",)),
+    "a compute capability that is not one": Row(
+        _run_variant("gpu", _field("deploy", {"runtime": "vllm", "gpu": "9.5"})),
+        ("deploy.gpu: '9.5' is not a compute capability", "8.9, 9.0, 10.0")),
+    "vLLM without a GPU": Row(
+        _run_variant("nogpu", _field("deploy", {"runtime": "vllm"})),
+        ("deploy: runtime vllm serves what the GPU runs", 'gpu: "8.0"')),
+    "a runtime that serves nothing in the space": Row(
+        _run_variant("unserved", lambda d, w: d.update(
+            deploy={"runtime": "vllm", "gpu": "7.0"},
+            search={**d["search"], "bits": [2, 4], "allocations": ["uniform"]})),
+        ("vLLM 0.34 serves none of the search space's quantized forms",
+         "compute capability 7.0", "need 7.5 or above")),
+    "deploy_ratio with no runtime": Row(
+        _run_variant("noruntime", _field("objectives", ["srcr", "deploy_ratio"])),
+        ("deploy_ratio (an objective or a constraint) is what a runtime holds",)),
     # models that are not what a study needs
     "truncated safetensors": Row(_run_variant("garbled", _model("garbled")),
                                  ("cannot load model", "garbled")),
@@ -326,6 +345,10 @@ ROWS: dict[str, Row] = {
         _run_variant("space", _field("search", "bits", [2, 4, 16]), "--trials", "1"),
         ("was created with another spec", "search.bits: [2, 3, 4, 8, 16] -> [2, 4, 16]",
          "--study-name")),
+    "changed deploy target": Row(
+        _run_variant("deploytarget", _field("deploy", {"runtime": "transformers"}), "--trials",
+                     "1"),
+        ("was created with another spec", 'deploy.runtime: "none" -> "transformers"')),
     "changed constraints": Row(
         _run_variant("constraints", _field("constraints", {"sr": {"min": 0.9}}), "--trials", "1"),
         ("was created with another spec", "constraints.sr", "--study-name")),
@@ -438,7 +461,7 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(world: World, case
 
 
 def test_the_table_holds_every_bad_input_found_so_far():
-    assert len(ROWS) >= 65
+    assert len(ROWS) >= 71
 
 
 def test_the_stored_spec_and_the_status_hold_no_secret(world: World):

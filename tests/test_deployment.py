@@ -8,7 +8,7 @@ from sweep.compress import CompressionConfig
 from sweep.deployment import Layout, assess, checkpoint_widths, judged, layer_widths
 from sweep.metrics import Tensor2D, real_compression_ratio
 from sweep.record import Measurement
-from sweep.runtimes import RUNTIMES, markdown_table
+from sweep.runtimes import RUNTIMES
 from sweep.spec import DeploySpec
 
 BLOCK = "model.layers.0"
@@ -152,8 +152,139 @@ def test_checkpoint_widths_read_groups_by_name_then_linear_and_the_ignore_list()
     assert widths[MLP[0]] == 4 and widths[LAYERS[-1]] == 16
 
 
-def test_the_readme_table_is_the_runtime_table():
-    from pathlib import Path
+# --- a study with a deploy target, end to end on the toy model ----------------------------------
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert markdown_table() in readme
+
+@pytest.fixture(scope="module")
+def turing_study(toy_dir, tmp_path_factory):
+    """The toy on a Volta GPU (7.0), where vLLM serves no integer weights: 16-bit trials are
+    served, 4-bit ones refused."""
+    import yaml
+
+    from tests.helpers import run_spec
+    from tests.toy import toy_spec
+
+    folder = tmp_path_factory.mktemp("deploy")
+    path = toy_spec(toy_dir, "volta", sparsity={"values": [0.0, 0.5]}, bits=[4, 16],
+                    orders=["prune_first"])  # fmt: skip
+    spec = yaml.safe_load(path.read_text())
+    spec["sampler"] = {"name": "grid", "seed": 0}
+    spec["deploy"] = {"runtime": "vllm", "gpu": "7.0"}
+    spec["evaluation"]["stages"] = {"mode": "off"}  # a refused trial measured in full, to export
+    url, done = run_spec(spec, folder, "--trials", "4")
+    return url, folder, done
+
+
+def test_a_refused_trial_is_stored_infeasible_with_its_reason(turing_study):
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweep.report import front, trials_frame
+
+    url, _, done = turing_study
+    study = optuna.load_study(study_name="volta", storage=url)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 4
+    for t in trials:
+        bits = t.user_attrs["config"]["bits"]
+        assert t.user_attrs["deployable"] is (bits == 16)
+        assert t.constraints["deployable"] == (0.0 if bits == 16 else 1.0)
+        if bits == 4:
+            assert t.user_attrs["deploy_reason"].startswith(
+                "W4A16: vllm needs compute capability 7.5, the target GPU is 7.0"
+            )
+        assert t.user_attrs["deploy_ratio"] > 0
+    assert "not deployable" in done.stdout
+    frame = trials_frame(study)
+    assert set(frame["bits"][frame["deployable"]]) == {16}
+    for x in ("tcr", "deploy_ratio"):
+        assert set(front(frame, x, "srcr")["bits"]) == {16}
+    assert {t.user_attrs["config"]["bits"] for t in study.best_trials} == {16}
+
+
+def test_export_refuses_a_refused_trial_unless_forced(turing_study):
+    import optuna
+    import yaml
+
+    from tests.helpers import sweep
+
+    url, folder, _ = turing_study
+    study = optuna.load_study(study_name="volta", storage=url)
+    four = next(t for t in study.trials if t.user_attrs.get("config", {}).get("bits") == 4)
+    args = ("export", "--storage", url, "--study-name", "volta", "--no-progress")
+    refused = sweep(*args, "--trial", str(four.number), "--out", str(folder / "x"), cwd=folder)
+    assert refused.returncode == 2
+    said = " ".join(refused.stderr.split())
+    assert f"trial {four.number} of 'volta'" in said
+    assert "cannot be served by vllm on compute capability 7.0: W4A16" in said
+    assert "--force" in said and not (folder / "x").exists()
+
+    forced = sweep(*args, "--trial", str(four.number), "--out", str(folder / "x"), "--force",
+                   cwd=folder)  # fmt: skip
+    assert forced.returncode == 0, forced.stderr
+    card = (folder / "x" / "README.md").read_text()
+    assert "**Exported with --force: vllm refuses this checkpoint**" in card
+    assert "| deployable | **no** |" in card
+    fragment = yaml.safe_load((folder / "x" / "sweep-trial.yaml").read_text())
+    assert fragment["deploy"]["runtime"] == "none"  # so that `sweep compress` reads it back
+
+    default = sweep(*args, "--out", str(folder / "best"), cwd=folder)  # the best feasible trial
+    assert default.returncode == 0, default.stderr
+    card = (folder / "best" / "README.md").read_text()
+    assert (
+        "| deployable | yes |" in card and "| runtime | vLLM 0.34, compute capability 7.0 |" in card
+    )
+
+
+def test_the_report_draws_both_fronts_and_the_csv_holds_the_verdicts(turing_study):
+    import pandas as pd
+
+    from tests.helpers import sweep
+
+    url, folder, _ = turing_study
+    out = folder / "report"
+    done = sweep("report", "--storage", url, "--study-name", "volta", "--out", str(out),
+                 "--no-png", cwd=folder)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Pareto front: srcr against deploy_ratio" in done.stdout
+    html = (out / "pareto-deploy.html").read_text()
+    assert "deploy ratio (16-bit bytes" in html and "TCr (theoretical compression rate)" in html
+    csv = pd.read_csv(out / "trials.csv")
+    assert {"deployable", "deploy_reason", "deploy_ratio"} <= set(csv.columns)
+    assert csv["deploy_reason"].notna().all()
+
+
+def test_without_a_runtime_trials_carry_no_verdict(toy_dir, tmp_path):
+    import optuna
+    import yaml
+
+    from tests.helpers import run_spec
+    from tests.toy import toy_spec
+
+    path = toy_spec(toy_dir, "theory", sparsity={"values": [0.0]}, bits=[4])
+    spec = yaml.safe_load(path.read_text())
+    url, done = run_spec(spec, tmp_path, "--trials", "1")
+    (trial,) = optuna.load_study(study_name="theory", storage=url).trials
+    assert trial.user_attrs["deployable"] is None and trial.user_attrs["deploy_ratio"] is None
+    assert "deployable" not in trial.constraints
+    assert "deploy" not in done.stdout
+
+
+def test_staged_evaluation_stops_a_refused_trial_after_its_sample(toy_dir, tmp_path):
+    import optuna
+    import yaml
+
+    from tests.helpers import run_spec
+    from tests.toy import toy_spec
+
+    path = toy_spec(toy_dir, "volta-staged", sparsity={"values": [0.0]}, bits=[4, 16])
+    spec = yaml.safe_load(path.read_text())
+    spec["deploy"] = {"runtime": "vllm", "gpu": "7.0"}
+    spec["evaluation"]["stages"] = {"mode": "on"}
+    spec["sampler"] = {"name": "grid", "seed": 0}
+    url, _ = run_spec(spec, tmp_path, "--trials", "2")
+    stages = {
+        t.user_attrs["config"]["bits"]: t.user_attrs["stage"]
+        for t in optuna.load_study(study_name="volta-staged", storage=url).trials
+    }
+    assert stages == {4: "sample", 16: "full"}  # infeasible: no Sr could put it on a front

@@ -10,19 +10,22 @@ from safetensors import safe_open
 from sweep.calibration_data import calibration_batches
 from sweep.compress import CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.blocks import compressible_linears
+from sweep.compress.fused import fused_groups
 from sweep.demo import CALIBRATION_FILE, MODEL_DIR
+from sweep.deployment import Layout, assess, checkpoint_widths
 from sweep.evaluate import Scores
 from sweep.export.bundle import ExportError
 from sweep.export.checkpoint import WEIGHTS_FILE, write_checkpoint
 from sweep.metrics import packed_linear_bytes, real_compression_ratio
 from sweep.model import WeightSnapshot, load_model, tensor_inventory
 from sweep.record import BaseReference
-from sweep.spec import CalibrationSpec
+from sweep.spec import CalibrationSpec, DeploySpec
 from sweep.trial import measure, storage_dtype
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 LOGITS_TOLERANCE = 1e-4
+DEPLOY_TARGETS = (DeploySpec(runtime="vllm", gpu="9.0"), DeploySpec(runtime="transformers"))
 SIZE_TOLERANCE = 0.05
 
 CONFIGS = {
@@ -35,6 +38,10 @@ CONFIGS = {
         sparsity=0.5, prune_method="sparsegpt", bits=4, group_size=64, order="joint"
     ),
     "rtn-w8-g64": CompressionConfig(bits=8, group_size=64),
+    "rtn-w2-g32": CompressionConfig(bits=2, group_size=32),
+    "owl-wanda-50-w4": CompressionConfig(
+        sparsity=0.5, prune_method="wanda", profile="owl", bits=4, group_size=128
+    ),
     "magnitude-50-w16": CompressionConfig(sparsity=0.5),
     "sparsegpt-50-w16": CompressionConfig(sparsity=0.5, prune_method="sparsegpt"),
 }
@@ -71,6 +78,14 @@ def demo():
     return Demo()
 
 
+def written_verdict(out, demo: Demo, config: CompressionConfig, target: DeploySpec):
+    """The runtime's verdict on the checkpoint in ``out``, from its config.json's groups."""
+    layout = Layout(demo.inventory, fused_groups(demo.model))
+    data = json.loads((out / "config.json").read_text())
+    widths = checkpoint_widths(data.get("quantization_config", {}), layout)
+    return assess(config, widths, layout, target)
+
+
 def test_checkpoint_dtype_is_the_demo_checkpoints(demo):
     assert demo.model.dtype == torch.float32  # loaded in float32 on the CPU
     assert demo.dtype == torch.bfloat16  # the dtype of sweep/demo/model's checkpoint
@@ -93,6 +108,10 @@ def test_reload_gives_the_evaluated_logits_and_the_measured_size(demo, config, t
     ratio = real_compression_ratio(demo.inventory, config.bits, config.group_size, config.symmetric)
     size = (out / WEIGHTS_FILE).stat().st_size
     assert size == pytest.approx(base_bytes / ratio, rel=SIZE_TOLERANCE)
+    for target in DEPLOY_TARGETS:  # what was written, as each runtime reads it
+        served = written_verdict(out, demo, config, target)
+        assert served.deployable, (target, served.reason)
+        assert served.ratio == ratio  # both hold the packed checkpoint; sparsity saves nothing
 
     # the metric counts exactly the tensors written for each Linear (the file adds its header)
     with safe_open(out / WEIGHTS_FILE, "pt") as f:
@@ -145,6 +164,12 @@ def test_mixed_allocation_reloads_exactly_and_weighs_what_its_ratio_says(demo, t
     for g in groups.values():
         assert all(result.bits[name] == g["weights"]["num_bits"] for name in g["targets"])
     assert sum(len(g["targets"]) for g in groups.values()) == len(result.bits)
+    fused = fused_groups(demo.model)
+    assert len(fused) == 16
+    written = checkpoint_widths({"config_groups": groups}, Layout(demo.inventory, fused))
+    assert sum(len({written[n] for n in g}) > 1 for g in fused) == 0  # no fused group split
+    for target in DEPLOY_TARGETS:
+        assert written_verdict(out, demo, config, target).deployable
 
     reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.no_grad():
