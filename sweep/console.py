@@ -119,6 +119,8 @@ def metrics_table(config: CompressionConfig, m: Measurement) -> Table:
         value = m.value(metric.name)
         if value is not None:
             table.add_row(metric.label, metric.show(value))
+    if m.deployable is not None:
+        table.add_row("deployable", f"{'yes' if m.deployable else 'no'}: {m.deploy_reason}")
     for task, score in m.task_scores.items():
         table.add_row(task, f"{score:.4f}")
     return table

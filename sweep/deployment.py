@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from sweep.compress.config import CompressionConfig, _number
+from sweep.compress.config import CompressionConfig, sparsity_text
 from sweep.metrics import FULL_BITS, Tensor2D, real_compression_ratio
 from sweep.record import Measurement
 from sweep.runtimes import RUNTIMES, Runtime
@@ -98,7 +98,7 @@ def _sparsity_words(config: CompressionConfig) -> str:
     if c.nm:
         return c.pattern
     owl = "OWL " if c.profile == "owl" else ""
-    return f"{owl}{_number(round(c.sparsity * 100, 4))}%"
+    return f"{owl}{sparsity_text(c.sparsity)}"
 
 
 def assess(

@@ -241,7 +241,7 @@ class Objective:
                     on_phase=lambda phase: self.events.trial_phase(trial.number, config, phase),
                     stop=stop if ctx.staged else None,
                 )
-            self._values(result.measurement)
+            self._values(self._judged(config, result.measurement))
         except BaseException as err:
             reason = _reason(err)
             interrupted = isinstance(err, KeyboardInterrupt)  # not the configuration's fault

@@ -288,3 +288,23 @@ def test_staged_evaluation_stops_a_refused_trial_after_its_sample(toy_dir, tmp_p
         for t in optuna.load_study(study_name="volta-staged", storage=url).trials
     }
     assert stages == {4: "sample", 16: "full"}  # infeasible: no Sr could put it on a front
+
+
+def test_deploy_ratio_can_be_an_objective(toy_dir, tmp_path):
+    import optuna
+    import yaml
+
+    from tests.helpers import run_spec
+    from tests.toy import toy_spec
+
+    path = toy_spec(toy_dir, "served", sparsity={"values": [0.0, 0.5]}, bits=[4, 16])
+    spec = yaml.safe_load(path.read_text())
+    spec["deploy"] = {"runtime": "transformers"}
+    spec["objectives"] = ["srcr", "deploy_ratio"]
+    url, _ = run_spec(spec, tmp_path, "--trials", "2")
+    study = optuna.load_study(study_name="served", storage=url)
+    done = [t for t in study.trials if t.values]
+    assert len(done) == 2
+    for t in done:
+        assert t.values == [t.user_attrs["srcr"], t.user_attrs["deploy_ratio"]]
+        assert t.user_attrs["deployable"] is True

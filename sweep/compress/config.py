@@ -25,11 +25,16 @@ def allocation_acts(bits: int) -> bool:
     return min(MIXED_BITS) < bits < max(MIXED_BITS)
 
 
-def _number(x: float) -> str:
+def number_text(x: float) -> str:
     """``x`` in its shortest form (``5``, ``0.08``), with every digit it needs to be told from
     its neighbours (``5.0000001``)."""
     short = f"{x:g}"
     return short if float(short) == x else repr(float(x))
+
+
+def sparsity_text(sparsity: float) -> str:
+    """``50%``, ``99.9999%``: a sparsity as labels show it."""
+    return f"{number_text(round(sparsity * 100, 4))}%"
 
 
 def grid_name(group_size: int | None, symmetric: bool) -> str:
@@ -184,8 +189,12 @@ class CompressionConfig:
         c = self.canonical()
         parts = []
         if c.prunes:
-            amount = c.pattern if c.nm else f"{_number(round(c.sparsity * 100, 4))}%"
-            owl = f"-owl-m{_number(c.owl_m)}-l{_number(c.owl_lambda)}" if c.profile == "owl" else ""
+            amount = c.pattern if c.nm else sparsity_text(c.sparsity)
+            owl = (
+                f"-owl-m{number_text(c.owl_m)}-l{number_text(c.owl_lambda)}"
+                if c.profile == "owl"
+                else ""
+            )
             parts.append(f"{c.prune_method}-{amount}{owl}")
         if c.quantizes:
             act = "-act" if c.act_order else ""
