@@ -162,8 +162,8 @@ def markdown_table() -> str:
     """The README's table of what each runtime serves, from ``RUNTIMES``."""
     lines = [
         "| runtime | weights | bits | groups | grids | least GPU | sparsity | fused layers "
-        "| holds in memory |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| activation order | holds in memory |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for runtime in RUNTIMES.values():
         for rule in runtime.weights:
@@ -177,9 +177,11 @@ def markdown_table() -> str:
             sparse = ", ".join(runtime.sparse_formats) or "served dense (no bytes saved)"
             fused = "one scheme per fused group" if runtime.fused_share_scheme else "free"
             bits = f"{min(rule.bits)}-{max(rule.bits)}"
+            order = "served" if runtime.act_order else "refused"
             lines.append(
                 f"| {runtime.title} | {rule.format} ({rule.scheme.format(bits='N')}) | {bits} "
-                f"| {groups} | {grids} | {gpu} | {sparse} | {fused} | {runtime.holds} |"
+                f"| {groups} | {grids} | {gpu} | {sparse} | {fused} | {order} "
+                f"| {runtime.holds} |"
             )
     return "\n".join(lines)
 

@@ -78,6 +78,7 @@ def export_trial(request: ExportRequest, events: Events) -> Exported:
         layout = runner.layout()
         check_deployable(config, measurement.layers, layout, ran.deploy, what, request.force)
         compressed = runner.compress(config, record_grids=True)
+        check_same_plan(measurement.layers, compressed.plan(), what)
         served = check_deployable(config, compressed.plan(), layout, ran.deploy, what,
                                   request.force)  # fmt: skip
         source = Source(ran.name, chosen.number, ran.model)
@@ -158,3 +159,20 @@ def check_deployable(
             "anyway with --force (the model card then says so), or choose a deployable trial"
         )
     return verdict
+
+
+def check_same_plan(
+    measured: dict[str, list[float]] | None, now: dict[str, list[float]], what: str
+) -> None:
+    """Refuse to export a non-uniform trial whose layers would now get other widths than those
+    it was measured with (a mixed plan measured before widths were given per fused group)."""
+    if not measured:
+        return
+    moved = [n for n, (_, bits) in measured.items() if n in now and now[n][1] != bits]
+    if moved:
+        raise ExportError(
+            f"{what} was measured with other widths than its configuration now gives "
+            f"{len(moved)} layers ({moved[0]}: {int(measured[moved[0]][1])} bits then, "
+            f"{int(now[moved[0]][1])} now; mixed widths are now one per fused group): run the "
+            "configuration again in a new study (--study-name) and export that trial"
+        )
