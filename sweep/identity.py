@@ -4,8 +4,10 @@ A study's spec names its inputs by where they are (a model folder, a calibration
 folder); what a trial measures depends on what those places hold. Each input is therefore
 fingerprinted by its content, as the engine reads it (``sweep.spec.Fingerprints``):
 
-- the weights: ``sweep.model.weights_fingerprint`` (a strided sample of every parameter, and
-  the model's config);
+- the weights: ``sweep.weights_fingerprint`` (a strided sample of every parameter, and the model's
+  config, not the folder it was loaded from); the calibration cache's key is made from it too
+  (``sweep.compress.calibration.calibration_key``), so the same weights in another folder find
+  their statistics;
 - the tokenizer: its whole vocabulary, rules and special tokens (``tokenizer_fingerprint``); a
   tokenizer replaced beside unchanged weights changes every prompt the model is given;
 - the calibration set: the token ids it feeds the engine (``calibration_fingerprint``), so that

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from pathlib import Path
 
@@ -117,26 +115,6 @@ def round_weights(model: nn.Module, dtype: torch.dtype) -> None:
         for p in model.parameters():
             if p.is_floating_point() and p.dtype != dtype:
                 p.copy_(p.to(dtype).to(p.dtype))
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """sha256 naming a model's weights, whatever dtype it was loaded in: every parameter's name
-    and shape and a strided sample of its values rounded to bfloat16 (a model loaded in float32
-    on a CPU and in bfloat16 on a GPU agree), and its config without the fields that say where
-    and how it was loaded."""
-    digest = hashlib.sha256(b"sweep-weights-v1")
-    config = getattr(model, "config", None)
-    if config is not None:
-        fields = config.to_dict()
-        for loaded_as in ("_name_or_path", "dtype", "torch_dtype", "transformers_version"):
-            fields.pop(loaded_as, None)
-        digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
-    for name, p in model.named_parameters():
-        flat = p.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 1024)][:1024]
-        digest.update(f"{name}:{tuple(p.shape)}".encode())
-        digest.update(sample.to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def tensor_inventory(model: nn.Module) -> list[Tensor2D]:

@@ -30,12 +30,13 @@ from sweep.metrics import (
     semantic_retention,
     theoretical_compression_rate,
 )
-from sweep.model import WeightSnapshot, round_weights, weights_fingerprint
+from sweep.model import WeightSnapshot, round_weights
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
 from sweep.spec import Fingerprints
 from sweep.staging import FULL, SAMPLE, TASKS, estimated_scores, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
+from sweep.weights_fingerprint import weights_fingerprint
 
 
 @dataclass

@@ -30,6 +30,7 @@ from torch import nn
 
 from sweep.compress.hessian import accumulate_hessian, accumulate_sq_norms
 from sweep.errors import DiskFullError, UserError, disk_full
+from sweep.weights_fingerprint import weights_fingerprint
 
 FORMAT_VERSION = 1
 
@@ -115,9 +116,10 @@ class StatsCollector:
         return {n: leaders[self._alias.get(n, n)] for n in self._names}
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 naming a model's weights: its name and config, and a strided sample of every
-    parameter (256 values each), cheap enough to compute for a 8B model."""
+def legacy_model_fingerprint(model: nn.Module) -> str:
+    """How cache keys named a model before they were made from its content alone: its name or
+    folder, its config, and a strided sample of every parameter (256 values each). Read only to
+    find entries written then (``CalibrationCache.adopt``)."""
     digest = hashlib.sha256(f"sweep-model-v{FORMAT_VERSION}".encode())
     config = getattr(model, "config", None)
     if config is not None:
@@ -132,13 +134,29 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def calibration_key(model: nn.Module, calibration: torch.Tensor) -> str:
-    """sha256 naming (model, calibration set): the model's fingerprint and the token ids."""
+    """sha256 naming (model, calibration set) by content: the weights' fingerprint
+    (``sweep.weights_fingerprint``, whatever folder they were loaded from), the dtypes
+    the statistics are computed in, and the token ids."""
+    digest = hashlib.sha256(f"sweep-calibration-v{FORMAT_VERSION}-content".encode())
+    digest.update(weights_fingerprint(model).encode())
+    digest.update(",".join(sorted({str(p.dtype) for p in model.parameters()})).encode())
+    _digest_ids(digest, calibration)
+    return digest.hexdigest()
+
+
+def legacy_calibration_key(model: nn.Module, calibration: torch.Tensor) -> str:
+    """The key an entry for (model, calibration set) had before keys were made from content
+    alone (it named the model's folder): kept to adopt such entries."""
     digest = hashlib.sha256(f"sweep-calibration-v{FORMAT_VERSION}".encode())
-    digest.update(model_fingerprint(model).encode())
+    digest.update(legacy_model_fingerprint(model).encode())
+    _digest_ids(digest, calibration)
+    return digest.hexdigest()
+
+
+def _digest_ids(digest, calibration: torch.Tensor) -> None:
     ids = calibration.detach().to("cpu", torch.int64).contiguous()
     digest.update(str(tuple(ids.shape)).encode())
     digest.update(ids.numpy().tobytes())
-    return digest.hexdigest()
 
 
 class CacheCorrupt(UserError):
@@ -389,6 +407,22 @@ class CalibrationCache:
         """Forget the in-memory entries (entries on disk stay)."""
         self._memory.clear()
         self._profiles.clear()
+
+    def adopt(self, key: str, legacy: str) -> bool:
+        """Give the complete entry ``legacy`` (a key of an earlier scheme) the name ``key``, when
+        ``key`` has no entry yet: a one-time move, so that statistics computed before keys were
+        made from content are found again. Returns whether an entry was moved."""
+        if self.folder is None or key == legacy or self.has(key) or not self.has(legacy):
+            return False
+        try:
+            os.rename(self._entry(legacy), self._entry(key))
+        except OSError:  # another process adopted it, or wrote ``key``, first
+            return False
+        self.note(
+            f"calibration cache entry {legacy[:12]}... renamed {key[:12]}... (now keyed by "
+            "the weights' content, not the model's folder)"
+        )
+        return True
 
     def read_profile(self, key: str) -> dict | None:
         """The layer profile kept beside the entry ``key`` (``LayerProfile.to_dict``), if any."""

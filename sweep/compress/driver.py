@@ -30,6 +30,7 @@ from sweep.compress.calibration import (
     LayerStats,
     StatsCollector,
     calibration_key,
+    legacy_calibration_key,
     move_stats,
 )
 from sweep.compress.config import CompressionConfig
@@ -294,6 +295,8 @@ def compress_model(
     calibration = _check_calibration(calibration, mode)
     hessian = "hessian" in need
     key = None if cache is None else calibration_key(model, calibration)
+    if cache is not None and key is not None:
+        cache.adopt(key, legacy_calibration_key(model, calibration))
     plan_s = 0.0
     if config.non_uniform:
         t = time.perf_counter()

@@ -271,3 +271,57 @@ def test_a_live_writer_in_this_process_keeps_its_temporary_entry(tmp_path, calib
     for _ in writing:
         pass
     assert _temporary(tmp_path) == [] and other.has(key, hessian=True)
+
+
+def test_the_same_weights_in_another_folder_find_their_statistics(tmp_path, calibration):
+    """The key names the weights' content: a model copied to another folder (another mount on a
+    GPU node) reads the entry its first folder wrote, with no forward pass."""
+    from sweep.compress import CompressionConfig, compress_model
+    from sweep.compress.calibration import legacy_calibration_key
+
+    from .test_driver import ForwardCounter
+
+    first, second = tmp_path / "a" / "m", tmp_path / "b" / "m"
+    tiny_llama().save_pretrained(first)
+    shutil.copytree(first, second)
+    from transformers import AutoModelForCausalLM
+
+    model_a = AutoModelForCausalLM.from_pretrained(first, dtype=torch.float32)
+    model_b = AutoModelForCausalLM.from_pretrained(second, dtype=torch.float32)
+    assert calibration_key(model_a, calibration) == calibration_key(model_b, calibration)
+    assert legacy_calibration_key(model_a, calibration) != legacy_calibration_key(
+        model_b, calibration
+    )  # the old key named the folder: the second one recomputed
+    assert calibration_key(model_a.to(torch.bfloat16), calibration) != calibration_key(
+        model_b, calibration
+    )  # statistics computed in another dtype are other statistics
+
+    config = CompressionConfig(bits=4, quant_method="gptq", group_size=32)
+    model_a = AutoModelForCausalLM.from_pretrained(first, dtype=torch.float32)
+    compress_model(model_a, config, False, calibration=calibration, cache=CalibrationCache(
+        tmp_path / "cache"))  # fmt: skip
+    counter = ForwardCounter(model_b)
+    again = compress_model(model_b, config, False, calibration=calibration,
+                           cache=CalibrationCache(tmp_path / "cache"))  # fmt: skip
+    assert again.stats_from_cache and counter.calls == 0
+
+
+def test_an_entry_written_under_the_old_key_is_adopted_once(tmp_path, calibration):
+    from sweep.compress import CompressionConfig, compress_model
+    from sweep.compress.calibration import legacy_calibration_key
+
+    from .test_driver import ForwardCounter
+
+    model = tiny_llama()
+    old, new = legacy_calibration_key(model, calibration), calibration_key(model, calibration)
+    assert old != new
+    notes: list[str] = []
+    cache = CalibrationCache(tmp_path, note=notes.append)
+    cache.put(old, block_stats(model, calibration))  # as an earlier version wrote it
+    counter = ForwardCounter(model)
+    config = CompressionConfig(bits=4, quant_method="gptq", group_size=32)
+    result = compress_model(model, config, False, calibration=calibration, cache=cache)
+    assert result.stats_from_cache and counter.calls == 0
+    assert (tmp_path / new).is_dir() and not (tmp_path / old).exists()
+    assert len(notes) == 1 and "now keyed by the weights' content" in notes[0]
+    assert not cache.adopt(new, old)  # once
