@@ -91,12 +91,6 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def _in_run(record: TrialRecord, run: Run) -> bool:
-    """Of ``run``; a trial that has just started may not have stored its run yet: it counts, to
-    be safe."""
-    return record.run == run.id or (record.state == TrialState.RUNNING and record.run is None)
-
-
 class Surplus(optuna.TrialPruned):
     """This trial would take its run past its budget; it is stored PRUNED, computing nothing."""
 

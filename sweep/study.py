@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from sweep.errors import UserError
 from sweep.identity import InputsChangedError, changes
@@ -237,10 +236,6 @@ def current_run(study: optuna.Study) -> Run | None:
     """The study's latest run, if it has had one."""
     data = study.user_attrs.get(_RUN_ATTR)
     return None if data is None else Run(str(data["id"]), int(data["budget"]))
-
-
-def count(study: optuna.Study, *states: TrialState) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
 
 
 @dataclass(frozen=True)
