@@ -133,9 +133,10 @@ def run(
     progress: ProgressOpt = True,
 ) -> None:
     """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
+    from sweep.console import front_tables
     from sweep.launch import LaunchRequest, launch
     from sweep.objective import run_summary
-    from sweep.report import front_tables, reuse_summary
+    from sweep.report import reuse_summary
 
     request = LaunchRequest(study, model, trials, storage, study_name, workers, _bars(progress))
     outcome = launch(request, ConsoleEvents())
@@ -209,7 +210,8 @@ def report(
 ) -> None:
     """Write a study's Pareto plots (HTML, PNG), the paper's table (markdown, CSV) and a CSV of
     every trial, and print the front and the table."""
-    from sweep.report import front_tables, paper_rich_table, write_report
+    from sweep.console import front_tables, paper_rich_table
+    from sweep.report import write_report
     from sweep.spec import RUNS
     from sweep.study import StudyAddress
 

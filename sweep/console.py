@@ -6,12 +6,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sweep.events import Events
 from sweep.metrics import METRICS
+from sweep.paper_table import has_deploy_ratio
+from sweep.report import front, has_deploy
 from sweep.staging import SAMPLE, STOPPED
 
 if TYPE_CHECKING:
@@ -124,3 +127,58 @@ def metrics_table(config: CompressionConfig, m: Measurement) -> Table:
     for task, score in m.task_scores.items():
         table.add_row(task, f"{score:.4f}")
     return table
+
+
+def front_table(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> Table:
+    """The Pareto front as a rich table for the terminal."""
+    rows = front(df, x, y)
+    table = Table(title=f"Pareto front: {y} against {x}", title_justify="left")
+    shown = ("tcr", "real_ratio", "sr", "srcr")
+    if has_deploy(df):
+        shown = ("tcr", "deploy_ratio", "sr", "srcr")
+    for col in ("trial", "configuration", *(METRICS[m].label for m in shown)):
+        table.add_column(col, justify="left" if col == "configuration" else "right")
+    score_cols = [c for c in df.columns if c.startswith("score:")]
+    for col in score_cols:
+        table.add_column(col.removeprefix("score:"), justify="right")
+    for _, r in rows.iterrows():
+        cells = [str(r["trial"]), r["config"], *(METRICS[m].show(r[m]) for m in shown)]
+        cells += [f"{r[c]:.3f}" for c in score_cols]
+        table.add_row(*cells)
+    return table
+
+
+def front_tables(df: pd.DataFrame, x: str = "tcr") -> list[Table]:
+    """The front against ``x`` and, with a deploy runtime, the front against the deploy ratio
+    (what the runtime holds) beside it."""
+    tables = [front_table(df, x)]
+    if has_deploy(df) and x != "deploy_ratio":
+        tables.append(front_table(df, "deploy_ratio"))
+    return tables
+
+
+def paper_rich_table(table: pd.DataFrame) -> Table:
+    """The paper's comparison for the terminal: Sr of quantization alone and of the best joint
+    configuration at each TCr point."""
+    out = Table(title="Quantization only vs pruning + quantization at equal TCr",
+                title_justify="left")  # fmt: skip
+    deploy = has_deploy_ratio(table)
+    ratio = ["deploy"] if deploy else []
+    for col in ("TCr", "quantization only", *ratio, "Sr", "joint", "its TCr", *ratio, "Sr",
+                "Δ Sr"):  # fmt: skip
+        out.add_column(col, justify="left" if col in ("quantization only", "joint") else "right")
+    for _, r in table.iterrows():
+        joint = r["joint_config"] if isinstance(r["joint_config"], str) else "–"
+        has_joint = isinstance(r["joint_config"], str)
+        out.add_row(
+            f"{r['tcr']:.2%}",
+            str(r["quant_config"]),
+            *([f"{r['quant_deploy_ratio']:.2f}x"] if deploy else []),
+            f"{r['quant_sr']:.3f}",
+            joint,
+            f"{r['joint_tcr']:.2%}" if has_joint else "–",
+            *([f"{r['joint_deploy_ratio']:.2f}x" if has_joint else "–"] if deploy else []),
+            f"{r['joint_sr']:.3f}" if has_joint else "–",
+            f"{r['rel_diff']:+.1%}" if has_joint else "–",
+        )
+    return out
