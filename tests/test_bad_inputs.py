@@ -395,7 +395,7 @@ ROWS: dict[str, Row] = {
         _cmd("status", "--storage", "{url}", "--study-name", "nope"), ("no study 'nope'",)),
     "report on an unknown axis": Row(
         _cmd("report", "{spec}", "--storage", "{url}", "--x", "ratio"),
-        ("--x must be 'tcr' or 'real_ratio'", "'ratio'")),
+        ("--x must be 'tcr', 'real_ratio' or 'deploy_ratio'", "'ratio'")),
     "report into a folder of the user's": Row(
         _cmd("report", "{spec}", "--storage", "{url}", "--out", "{busy}"),
         ("busy is not empty and holds no earlier report",)),
