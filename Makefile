@@ -32,7 +32,7 @@ WORKERS ?= 1
 SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $(TRIALS)) \
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
-.PHONY: install sweep test lint dashboard status report export chromium demo-model demo-criteria bench \
+.PHONY: install sweep test test-fast lint dashboard status report export chromium demo-model demo-criteria bench \
         bench-engine bench-search bench-fidelity bench-memory bench-allocation bench-profile clean
 
 install: $(STAMP)
@@ -48,8 +48,16 @@ $(STAMP): pyproject.toml constraints.txt
 sweep: $(STAMP)
 	$(VENV)/bin/sweep run $(SWEEP_ARGS)
 
+# Test files spread over up to 4 processes (pytest-xdist); `make test-fast` leaves out the tests
+# marked slow (whole studies through the CLI, workers, signals) for the inner loop.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(PYTEST)
+
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sweep tests bench

@@ -99,6 +99,20 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
     return register
 
 
+def _quiet_imported_libraries() -> None:
+    """The settings above reach a library through the environment only when it is imported
+    later; one already imported (the CLI called from Python, a notebook) is told directly."""
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    if "datasets" in sys.modules:
+        import datasets
+
+        datasets.disable_progress_bars()
+
+
 TRIALS_KEPT = "interrupted: the running trial is stored FAIL, complete ones are kept"
 
 
@@ -113,6 +127,7 @@ def _prepare() -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     for name in ("lm_eval", "lm-eval", "transformers", "datasets", "accelerate"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    _quiet_imported_libraries()
     # ERROR: a failed trial is shown by sweep's own line, not by Optuna's warning and traceback
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sweep.errors import UserError
+from sweep.lm_eval_templates import compile_templates_once
 from sweep.spec import AUTO_MIN_DOCS, EvaluationSpec, TaskSpec
 
 METRIC_PREFERENCE = ("acc", "acc_norm", "exact_match")
@@ -120,6 +121,7 @@ class Evaluator:
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
 
+        compile_templates_once()
         self.spec = spec
         self._tmp = tempfile.TemporaryDirectory(prefix="sweep-tasks-")
         folders = list(extra_task_folders)

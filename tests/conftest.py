@@ -17,6 +17,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 import pytest  # noqa: E402
 
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # workers share the cores: one thread each, or they fight over them
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def toy_dir(tmp_path_factory) -> Path:

@@ -24,10 +24,49 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-def sweep(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*SWEEP, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
-    )
+def sweep(
+    *args: str, cwd: Path, timeout: float = 600, process: bool = False
+) -> subprocess.CompletedProcess:
+    """The CLI on ``args`` in folder ``cwd``: in this process (typer's runner: the same code,
+    without paying seconds of imports per call), or with ``process`` in a fresh one, for what
+    only a process shows (its environment read at import, signals, its exit)."""
+    if process:
+        return subprocess.run(
+            [*SWEEP, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout
+        )
+    return _in_process(list(args), cwd)
+
+
+def _in_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run the CLI here, putting back what a command changes for the rest of the process: the
+    working folder, the environment, the signal handlers and torch's threads."""
+    import signal
+    import traceback
+
+    import torch
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+
+    saved_env = dict(os.environ)
+    saved_cwd = os.getcwd()
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    threads = torch.get_num_threads()
+    os.environ.update(env())  # what the worker processes a run starts inherit
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, args)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for signum, handler in saved_signals.items():
+            signal.signal(signum, handler)
+        torch.set_num_threads(threads)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["sweep", *args], result.exit_code, result.stdout, stderr)
 
 
 def run_spec(

@@ -16,6 +16,8 @@ from sweep.report import front, trials_frame
 from .helpers import run_spec, sweep
 from .toy import toy_spec
 
+pytestmark = pytest.mark.slow  # whole studies through the CLI
+
 TCR_MAX = 0.8  # 4-, 8- and 16-bit (TCr 0.75, 0.5, 0) meet it; 2-bit (0.875) does not
 
 

@@ -10,8 +10,11 @@ import urllib.request
 from pathlib import Path
 
 import optuna
+import pytest
 
 from .conftest import REPO
+
+pytestmark = pytest.mark.slow  # a study, then the dashboard server on it
 
 
 def _free_port() -> int:

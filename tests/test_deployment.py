@@ -175,6 +175,7 @@ def turing_study(toy_dir, tmp_path_factory):
     return url, folder, done
 
 
+@pytest.mark.slow
 def test_a_refused_trial_is_stored_infeasible_with_its_reason(turing_study):
     import optuna
     from optuna.trial import TrialState
@@ -254,6 +255,7 @@ def test_the_report_draws_both_fronts_and_the_csv_holds_the_verdicts(turing_stud
     assert csv["deploy_reason"].notna().all()
 
 
+@pytest.mark.slow
 def test_without_a_runtime_trials_carry_no_verdict(toy_dir, tmp_path):
     import optuna
     import yaml
@@ -270,6 +272,7 @@ def test_without_a_runtime_trials_carry_no_verdict(toy_dir, tmp_path):
     assert "deploy" not in done.stdout
 
 
+@pytest.mark.slow
 def test_staged_evaluation_stops_a_refused_trial_after_its_sample(toy_dir, tmp_path):
     import optuna
     import yaml
@@ -290,6 +293,7 @@ def test_staged_evaluation_stops_a_refused_trial_after_its_sample(toy_dir, tmp_p
     assert stages == {4: "sample", 16: "full"}  # infeasible: no Sr could put it on a front
 
 
+@pytest.mark.slow
 def test_deploy_ratio_can_be_an_objective(toy_dir, tmp_path):
     import optuna
     import yaml

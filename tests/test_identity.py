@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import optuna
+import pytest
 import torch
 import yaml
 from transformers import AutoTokenizer
@@ -52,6 +53,7 @@ def _computed(url: str, name: str) -> list[bool]:
     return [r.computed for r in trial_records(study) if r.measured]
 
 
+@pytest.mark.slow
 def test_a_calibration_file_edited_in_place_is_refused_and_its_results_not_reused(
     toy_dir, tmp_path, monkeypatch
 ):
@@ -93,6 +95,7 @@ def test_a_calibration_file_edited_in_place_is_refused_and_its_results_not_reuse
     assert len(entries) == 2  # and so does the calibration cache's
 
 
+@pytest.mark.slow
 def test_a_calibration_function_that_returns_other_texts_is_refused(toy_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -102,7 +105,8 @@ def test_a_calibration_function_that_returns_other_texts_is_refused(toy_dir, tmp
     spec = _spec(toy_dir, tmp_path, "fn", {"source": "function", "function": "my_texts:texts",
                                           "path": None})  # fmt: skip
     url = f"sqlite:///{tmp_path / 'fn.db'}"
-    first = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path)
+    # in a process of its own: this one must import the module first after it changes
+    first = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path, process=True)
     assert first.returncode == 0, first.stdout + first.stderr
     module.write_text(f"def texts():\n    return {text.splitlines()[1:]!r}\n")
     before = db_contents(url)
@@ -111,6 +115,7 @@ def test_a_calibration_function_that_returns_other_texts_is_refused(toy_dir, tmp
     assert db_contents(url) == before
 
 
+@pytest.mark.slow
 def test_a_tokenizer_or_task_prompt_replaced_beside_unchanged_weights_is_refused(
     toy_dir, tmp_path, monkeypatch
 ):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import psutil
+import pytest
 import yaml
 from optuna.trial import TrialState
 
@@ -20,6 +21,8 @@ from sweep.launch import JoinRequest, LaunchRequest, join, launch
 
 from .helpers import sweep, sweep_async
 from .toy import toy_spec
+
+pytestmark = pytest.mark.slow  # whole studies through the CLI
 
 
 class Recording(Events):

@@ -2,9 +2,12 @@
 
 import nbformat
 import optuna
+import pytest
 from nbclient import NotebookClient
 
 from .helpers import REPO
+
+pytestmark = pytest.mark.slow  # a study, then the notebook on it
 
 
 def test_analysis_notebook_runs_on_a_demo_study(demo_grid_study, monkeypatch):

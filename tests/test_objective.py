@@ -15,6 +15,8 @@ from sweep.staging import FULL, SAMPLE, STOPPED, TASKS, dominated_by, optimistic
 from .conftest import REPO
 from .helpers import run_spec, spec_data, sweep
 
+pytestmark = pytest.mark.slow  # whole studies through the CLI
+
 # SparseGPT 50% then 3-bit GPTQ: TCr 0.906, the best SrCr of the demo's paper grid (2.80)
 STRONG = {"sparsity": 0.5, "bits": 3}
 WEAK = {"sparsity": 0.0, "bits": 8}  # 8-bit GPTQ: TCr 0.5, SrCr 1.33

@@ -29,6 +29,8 @@ from sweep.workers import prepare_runner
 from .helpers import SWEEP, db_contents, env, sweep
 from .toy import toy_spec
 
+pytestmark = pytest.mark.slow  # whole studies through the CLI
+
 
 def _spec(toy: Path, folder: Path, name: str, **fields) -> Path:
     """A toy spec written into ``folder``; ``fields`` replace top-level fields or, for

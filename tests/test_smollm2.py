@@ -20,6 +20,8 @@ from sweep.zoo import FetchError, model_folder
 
 from .helpers import REPO, sweep
 
+pytestmark = pytest.mark.slow  # the real model: converted, compressed, evaluated, exported
+
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory) -> Path:
@@ -54,7 +56,7 @@ def test_a_trial_on_real_text_runs_exports_and_reports(smollm2, tmp_path):
     spec = tmp_path / "smol.yaml"
     spec.write_text(yaml.safe_dump(data))
     url = f"sqlite:///{tmp_path / 'smol.db'}"
-    run = sweep("run", str(spec), "--storage", url, "--trials", "1", cwd=tmp_path)
+    run = sweep("run", str(spec), "--storage", url, "--trials", "1", cwd=tmp_path, process=True)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "base model: realtext_cloze" in run.stdout and "perplexity" in run.stdout
     assert "it/s" not in run.stdout + run.stderr  # no library's progress bar floods the log

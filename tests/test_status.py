@@ -8,10 +8,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from sweep.storage import GRACE_S
 
 from .helpers import sweep
 from .test_workers import _start_until_mid_trial
+
+pytestmark = pytest.mark.slow  # whole studies through the CLI
 
 
 def test_status_shows_the_heartbeat_of_running_trials_and_a_dead_workers_as_stale(

@@ -10,6 +10,8 @@ from optuna.trial import TrialState
 from .helpers import REPO, spec_data, sweep
 from .toy import toy_spec
 
+pytestmark = pytest.mark.slow  # whole studies through the CLI
+
 
 @pytest.fixture(params=["demo", "toy"])
 def small_spec(request, tmp_path_factory) -> Path:

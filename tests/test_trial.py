@@ -13,6 +13,8 @@ from sweep.workers import prepare_runner
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.slow  # trials of the demo model, evaluated several ways
+
 TWO_BIT = CompressionConfig(bits=2, quant_method="rtn", group_size=128)
 LIMIT = 100  # documents of each task (of 240-250): the sample is drawn from these
 

@@ -25,6 +25,8 @@ from sweep.study import open_study
 from .helpers import SWEEP, env, sweep, sweep_async
 from .toy import toy_spec
 
+pytestmark = pytest.mark.slow  # whole studies through the CLI
+
 PG_URL = os.environ.get("SWEEP_TEST_POSTGRES")
 
 
@@ -55,6 +57,9 @@ def _computed_keys(url: str) -> list[str]:
 
 def _check_three_workers(url: str, tmp: Path, toy: Path) -> None:
     spec = toy_spec(toy, f"multi-{uuid.uuid4().hex[:6]}")
+    data = yaml.safe_load(spec.read_text())
+    data["evaluation"]["stages"] = {"mode": "off"}  # trials long enough that the workers overlap
+    spec.write_text(yaml.safe_dump(data))
     name = spec.stem
     result = sweep("run", str(spec), "--workers", "3", "--trials", "9", "--storage", url, cwd=tmp)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,6 +12,8 @@ import pytest
 from sweep.demo import MODEL_DIR
 from sweep.demo.criteria import CHECKS, PROBES, measure, verdicts
 
+pytestmark = pytest.mark.slow  # eight compressions and evaluations of the demo model
+
 PROBED = ["2-bit RTN", "4-bit GPTQ"]
 
 
