@@ -7,18 +7,25 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from sweep.compress.config import (
-    ALLOCATIONS,
-    ORDERS,
-    PROFILES,
+from sweep.compress.registry import JOINT_PRUNERS, unknown_name_message
+from sweep.compress.variables import (
+    OWL_LAMBDA,
+    OWL_M,
     SUPPORTED_BITS,
     UNSTRUCTURED,
+    VARIABLES,
     allocation_acts,
-    parse_pattern,
 )
-from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, unknown_name_message
 from sweep.errors import UserError
 from sweep.metrics import BOUNDED, OBJECTIVES
 from sweep.runtimes import CAPABILITIES, NONE, RUNTIME_NAMES, RUNTIMES, capability_value
@@ -97,8 +104,14 @@ class SparsityRange(_Strict):
         return min(self.grid()) if self.values is not None else self._value(0)
 
 
+VARIABLE_OF_LIST = {v.spec_list: v for v in VARIABLES if v.spec_list != "sparsity"}
+SPEC_LISTS = tuple(VARIABLE_OF_LIST)  # every search list but sparsity (a range, checked itself)
+
+
 class SearchSpace(_Strict):
-    """The variables of the search. Each list is the set of choices offered to the sampler."""
+    """The variables of the search. Each list is the set of choices offered to the sampler;
+    what each variable means, when a configuration asks it and which values are allowed is its
+    entry in ``sweep.compress.variables``."""
 
     sparsity: SparsityRange = SparsityRange()
     patterns: list[str] = ["unstructured"]
@@ -113,96 +126,41 @@ class SearchSpace(_Strict):
     # the blocks (uniform, owl) and OWL's parameters; how bit-widths spread over the layers
     # (uniform, mixed: ``bits`` is then the average)
     profiles: list[str] = ["uniform"]
-    owl_lambdas: list[float] = [0.08]
-    owl_ms: list[float] = [5.0]
+    owl_lambdas: list[float] = [OWL_LAMBDA]
+    owl_ms: list[float] = [OWL_M]
     allocations: list[str] = ["uniform"]
+    # GPTQ's activation order (true: columns by decreasing Hessian diagonal); vLLM refuses it
+    act_orders: list[bool] = [False]
     # configurations to run before any other, as trial parameters (sparsity, pattern, bits,
     # prune_method, quant_method, group_size, symmetric, order, case, profile, owl_lambda,
-    # owl_m, allocation); those with one choice in the space may be left out. Checked against
-    # the space by ``space.first_configs``.
+    # owl_m, allocation, act_order); those with one choice in the space may be left out.
+    # Checked against the space by ``space.first_configs``.
     first: list[dict[str, float | int | str | bool | None]] = []
     # a larger space is refused: its size says a step or a list is not what was meant
     max_configurations: int = Field(MAX_CONFIGURATIONS, gt=0)
 
-    @field_validator("patterns")
+    @field_validator(*SPEC_LISTS)
     @classmethod
-    def _patterns(cls, v: list[str]) -> list[str]:
-        for p in v:
-            parse_pattern(p)
-        return _non_empty(v)
-
-    @field_validator("prune_methods")
-    @classmethod
-    def _pruners(cls, v: list[str]) -> list[str]:
-        return _known(v, "pruning method", PRUNERS.names())
-
-    @field_validator("quant_methods")
-    @classmethod
-    def _quantizers(cls, v: list[str]) -> list[str]:
-        return _known(v, "quantization method", QUANTIZERS.names())
-
-    @field_validator("bits")
-    @classmethod
-    def _bits(cls, v: list[int]) -> list[int]:
-        bad = [b for b in v if b not in SUPPORTED_BITS]
-        if bad:
-            raise ValueError(f"unsupported bit-width {bad[0]}; allowed: {list(SUPPORTED_BITS)}")
-        return _non_empty(v)
-
-    @field_validator("group_sizes")
-    @classmethod
-    def _groups(cls, v: list[int | None]) -> list[int | None]:
-        bad = [g for g in v if g is not None and g <= 0]
-        if bad:
-            raise ValueError(f"group size {bad[0]} must be positive, or null for per-channel")
-        return _non_empty(v)
-
-    @field_validator("orders")
-    @classmethod
-    def _orders(cls, v: list[str]) -> list[str]:
-        return _known(v, "order", list(ORDERS))
-
-    @field_validator("profiles")
-    @classmethod
-    def _profiles(cls, v: list[str]) -> list[str]:
-        return _known(v, "sparsity profile", list(PROFILES))
-
-    @field_validator("allocations")
-    @classmethod
-    def _allocations(cls, v: list[str]) -> list[str]:
-        return _known(v, "bit allocation", list(ALLOCATIONS))
-
-    @field_validator("owl_lambdas")
-    @classmethod
-    def _lambdas(cls, v: list[float]) -> list[float]:
-        bad = [x for x in v if not 0.0 < x < 0.5]
-        if bad:
-            raise ValueError(f"OWL's lambda {bad[0]} must be in (0, 0.5)")
-        return _non_empty(v)
-
-    @field_validator("owl_ms")
-    @classmethod
-    def _ms(cls, v: list[float]) -> list[float]:
-        bad = [x for x in v if x <= 0]
-        if bad:
-            raise ValueError(f"OWL's M {bad[0]} must be positive")
-        return _non_empty(v)
-
-    @field_validator("symmetric", "cases")
-    @classmethod
-    def _non_empty_list(cls, v: list) -> list:
+    def _choices(cls, v: list, info: ValidationInfo) -> list:
+        """Each choice as the variable's table entry checks it (``sweep.compress.variables``)."""
+        variable = VARIABLE_OF_LIST[info.field_name]
+        for value in v:
+            refusal = variable.check(value)
+            if refusal is not None:
+                raise ValueError(refusal)
         return _non_empty(v)
 
     @model_validator(mode="after")
     def _sized(self) -> SearchSpace:
-        size = self.size()
-        if size == 0:
+        if "uniform" not in self.allocations and not any(map(allocation_acts, self.bits)):
             acting = [b for b in SUPPORTED_BITS if allocation_acts(b)]
             raise ValueError(
-                f"allocations {self.allocations} with bits {self.bits} give no configuration: "
+                f"allocations {self.allocations} with bits {self.bits} give no configuration "
+                "with a mixed allocation: "
                 f"a mixed allocation spreads an average of bits {acting} over the layers; add "
                 f"one of {acting} to bits, or uniform to allocations"
             )
+        size = self.size()
         if size > self.max_configurations:
             raise ValueError(
                 f"the space holds {size:,} configurations, more than max_configurations "
@@ -219,8 +177,10 @@ class SearchSpace(_Strict):
         grids = len(set(self.group_sizes)) * len(set(self.symmetric))
         # quantized forms per quantization method; unquantized: whether bits 16 is offered
         quantized = sum(grids * _allocations_at(b, allocations) for b in set(self.bits) if b < 16)
-        unquantized = _allocations_at(16, allocations) if 16 in self.bits else 0
-        methods = len(set(self.quant_methods))
+        unquantized = int(16 in self.bits)
+        # quantization methods, GPTQ once per activation order
+        orders_of = {"gptq": len(set(self.act_orders))}
+        methods = sum(orders_of.get(m, 1) for m in set(self.quant_methods))
 
         patterns = set(self.patterns)
         unstructured = UNSTRUCTURED in patterns
@@ -252,24 +212,15 @@ class SearchSpace(_Strict):
 
 
 def _allocations_at(bits: int, allocations: set[str]) -> int:
-    """How many of ``allocations`` a configuration at ``bits`` can have: all where a mixed
-    allocation acts; elsewhere only uniform (a mixed one is not offered there)."""
-    return len(allocations) if allocation_acts(bits) else int("uniform" in allocations)
+    """How many allocations a configuration at ``bits`` can have: each of ``allocations``
+    where a mixed allocation acts; elsewhere one (uniform: the allocation is not asked)."""
+    return len(allocations) if allocation_acts(bits) else 1
 
 
 def _non_empty(v: list) -> list:
     if not v:
         raise ValueError("must list at least one choice")
     return v
-
-
-def _known(v: list[str], kind: str, allowed: list[str]) -> list[str]:
-    """``v``, a non-empty list of names from ``allowed``; an error naming the first that is not
-    (and the nearest allowed name)."""
-    for name in v:
-        if name not in allowed:
-            raise ValueError(unknown_name_message(kind, name, allowed))
-    return _non_empty(v)
 
 
 class TaskSpec(_Strict):

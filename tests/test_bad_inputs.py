@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -484,7 +485,11 @@ def test_a_trial_whose_group_size_the_model_cannot_store_is_refused_before_recom
 ):
     # such a trial can no longer be run; a study from before the check may hold one
     url = f"sqlite:///{world.tmp / 'old.db'}"
-    shutil.copy(world.url.removeprefix("sqlite:///"), world.tmp / "old.db")
+    source = sqlite3.connect(world.url.removeprefix("sqlite:///"))
+    copy = sqlite3.connect(world.tmp / "old.db")
+    source.backup(copy)  # what the WAL holds too
+    source.close()
+    copy.close()
     study = optuna.load_study(study_name="bad", storage=url)
     config = CompressionConfig(bits=4, group_size=7)
     done = study.get_trials(states=(TrialState.COMPLETE,))[0]

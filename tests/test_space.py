@@ -96,22 +96,23 @@ def test_non_uniform_variables_are_asked_only_where_they_act():
 
 def _every_combination(space: SearchSpace) -> set[CompressionConfig]:
     """The space's configurations by brute force: every combination of every list, each made
-    canonical (what ``all_configs`` computed before it skipped the choices without effect)."""
+    canonical (what ``all_configs`` computed before it skipped the choices without effect). A
+    mixed allocation is not asked where it cannot act: the configuration is uniform there."""
     configs = set()
     for pattern in space.patterns:
         sparsities = space.sparsity.grid() if pattern == "unstructured" else [0.0]
         profiles = space.profiles if pattern == "unstructured" else ["uniform"]
-        for s, bits, pm, qm, g, sym, order, case, profile, lam, m, alloc in itertools.product(
+        for s, bits, pm, qm, g, sym, order, case, profile, lam, m, alloc, act in itertools.product(
             sparsities, space.bits, space.prune_methods, space.quant_methods, space.group_sizes,
             space.symmetric, space.orders, space.cases, profiles, space.owl_lambdas,
-            space.owl_ms, space.allocations,
+            space.owl_ms, space.allocations, space.act_orders,
         ):  # fmt: skip
             if alloc == "mixed" and not allocation_acts(bits):
-                continue
+                alloc = "uniform"
             config = CompressionConfig(
                 sparsity=s, pattern=pattern, bits=bits, prune_method=pm, quant_method=qm,
                 group_size=g, symmetric=sym, order=order, case=case, profile=profile,
-                owl_lambda=lam, owl_m=m, allocation=alloc,
+                owl_lambda=lam, owl_m=m, allocation=alloc, act_order=act,
             )  # fmt: skip
             configs.add(config.canonical())
     return configs
@@ -125,7 +126,7 @@ def test_the_space_is_listed_and_counted_as_every_combination_would_give_it():
         "bits": [2, 3, 4, 8, 16], "group_sizes": [None, 32], "symmetric": [False, True],
         "orders": ["prune_first", "quant_first", "joint"], "cases": ["A", "B"],
         "profiles": ["uniform", "owl"], "owl_lambdas": [0.05, 0.08], "owl_ms": [3.0, 5.0, 5],
-        "allocations": ["uniform", "mixed"],
+        "allocations": ["uniform", "mixed"], "act_orders": [False, True],
     }  # fmt: skip
     checked = 0
     for _ in range(60):
@@ -134,9 +135,9 @@ def test_the_space_is_listed_and_counted_as_every_combination_would_give_it():
         try:
             space = SearchSpace(**fields)
         except ValidationError as err:  # mixed allocations alone, and no 3 or 4 bits
-            assert "give no configuration" in str(err)
-            valid = SearchSpace(**{**fields, "allocations": ["uniform"]})
-            assert not _every_combination(valid.model_copy(update={"allocations": ["mixed"]}))
+            assert "give no configuration with a mixed allocation" in str(err)
+            assert fields["allocations"] == ["mixed"]
+            assert not any(allocation_acts(b) for b in fields["bits"])
             continue
         expected = _every_combination(space)
         assert all_configs(space) == expected, fields

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, replace
 
 from sweep.compress.registry import JOINT_PRUNERS
+from sweep.compress.variables import (
+    ALLOCATIONS,
+    CASES,
+    MIXED_BITS,
+    ORDERS,
+    OWL_LAMBDA,
+    OWL_M,
+    PROFILES,
+    SUPPORTED_BITS,
+    UNSTRUCTURED,
+    VARIABLES,
+    allocation_acts,
+    parse_pattern,
+)
 
-UNSTRUCTURED = "unstructured"
-ORDERS = ("prune_first", "quant_first", "joint")
-CASES = ("A", "B")
-SUPPORTED_BITS = (2, 3, 4, 8, 16)
-PROFILES = ("uniform", "owl")  # how sparsity spreads over the layers
-ALLOCATIONS = ("uniform", "mixed")  # how bit-widths spread over the layers
-MIXED_BITS = (2, 3, 4, 8)  # the widths a mixed allocation gives layers, ``bits`` their average
-OWL_M = 5.0  # OWL's defaults (Yin et al. 2024)
-OWL_LAMBDA = 0.08
-_NM = re.compile(r"^(\d+):(\d+)$")
-
-
-def allocation_acts(bits: int) -> bool:
-    """Whether a mixed allocation with an average of ``bits`` can differ from a uniform one: not
-    at either end of MIXED_BITS (nor outside it), where every layer gets ``bits``."""
-    return min(MIXED_BITS) < bits < max(MIXED_BITS)
+__all__ = [
+    "ALLOCATIONS", "CASES", "MIXED_BITS", "ORDERS", "OWL_LAMBDA", "OWL_M", "PROFILES",
+    "SUPPORTED_BITS", "UNSTRUCTURED", "CompressionConfig", "allocation_acts", "grid_name",
+    "number_text", "parse_pattern", "sparsity_text",
+]  # fmt: skip
 
 
 def number_text(x: float) -> str:
@@ -41,19 +43,6 @@ def grid_name(group_size: int | None, symmetric: bool) -> str:
     """``g128-asym``, ``ch-sym``...: a quantization grid's shape, as keys name it."""
     group = "ch" if group_size is None else f"g{group_size}"
     return f"{group}-{'sym' if symmetric else 'asym'}"
-
-
-def parse_pattern(pattern: str) -> tuple[int, int] | None:
-    """``"unstructured"`` -> None; ``"N:M"`` -> (N, M): at most N of every M weights kept."""
-    if pattern == UNSTRUCTURED:
-        return None
-    match = _NM.match(pattern)
-    if not match:
-        raise ValueError(f"pattern must be 'unstructured' or 'N:M' (e.g. '2:4'), got {pattern!r}")
-    n, m = int(match[1]), int(match[2])
-    if not 0 < n < m:
-        raise ValueError(f"an N:M pattern needs 0 < N < M, got {pattern!r}")
-    return n, m
 
 
 @dataclass(frozen=True)
@@ -83,28 +72,12 @@ class CompressionConfig:
     allocation: str = "uniform"
 
     def __post_init__(self) -> None:
-        nm = parse_pattern(self.pattern)
-        if nm is None and not 0.0 <= self.sparsity < 1.0:
-            raise ValueError(f"sparsity must be in [0, 1), got {self.sparsity}")
-        if self.bits not in SUPPORTED_BITS:
-            raise ValueError(f"bits must be one of {SUPPORTED_BITS}, got {self.bits}")
-        if self.group_size is not None and self.group_size <= 0:
-            raise ValueError(f"group_size must be positive or None, got {self.group_size}")
-        if self.order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
-        if self.case not in CASES:
-            raise ValueError(f"case must be one of {CASES}, got {self.case!r}")
-        if self.profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {self.profile!r}")
-        if self.profile == "owl" and nm is not None:
+        for variable in VARIABLES:  # each value, as the spec's lists are checked
+            refusal = variable.check(getattr(self, variable.name))
+            if refusal is not None:
+                raise ValueError(f"{variable.name}: {refusal}")
+        if self.profile == "owl" and self.nm is not None:
             raise ValueError(f"the owl profile spreads unstructured sparsity, not {self.pattern}")
-        if not 0.0 < self.owl_lambda < 0.5 or self.owl_m <= 0:
-            raise ValueError(
-                f"owl_lambda must be in (0, 0.5) and owl_m positive, got {self.owl_lambda}, "
-                f"{self.owl_m}"
-            )
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
         if self.allocation == "mixed" and self.bits not in MIXED_BITS:
             raise ValueError(
                 f"a mixed allocation takes bits as its average, one of {MIXED_BITS}; "
@@ -179,6 +152,8 @@ class CompressionConfig:
             fields.update(quant_method="gptq", act_order=False)
         elif joint:  # a pruner without a one-pass form runs prune-then-quantize, Case B
             fields.update(order="prune_first", case="B")
+        if fields["quant_method"] != "gptq":  # only GPTQ visits columns in an order
+            fields.update(act_order=False)
         fields["sparsity"] = round(fields["sparsity"], 6)
         return CompressionConfig(**fields)
 

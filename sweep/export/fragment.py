@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from sweep.compress import CompressionConfig
+from sweep.compress.variables import VARIABLES
 from sweep.space import all_configs
 from sweep.spec import (
     Constraints,
@@ -24,21 +25,8 @@ from sweep.spec import (
 def single_config_space(config: CompressionConfig) -> SearchSpace:
     """The search space whose only configuration is ``config`` (canonical)."""
     c = config.canonical()
-    return SearchSpace(
-        sparsity=SparsityRange(values=[c.sparsity]),
-        patterns=[c.pattern],
-        prune_methods=[c.prune_method],
-        bits=[c.bits],
-        group_sizes=[c.group_size],
-        symmetric=[c.symmetric],
-        quant_methods=[c.quant_method],
-        orders=[c.order],
-        cases=[c.case],
-        profiles=[c.profile],
-        owl_lambdas=[c.owl_lambda],
-        owl_ms=[c.owl_m],
-        allocations=[c.allocation],
-    )
+    lists = {v.spec_list: [getattr(c, v.name)] for v in VARIABLES if v.spec_list != "sparsity"}
+    return SearchSpace(sparsity=SparsityRange(values=[c.sparsity]), **lists)
 
 
 def trial_spec(

@@ -125,6 +125,23 @@ def test_reload_gives_the_evaluated_logits_and_the_measured_size(demo, config, t
             assert written == claimed, name
 
 
+def test_gptq_in_activation_order_reloads_and_only_vllm_refuses_it(demo, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    config = CompressionConfig(bits=4, group_size=128, quant_method="gptq", act_order=True)
+    result = demo.compress(config)
+    out = write_checkpoint(demo.model, demo.tokenizer, config, result.grids, tmp_path, demo.dtype)
+    groups = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
+    assert {g["weights"]["actorder"] for g in groups.values()} == {"weight"}
+    reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        gap = reloaded(demo.probe).logits - demo.model(demo.probe).logits
+    assert float(gap.abs().max()) <= LOGITS_TOLERANCE
+    vllm, transformers = (written_verdict(out, demo, config, t) for t in DEPLOY_TARGETS)
+    assert not vllm.deployable and "order" in vllm.reason
+    assert transformers.deployable
+
+
 def test_checkpoint_without_grids_is_refused(demo, tmp_path):
     config = CompressionConfig(bits=4, group_size=128)
     demo.compress(config)

@@ -1,0 +1,94 @@
+"""The table of search variables is the one definition: the configuration, the spec, the
+sampler's questions and the listing of the space all follow it."""
+
+from dataclasses import fields
+
+import optuna
+import pytest
+from pydantic import ValidationError
+
+from sweep.compress.config import CompressionConfig
+from sweep.compress.variables import VARIABLES
+from sweep.export.fragment import single_config_space
+from sweep.space import all_configs, suggest_config
+from sweep.spec import SearchSpace
+
+
+def test_every_field_of_a_configuration_and_every_list_of_the_space_is_a_variable():
+    assert {v.name for v in VARIABLES} == {f.name for f in fields(CompressionConfig)}
+    lists = set(SearchSpace.model_fields) - {"first", "max_configurations"}
+    assert {v.spec_list for v in VARIABLES} == lists
+    defaults = CompressionConfig()
+    assert {v.name: v.default for v in VARIABLES} == defaults.to_dict()
+
+
+def _suggested(space: SearchSpace) -> set[CompressionConfig]:
+    """What suggest_config returns over the whole space: optuna's brute-force sampler tries
+    every answer to every question a trial asks, conditional questions included."""
+    study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
+    seen = set()
+    study.optimize(lambda t: seen.add(suggest_config(t, space).canonical()) or 0.0, n_trials=2000)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "lists",
+    [
+        {"sparsity": {"values": [0.0, 0.5]}, "patterns": ["unstructured", "2:4"],
+         "prune_methods": ["magnitude", "sparsegpt"], "quant_methods": ["rtn", "gptq"],
+         "bits": [4, 16], "orders": ["prune_first", "joint"], "cases": ["A", "B"],
+         "act_orders": [False, True]},
+        # mixed is asked only where it acts: at 2 and 16 bits the configuration is uniform
+        {"sparsity": {"values": [0.0, 0.25]}, "profiles": ["uniform", "owl"],
+         "owl_lambdas": [0.04, 0.08], "bits": [2, 3, 16], "allocations": ["mixed"],
+         "group_sizes": [32, None]},
+    ],
+)  # fmt: skip
+def test_the_space_lists_exactly_what_the_sampler_can_return(lists):
+    space = SearchSpace(**lists)
+    listed = all_configs(space)
+    assert listed == _suggested(space)
+    assert space.size() == len(listed)
+
+
+def test_act_order_is_a_variable_of_gptq_alone():
+    space = SearchSpace(sparsity={"values": [0.0]}, bits=[4], quant_methods=["rtn", "gptq"],
+                        act_orders=[False, True])  # fmt: skip
+    keys = sorted(c.key() for c in all_configs(space))
+    assert keys == ["gptq-w4-g128-asym", "gptq-w4-g128-asym-act", "rtn-w4-g128-asym"]
+    assert CompressionConfig(bits=4, act_order=True).canonical().act_order is False  # rtn
+    joint = CompressionConfig(sparsity=0.5, prune_method="sparsegpt", bits=4, order="joint",
+                              quant_method="gptq", act_order=True)  # fmt: skip
+    assert not joint.canonical().act_order  # the one-pass joint visits columns in its own order
+
+
+def test_an_export_fragment_holds_the_one_configuration_it_was_made_from():
+    config = CompressionConfig(
+        sparsity=0.25,
+        prune_method="wanda",
+        bits=3,
+        group_size=64,
+        quant_method="gptq",
+        act_order=True,
+        order="quant_first",
+    )
+    assert all_configs(single_config_space(config)) == {config.canonical()}
+
+
+@pytest.mark.parametrize(
+    ("list_name", "value", "config_field", "message"),
+    [
+        ("owl_lambdas", 0.6, "owl_lambda", "OWL's lambda 0.6 must be in (0, 0.5)"),
+        ("bits", 5, "bits", "unsupported bit-width 5; allowed: [2, 3, 4, 8, 16]"),
+        ("quant_methods", "gtpq", "quant_method", "Did you mean 'gptq'?"),
+        ("allocations", "greedy", "allocation", "unknown bit allocation 'greedy'"),
+    ],
+)
+def test_the_spec_and_a_configuration_refuse_a_value_in_the_same_words(
+    list_name, value, config_field, message
+):
+    with pytest.raises(ValidationError) as refused:
+        SearchSpace(**{list_name: [value]})
+    assert message in str(refused.value)
+    with pytest.raises(ValueError, match=f"^{config_field}: .*{message[:12]}"):
+        CompressionConfig(**{config_field: value})
