@@ -32,7 +32,7 @@ WORKERS ?= 1
 SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $(TRIALS)) \
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
-.PHONY: install sweep test test-fast lint dashboard status report export chromium demo-model demo-criteria bench \
+.PHONY: install sweep test test-fast docs lint dashboard status report export chromium demo-model demo-criteria bench \
         bench-engine bench-search bench-fidelity bench-memory bench-allocation bench-profile clean
 
 install: $(STAMP)
@@ -58,6 +58,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
+
+# The documentation site (MkDocs, Material) into site/; --strict: a broken link or page fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check sweep tests bench

@@ -1,6 +1,6 @@
 """The project's metrics, defined once: TCr, real compression ratio, Sr and SrCr.
 
-Definitions (see README, "How the metrics are defined"):
+Definitions (see docs/methods.md, "How the metrics are defined"):
 
 - ``TCr(s, q) = 1 - (1 - s) * q / 16``: the paper's theoretical compression rate, with ``s`` the
   pruned fraction of the compressible weights and ``q`` the bit-width (16 = not quantized).

@@ -1,5 +1,5 @@
 """What each runtime serves, as data: one table that the deployability check, the spec's
-validation, the export and the README's table all read.
+validation, the export and the documentation's table (docs/deployment.md) all read.
 
 Each rule cites the runtime's own source it mirrors. vLLM's rows are read from vLLM 0.34.0
 (``vllm/model_executor/layers/quantization/compressed_tensors/``, "CT/" below); transformers'
@@ -159,7 +159,7 @@ RUNTIME_NAMES = (*RUNTIMES, NONE)
 
 
 def markdown_table() -> str:
-    """The README's table of what each runtime serves, from ``RUNTIMES``."""
+    """The documentation's table of what each runtime serves, from ``RUNTIMES``."""
     lines = [
         "| runtime | weights | bits | groups | grids | least GPU | sparsity | fused layers "
         "| activation order | holds in memory |",
@@ -186,5 +186,5 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m sweep.runtimes: the README's table
+if __name__ == "__main__":  # python -m sweep.runtimes: the documentation's table
     print(markdown_table())

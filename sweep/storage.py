@@ -29,7 +29,8 @@ T = TypeVar("T")
 HEARTBEAT_S = 5
 GRACE_S = 20
 STALE_CHECK_S = 2
-# what the README promises: GRACE_S, a check, and 1 s of SQLite's clock (whole seconds), with room
+# what docs/scale-out.md promises: GRACE_S, a check, and 1 s of SQLite's clock (whole
+# seconds), with room
 DEAD_WORKER_S = GRACE_S + HEARTBEAT_S
 STORAGE_ENV = "SWEEP_STORAGE"  # `sweep worker` reads its URL here: no password on a command line
 _SQLITE = "sqlite:///"

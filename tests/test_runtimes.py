@@ -1,5 +1,5 @@
 """The runtime table's claims that this machine can check: what transformers holds in memory
-when it loads an export (measured here, not assumed), and the README's table being the table."""
+when it loads an export (measured here, not assumed), and the documentation holding the table."""
 
 from pathlib import Path
 
@@ -57,6 +57,6 @@ def test_transformers_holds_the_packed_checkpoint_as_its_table_says(
     assert weights + packed == verdict.held_bytes
 
 
-def test_the_readme_holds_the_runtime_table():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert markdown_table() in readme
+def test_the_deployment_page_holds_the_runtime_table():
+    page = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text()
+    assert markdown_table() in page

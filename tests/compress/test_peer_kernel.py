@@ -2,7 +2,7 @@
 bench-engine``) on the same weight, Hessian and scales: symmetric groups with static activation
 order, as the bench's recipe sets them; and the one way the two tools' grids differ, their
 scales. Where the two tools' perplexities differ, these say that the kernels are not why and
-what is (README, "Benchmarks")."""
+what is (docs/benchmarks.md)."""
 
 import math
 
