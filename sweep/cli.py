@@ -151,7 +151,7 @@ def run(
     from sweep.console import front_tables
     from sweep.launch import LaunchRequest, launch
     from sweep.objective import run_summary
-    from sweep.report import reuse_summary
+    from sweep.report import pareto_html_path, reuse_summary, write_pareto_html
 
     request = LaunchRequest(study, model, trials, storage, study_name, workers, _bars(progress))
     outcome = launch(request, ConsoleEvents())
@@ -161,9 +161,12 @@ def run(
     console.print(run_summary(outcome.progress, outcome.run))
     console.print(reuse_summary(outcome.frame))
     console.print(*front_tables(outcome.frame))
-    console.print(
-        f"Pareto plot: {outcome.pareto_html}  (all plots, the paper's table, CSV: make report)"
+    html = write_pareto_html(
+        outcome.frame,
+        pareto_html_path(outcome.storage, outcome.spec.name),
+        title=f"study {outcome.spec.name}",
     )
+    console.print(f"Pareto plot: {html}  (all plots, the paper's table, CSV: make report)")
     console.print(f"Inspect the trials: make dashboard STUDY={study}  (optuna-dashboard)")
 
 

@@ -22,7 +22,7 @@ from sweep.identity import check_spec_inputs
 from sweep.objective import RunProgress, WorkerContext, run_trials
 from sweep.plan import make_plan
 from sweep.record import BaseReference, measured_records
-from sweep.report import pareto_html_path, trials_frame, write_pareto_html
+from sweep.report import trials_frame
 from sweep.results import ResultsTable, result_context
 from sweep.space import check_group_sizes, first_configs
 from sweep.spec import StudySpec, calibration_source, load_spec, with_overrides
@@ -63,8 +63,8 @@ class LaunchRequest:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """A finished run: the study as it stands, its complete trials, what this run computed, and
-    the plot written."""
+    """A finished run: the study as it stands, its complete trials, and what this run
+    computed."""
 
     spec: StudySpec
     storage: str
@@ -72,7 +72,6 @@ class RunOutcome:
     frame: pd.DataFrame  # report.trials_frame of the complete trials
     run: Run
     progress: RunProgress  # of this run
-    pareto_html: Path | None
 
 
 def launch(request: LaunchRequest, events: Events) -> RunOutcome:
@@ -106,13 +105,7 @@ def launch(request: LaunchRequest, events: Events) -> RunOutcome:
         context = _context(spec, runner, base, url, run)
         with worker_processes(url, spec.name, devices[1:]):
             progress = run_trials(study, context, plan, events)
-    frame = trials_frame(study)
-    html = None
-    if not frame.empty:
-        html = write_pareto_html(
-            frame, pareto_html_path(url, spec.name), title=f"study {spec.name}"
-        )
-    return RunOutcome(spec, url, study, frame, run, progress, html)
+    return RunOutcome(spec, url, study, trials_frame(study), run, progress)
 
 
 @dataclass(frozen=True)

@@ -116,9 +116,10 @@ def task_retention(score: float, base_score: float, random_score: float, task: s
     return max(0.0, normalised_score(score, random_score)) / n_base
 
 
-def srcr(retention: float, sparsity: float, bits: int) -> float:
-    """SrCr = Sr / kappa(s, q): retention per unit of capacity kept (1 for the base model)."""
-    return retention / capacity_kept(sparsity, bits)
+def srcr(retention: float, capacity: float) -> float:
+    """SrCr = Sr / kappa: retention per unit of capacity kept (1 for the base model), with
+    ``capacity`` kappa as ``capacity_kept`` (uniform) or ``layerwise_capacity`` gives it."""
+    return retention / capacity
 
 
 @dataclass(frozen=True)

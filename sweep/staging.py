@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from sweep.metrics import capacity_kept, semantic_retention
+from sweep.metrics import capacity_kept, semantic_retention, srcr
 from sweep.subsample import Estimate
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def optimistic(m: Measurement, config: CompressionConfig) -> Measurement:
     if m.full or m.sr_high is None:
         return m
     capacity = m.capacity or capacity_kept(m.measured_sparsity, config.bits)
-    return replace(m, sr=m.sr_high, srcr=m.sr_high / capacity)
+    return replace(m, sr=m.sr_high, srcr=srcr(m.sr_high, capacity))
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:

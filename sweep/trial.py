@@ -28,6 +28,7 @@ from sweep.metrics import (
     layerwise_compression_rate,
     real_compression_ratio,
     semantic_retention,
+    srcr,
     theoretical_compression_rate,
 )
 from sweep.model import WeightSnapshot, round_weights
@@ -96,7 +97,7 @@ def measure(
         tcr=tcr,
         real_ratio=real_compression_ratio(inventory, bits, config.group_size, config.symmetric),
         sr=sr,
-        srcr=sr / capacity,
+        srcr=srcr(sr, capacity),
         perplexity=scores.perplexity,
         task_scores=scores.tasks,
         timings=timings,

@@ -71,12 +71,12 @@ def test_sr_of_the_base_model_is_one_and_srcr_too():
     random = {"a": 0.25, "b": 0.1}
     sr = semantic_retention(base, base, random)
     assert sr == pytest.approx(1.0)
-    assert srcr(sr, 0.0, 16) == pytest.approx(1.0)
+    assert srcr(sr, capacity_kept(0.0, 16)) == pytest.approx(1.0)
 
 
 def test_srcr_by_hand():
     # Sr 0.6 at 25% sparsity and 4 bits: kappa = sqrt(0.75) * 2 / 4 = 0.4330
-    assert srcr(0.6, 0.25, 4) == pytest.approx(0.6 / (math.sqrt(0.75) * 0.5))
+    assert srcr(0.6, capacity_kept(0.25, 4)) == pytest.approx(0.6 / (math.sqrt(0.75) * 0.5))
 
 
 def test_sr_refuses_a_task_the_base_model_cannot_do():

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from bench.fidelity import bench_spec, exact_stage1, grid_front, replay
-from sweep.metrics import srcr, theoretical_compression_rate
+from sweep.metrics import capacity_kept, srcr, theoretical_compression_rate
 from sweep.record import Measurement
 from sweep.space import all_configs
 from sweep.staging import FULL, SAMPLE
@@ -25,7 +25,8 @@ def _records(width: float) -> dict[str, dict]:
         m = Measurement(
             measured_sparsity=sparsity, zero_fraction=sparsity,
             tcr=theoretical_compression_rate(sparsity, c.bits), real_ratio=1.0, sr=sr,
-            srcr=srcr(sr, sparsity, c.bits), perplexity=10.0, task_scores={}, stage=FULL, kl=0.1,
+            srcr=srcr(sr, capacity_kept(sparsity, c.bits)), perplexity=10.0, task_scores={},
+            stage=FULL, kl=0.1,
         )  # fmt: skip
         est = Measurement(**{**m.to_dict(), "stage": SAMPLE, "perplexity": None,
                              "sr_low": sr - width, "sr_high": sr + width})  # fmt: skip
