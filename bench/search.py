@@ -29,10 +29,10 @@ from rich.progress import track
 from rich.table import Table
 
 from sweep.events import Events
-from sweep.objective import REPEAT_LIMIT
 from sweep.plan import make_plan
 from sweep.record import Measurement
 from sweep.results import ResultsTable, result_context, result_key
+from sweep.run_loop import REPEAT_LIMIT
 from sweep.space import all_configs, suggest_config
 from sweep.spec import SamplerSpec, SearchSpace, StudySpec, load_spec
 

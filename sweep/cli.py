@@ -150,8 +150,8 @@ def run(
     """Run (or continue) a study: each trial compresses, evaluates and scores one config."""
     from sweep.console import front_tables
     from sweep.launch import LaunchRequest, launch
-    from sweep.objective import run_summary
     from sweep.report import pareto_html_path, reuse_summary, write_pareto_html
+    from sweep.run_loop import run_summary
 
     request = LaunchRequest(study, model, trials, storage, study_name, workers, _bars(progress))
     outcome = launch(request, ConsoleEvents())

@@ -1,8 +1,9 @@
 """What the tool tells its user while it works, as callbacks.
 
 The services (``sweep.launch``, ``sweep.export.service``) and the worker loop
-(``sweep.objective``) report through an ``Events`` object and never print. This base says
-nothing; ``sweep.console.ConsoleEvents`` shows it on a terminal or in a log; tests may record it.
+(``sweep.run_loop``, ``sweep.objective``) report through an ``Events`` object and never print.
+This base says nothing; ``sweep.console.ConsoleEvents`` shows it on a terminal or in a log;
+tests may record it.
 """
 
 from __future__ import annotations

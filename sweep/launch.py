@@ -19,11 +19,12 @@ import torch
 
 from sweep.events import Events
 from sweep.identity import check_spec_inputs
-from sweep.objective import RunProgress, WorkerContext, run_trials
+from sweep.objective import WorkerContext
 from sweep.plan import make_plan
 from sweep.record import BaseReference, measured_records
 from sweep.report import trials_frame
 from sweep.results import ResultsTable, result_context
+from sweep.run_loop import RunProgress, run_trials
 from sweep.space import check_group_sizes, first_configs
 from sweep.spec import StudySpec, calibration_source, load_spec, with_overrides
 from sweep.storage import display

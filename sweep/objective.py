@@ -1,5 +1,5 @@
-"""A worker's trials: the loop that runs them until its run's budget is met, and Optuna's
-objective, which picks a configuration, computes it once across all workers, and records it.
+"""Optuna's objective: it admits a trial into its run, picks a configuration, computes it once
+across all workers, and records it (the loop that runs trials is ``sweep.run_loop``).
 
 A run (``study.Run``) computes a number of *new* configurations. Each trial claims its
 configuration in the shared results table (``sweep.results``) before computing it, so a
@@ -14,10 +14,7 @@ the loop goes on; Ctrl-C or SIGTERM stores the running trial FAIL and ends the l
 from __future__ import annotations
 
 import math
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -26,26 +23,17 @@ from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
 from sweep.deployment import DEPLOYABLE, judged
-from sweep.errors import UserError, disk_full
+from sweep.errors import disk_full
 from sweep.events import Events
 from sweep.interrupts import InterruptGuard
 from sweep.metrics import BOUNDED
-from sweep.plan import SearchPlan, Step
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
 from sweep.results import ResultsTable, result_key
 from sweep.space import first_configs, suggest_config
 from sweep.spec import StudySpec
 from sweep.staging import dominated_by, optimistic
-from sweep.storage import STALE_CHECK_S
 from sweep.study import Run
 from sweep.trial import TrialError, TrialRunner
-
-REPEAT_LIMIT = 30  # proposals in a row already computed: the sampler has little left to offer
-FAILURE_LIMIT = 5  # trials in a row that raise: something is wrong beyond one configuration
-
-
-class TrialsFailing(UserError):
-    """Every recent trial of a worker failed; the reasons are stored on the trials."""
 
 
 @dataclass
@@ -63,32 +51,15 @@ class WorkerContext:
     staged: bool = False  # trials evaluate in stages (the base reference holds samples)
 
 
-@dataclass(frozen=True)
-class RunProgress:
-    """Where a run stands: new configurations it computed, trials of it still running, and
-    trials that reused a stored result."""
-
-    computed: int
-    running: int
-    reused: int
-
-    @classmethod
-    def of(cls, study: optuna.Study, run: Run) -> RunProgress:
-        records = trial_records(study, TrialState.COMPLETE, TrialState.RUNNING)
-        # a trial that has just started may not have recorded its run yet: count it, to be safe
-        mine = [
-            r for r in records if r.run == run.id or r.state == TrialState.RUNNING and not r.run
-        ]
-        return cls(
-            computed=sum(r.computed for r in mine),
-            running=sum(r.state == TrialState.RUNNING for r in mine),
-            reused=sum(r.measured and r.reused for r in mine),
-        )
-
-
 def _reason(err: BaseException) -> str:
     """Why a trial failed, as stored: ``ExceptionType: message``."""
     return f"{type(err).__name__}: {err}"
+
+
+def in_run(record: TrialRecord, run: Run) -> bool:
+    """Whether a trial belongs to ``run``; one that has just started may not have recorded its
+    run yet, so a running trial without one counts, to be safe."""
+    return record.run == run.id or (record.state == TrialState.RUNNING and not record.run)
 
 
 class Surplus(optuna.TrialPruned):
@@ -117,12 +88,8 @@ class Objective:
         ahead = [
             r
             for r in records
-            if (r.run == run.id and r.computed)
-            or (
-                r.state == TrialState.RUNNING
-                and r.number < trial.number
-                and r.run in (run.id, None)
-            )
+            if in_run(r, run)
+            and (r.computed or (r.state == TrialState.RUNNING and r.number < trial.number))
         ]
         if len(ahead) >= run.budget:
             TrialRecord(trial.number, TrialState.PRUNED, surplus=True).store(trial)
@@ -250,111 +217,3 @@ class Objective:
         values = self._finish(trial, replace(record, measurement=result.measurement))
         self.events.trial_measured(trial.number, config, self._judged(config, result.measurement))
         return values
-
-
-def run_trials(
-    study: optuna.Study,
-    context: WorkerContext,
-    plan: SearchPlan,
-    events: Events,
-    poll_s: float = 2.0,
-) -> RunProgress:
-    """Run trials, as ``plan`` says, until the run has computed its budget of new
-    configurations or the plan has nothing left; returns where the run stands."""
-    with InterruptGuard() as guard, failing_stale_trials(study):
-        return _loop(study, context, plan, events, poll_s, guard)
-
-
-@contextmanager
-def failing_stale_trials(study: optuna.Study, every_s: float = STALE_CHECK_S) -> Iterator[None]:
-    """While the block runs, fail the study's trials whose worker stopped beating (and queue
-    their configurations again), checking every ``every_s`` seconds. Optuna checks only when a
-    worker starts a trial, which on a large model can be an hour after another worker died."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            with suppress(Exception):  # a busy database: the next round checks again
-                optuna.storages.fail_stale_trials(study)
-
-    thread = threading.Thread(target=loop, name="fail-stale-trials", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=every_s)  # a check held up by a busy database is not waited for
-
-
-def _loop(
-    study: optuna.Study,
-    context: WorkerContext,
-    plan: SearchPlan,
-    events: Events,
-    poll_s: float,
-    guard: InterruptGuard,
-) -> RunProgress:
-    objective = Objective(context, events, guard)
-    budget = context.run.budget
-    progress = RunProgress.of(study, context.run)
-    events.trials_started(progress.computed, budget)
-    start = time.perf_counter()
-    waited_for = -1
-    try:
-        while True:
-            progress = RunProgress.of(study, context.run)
-            events.trials_progress(progress.computed, budget)
-            if progress.computed >= budget:
-                break
-            # trials running elsewhere may yet complete, or die and be retried
-            busy = progress.computed + progress.running >= budget
-            step = Step.WAIT if busy else plan.next(study)
-            if step is Step.STOP:
-                break
-            if step is Step.WAIT:
-                if progress.running != waited_for:
-                    events.note(
-                        f"waiting for {progress.running} trial(s) running on other "
-                        "workers (a dead worker's trial is retried after "
-                        "its heartbeat stops)"
-                    )
-                    waited_for = progress.running
-                time.sleep(poll_s)
-                continue
-            waited_for = -1
-            with guard.deferred():
-                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
-            if objective.repeats >= REPEAT_LIMIT:
-                events.note(
-                    f"the sampler proposed {objective.repeats} configurations in a row "
-                    "that the study had computed: the space looks exhausted for it, so "
-                    "this worker stops"
-                )
-                break
-            if objective.full_disk is not None:
-                # every later trial would fail the same way: stop, saying what to free
-                raise objective.full_disk
-            if objective.failures >= FAILURE_LIMIT:
-                raise TrialsFailing(
-                    f"{objective.failures} trials in a row failed; the last: "
-                    f"{_last_failure(study)} (`sweep status` lists every reason)"
-                )
-    finally:
-        final = RunProgress.of(study, context.run)
-        events.trials_finished(final.computed, time.perf_counter() - start)
-    return final
-
-
-def run_summary(progress: RunProgress, run: Run) -> str:
-    """One line on a run: what it computed, and what it found computed before."""
-    reused = progress.reused
-    running = f", {progress.running} running" if progress.running else ""
-    return (
-        f"run {run.id}: {progress.computed} of {run.budget} new configurations computed"
-        f"{running}; {reused} trial{'' if reused == 1 else 's'} reused a stored result"
-    )
-
-
-def _last_failure(study: optuna.Study) -> str:
-    failed = trial_records(study, TrialState.FAIL)
-    return failed[-1].fail_reason or "no reason stored" if failed else "unknown"

@@ -2,7 +2,7 @@
 
 A plan owns the Optuna sampler of one worker and may keep a plan of its own on top of it (the
 grid queues every configuration of the space). Before each trial the worker loop
-(``sweep.objective.run_trials``) asks its plan what to do; the run's budget (the number of new
+(``sweep.run_loop.run_trials``) asks its plan what to do; the run's budget (the number of new
 configurations it computes) is the loop's business, not the plan's.
 
 The contract of a plan:

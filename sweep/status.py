@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from sweep.console import front_tables
-from sweep.objective import RunProgress, run_summary
 from sweep.record import TrialRecord, trial_records
 from sweep.report import reuse_summary, trials_frame
+from sweep.run_loop import RunProgress, run_summary
 from sweep.storage import GRACE_S
 from sweep.study import current_run
 

@@ -1,7 +1,7 @@
 """The Optuna study in its storage: opening it, the spec and base reference it keeps, its target.
 
 Several workers (processes, on one machine or many) run the same study through its storage;
-``sweep.objective`` runs their trials, ``sweep.plan`` chooses them.
+``sweep.run_loop`` runs their trials, ``sweep.plan`` chooses them.
 """
 
 from __future__ import annotations
