@@ -29,9 +29,10 @@ from rich.progress import track
 from rich.table import Table
 
 from sweep.events import Events
+from sweep.identity import ResultContext
 from sweep.plan import make_plan
 from sweep.record import Measurement
-from sweep.results import ResultsTable, result_context, result_key
+from sweep.results import ResultsTable
 from sweep.run_loop import REPEAT_LIMIT
 from sweep.space import all_configs, suggest_config
 from sweep.spec import SamplerSpec, SearchSpace, StudySpec, load_spec
@@ -91,12 +92,12 @@ def compute_grid(spec: StudySpec, db: Path, console: Console) -> dict[str, tuple
     results = ResultsTable(f"sqlite:///{db}")
     values: dict[str, tuple[float, ...]] = {}
     with prepare_runner(spec, Events(), progress=False) as runner:
-        context = result_context(spec, runner.fingerprints)
+        context = ResultContext.of(spec, runner.fingerprints)
         configs = sorted(all_configs(spec.search), key=lambda c: c.key())
         base = runner.evaluate_base()
         for config in track(configs, description="computing the grid", console=console):
-            rkey = result_key(context, config)
-            claim = results.claim(rkey, config.key(), context, spec.name, -1)
+            rkey = context.key(config)
+            claim = results.claim(rkey, config.key(), context.fields, spec.name, -1)
             if claim.owned:
                 measurement = runner.run(config, base).measurement
                 results.finish(rkey, measurement.to_dict())

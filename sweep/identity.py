@@ -17,20 +17,36 @@ fingerprinted by its content, as the engine reads it (``sweep.spec.Fingerprints`
   choices, metrics) (``sweep.evaluate.Evaluator``).
 
 The first worker of a study pins them on the study; `run`, `worker`, `export` and `compress`
-refuse inputs that differ, naming each (``changes``). The results table's key covers them, so a
-configuration computed on one calibration set is never reused for another.
+refuse inputs that differ, naming each (``changes``). The results table's key
+(``ResultContext``) covers them, so a configuration computed on one calibration set is never
+reused for another. The model's weights are fingerprinted by ``weights_fingerprint`` (its own
+module, which the engine's calibration cache reads without the spec).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sweep.compress.config import CompressionConfig
 from sweep.errors import UserError
 from sweep.spec import Fingerprints, StudySpec, calibration_source
+from sweep.weights_fingerprint import weights_fingerprint
+
+__all__ = [
+    "ENGINE_VERSION", "MIXED_ALLOCATION_VERSION", "InputsChangedError", "ResultContext",
+    "calibration_fingerprint", "changes", "check_spec_inputs", "tokenizer_fingerprint",
+    "weights_fingerprint",
+]  # fmt: skip
+
+ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stored results
+# how a mixed allocation spreads its widths: since version 2, one width per group of fused layers
+# (sweep.compress.fused); results of version 1 (one width per layer) are not found again
+MIXED_ALLOCATION_VERSION = 2
 
 
 class InputsChangedError(UserError, ValueError):
@@ -112,3 +128,38 @@ def check_spec_inputs(spec: StudySpec, now: Fingerprints, subject: str = "the sp
     lines = changes(spec.fingerprints, now, spec.model, subject, where)
     if lines:
         raise InputsChangedError("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class ResultContext:
+    """What, besides the compression config, determines a trial's result: the content of its
+    inputs (weights, tokenizer, calibration tokens, task documents and prompts), not the paths
+    that hold them, and the settings that act on them. ``key(config)`` names a result in the
+    shared results table."""
+
+    fields: dict[str, Any]
+
+    @classmethod
+    def of(cls, spec: StudySpec, fingerprints: Fingerprints) -> ResultContext:
+        ev = spec.evaluation
+        calibrated = fingerprints.calibration is not None and spec.calibration is not None
+        return cls({
+            "engine": ENGINE_VERSION,
+            "inputs": fingerprints.model_dump(),
+            "dtype": spec.dtype,
+            "calibration_mode": spec.calibration.mode if calibrated else None,
+            "evaluation": {
+                "tasks": [t.model_dump() for t in ev.tasks],
+                "perplexity_task": ev.perplexity_task,
+                "limit": ev.limit,
+                "max_length": ev.max_length,
+            },
+        })  # fmt: skip
+
+    def key(self, config: CompressionConfig) -> str:
+        canonical = config.canonical()
+        keyed: dict[str, Any] = {"context": self.fields, "config": canonical.to_dict()}
+        if canonical.allocation == "mixed":
+            keyed["allocation_version"] = MIXED_ALLOCATION_VERSION
+        blob = json.dumps(keyed, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()

@@ -18,12 +18,12 @@ import pandas as pd
 import torch
 
 from sweep.events import Events
-from sweep.identity import check_spec_inputs
+from sweep.identity import ResultContext, check_spec_inputs
 from sweep.objective import WorkerContext
 from sweep.plan import make_plan
 from sweep.record import BaseReference, measured_records
 from sweep.report import trials_frame
-from sweep.results import ResultsTable, result_context
+from sweep.results import ResultsTable
 from sweep.run_loop import RunProgress, run_trials
 from sweep.space import check_group_sizes, first_configs
 from sweep.spec import StudySpec, calibration_source, load_spec, with_overrides
@@ -178,6 +178,6 @@ def ensure_base(
 def _context(
     spec: StudySpec, runner: TrialRunner, base: BaseReference, url: str, run: Run
 ) -> WorkerContext:
-    context = result_context(spec, runner.fingerprints)
+    context = ResultContext.of(spec, runner.fingerprints)
     staged = base.samples is not None and runner.evaluator is not None
     return WorkerContext(spec, runner, base, ResultsTable(url), context, run, staged)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -25,10 +24,11 @@ from sweep.compress import CompressionConfig
 from sweep.deployment import DEPLOYABLE, judged
 from sweep.errors import disk_full
 from sweep.events import Events
+from sweep.identity import ResultContext
 from sweep.interrupts import InterruptGuard
 from sweep.metrics import BOUNDED
 from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
-from sweep.results import ResultsTable, result_key
+from sweep.results import ResultsTable
 from sweep.space import first_configs, suggest_config
 from sweep.spec import StudySpec
 from sweep.staging import dominated_by, optimistic
@@ -46,7 +46,7 @@ class WorkerContext:
     runner: TrialRunner
     base: BaseReference
     results: ResultsTable
-    result_context: dict[str, Any]
+    result_context: ResultContext
     run: Run
     staged: bool = False  # trials evaluate in stages (the base reference holds samples)
 
@@ -166,7 +166,7 @@ class Objective:
             trial.number, TrialState.RUNNING, config, worker=ctx.results.owner, run=ctx.run.id
         )
         record.store(trial)
-        rkey = result_key(ctx.result_context, config)
+        rkey = ctx.result_context.key(config)
 
         def waiting(owner: str) -> None:
             self.events.note(
@@ -177,7 +177,7 @@ class Objective:
         claim = ctx.results.claim(
             rkey,
             config.key(),
-            ctx.result_context,
+            ctx.result_context.fields,
             trial.study.study_name,
             trial.number,
             on_wait=waiting,

@@ -10,7 +10,6 @@ beating (it died). Rows live in the study's own database (any SQLAlchemy URL).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -25,11 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from sweep.compress.config import CompressionConfig
-from sweep.spec import Fingerprints, StudySpec
 from sweep.storage import GRACE_S, HEARTBEAT_S, creating_tables
-
-ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stored results
 
 metadata = sa.MetaData()
 results_table = sa.Table(
@@ -54,40 +49,6 @@ def _now() -> datetime:
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def result_context(spec: StudySpec, fingerprints: Fingerprints) -> dict[str, Any]:
-    """What, besides the compression config, determines a trial's result: the content of its
-    inputs (``sweep.identity``: weights, tokenizer, calibration tokens, task documents and
-    prompts), not the paths that hold them, and the settings that act on them."""
-    ev = spec.evaluation
-    calibrated = fingerprints.calibration is not None and spec.calibration is not None
-    return {
-        "engine": ENGINE_VERSION,
-        "inputs": fingerprints.model_dump(),
-        "dtype": spec.dtype,
-        "calibration_mode": spec.calibration.mode if calibrated else None,
-        "evaluation": {
-            "tasks": [t.model_dump() for t in ev.tasks],
-            "perplexity_task": ev.perplexity_task,
-            "limit": ev.limit,
-            "max_length": ev.max_length,
-        },
-    }
-
-
-# how a mixed allocation spreads its widths: since version 2, one width per group of fused layers
-# (sweep.compress.fused); results of version 1 (one width per layer) are not found again
-MIXED_ALLOCATION_VERSION = 2
-
-
-def result_key(context: dict[str, Any], config: CompressionConfig) -> str:
-    canonical = config.canonical()
-    keyed: dict[str, Any] = {"context": context, "config": canonical.to_dict()}
-    if canonical.allocation == "mixed":
-        keyed["allocation_version"] = MIXED_ALLOCATION_VERSION
-    blob = json.dumps(keyed, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 @dataclass

@@ -19,7 +19,7 @@ from sweep.compress.layer import requires_calibration
 from sweep.compress.rtn import QuantGrid
 from sweep.deployment import Layout
 from sweep.evaluate import Evaluator, Scores, TaskError
-from sweep.identity import calibration_fingerprint, tokenizer_fingerprint
+from sweep.identity import calibration_fingerprint, tokenizer_fingerprint, weights_fingerprint
 from sweep.metrics import (
     LayerShare,
     Tensor2D,
@@ -37,7 +37,6 @@ from sweep.record import BaseReference, Measurement
 from sweep.spec import Fingerprints
 from sweep.staging import FULL, SAMPLE, TASKS, estimated_scores, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
-from sweep.weights_fingerprint import weights_fingerprint
 
 
 @dataclass

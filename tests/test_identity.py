@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 
 from sweep.cli import app
 from sweep.compress import CompressionConfig
-from sweep.identity import calibration_fingerprint, changes, tokenizer_fingerprint
+from sweep.identity import ResultContext, calibration_fingerprint, changes, tokenizer_fingerprint
 from sweep.record import trial_records
-from sweep.results import result_context, result_key
 from sweep.spec import Fingerprints, parse_spec
 
 from .helpers import db_contents, sweep
@@ -180,13 +179,13 @@ def test_the_results_key_covers_the_content_of_every_input(toy_dir):
     spec = parse_spec(yaml.safe_load(toy_spec(toy_dir, "key", **GPTQ_ONLY).read_text()))
     config = CompressionConfig(bits=4, quant_method="gptq", group_size=32)
     pins = Fingerprints(weights="w", tokenizer="t", calibration="c", documents="d", prompts="p")
-    key = result_key(result_context(spec, pins), config)
+    key = ResultContext.of(spec, pins).key(config)
     for field in Fingerprints.model_fields:
         other = pins.model_copy(update={field: "changed"})
-        assert result_key(result_context(spec, other), config) != key, field
+        assert ResultContext.of(spec, other).key(config) != key, field
     # where the inputs lie is not part of it: the same content elsewhere shares results
     moved = spec.model_copy(update={"model": "/elsewhere/model"})
-    assert result_key(result_context(moved, pins), config) == key
+    assert ResultContext.of(moved, pins).key(config) == key
 
 
 def test_specs_written_before_fingerprints_still_load(toy_dir):
