@@ -67,7 +67,7 @@ def step_of(label: str) -> str:
 
 def profile_one(runner, config: CompressionConfig) -> tuple[float, dict[str, float]]:
     """Seconds of one cached compression, and its own time (cProfile's tottime) per step."""
-    runner.snapshot.restore()
+    runner.loaded.restore()
     profiler = cProfile.Profile()
     t = time.perf_counter()
     profiler.enable()
@@ -94,7 +94,7 @@ def main() -> None:
     runner = prepare_runner(spec, Events(), progress=False, evaluate=False)
     rows = []
     for name, config in configs(args.model).items():
-        runner.snapshot.restore()
+        runner.loaded.restore()
         runner.compress(config)  # warms the cache (and the profile of non-uniform configs)
         seconds, shares = profile_one(runner, config)
         total = sum(shares.values())

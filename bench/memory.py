@@ -64,18 +64,18 @@ def child(model: str, group_size: int, cache_dir: str) -> dict:
     load_peak = _status("VmHWM")
     config = CompressionConfig(bits=4, quant_method="gptq", group_size=group_size)
     cache = CalibrationCache(cache_dir)
-    key = calibration_key(runner.model, runner.calibration.token_ids)
+    key = calibration_key(runner.loaded.model, runner.calibration.token_ids)
     filled_before = cache.has(key, hessian=True)
     _reset_peak()
     result = compress_model(
-        runner.model, config, False, calibration=runner.calibration.token_ids,
+        runner.loaded.model, config, False, calibration=runner.calibration.token_ids,
         mode="cached", cache=cache, batch_size=runner.calibration.batch_size,
     )  # fmt: skip
     peak = _status("VmHWM")
     entry = Path(cache_dir) / key
     block_files = sorted(entry.glob("block-*.pt"))
-    weights = sum(p.numel() * p.element_size() for p in runner.model.parameters())
-    snapshot = sum(t.numel() * t.element_size() for t in runner.snapshot._saved.values())
+    weights = sum(p.numel() * p.element_size() for p in runner.loaded.model.parameters())
+    snapshot = sum(t.numel() * t.element_size() for t in runner.loaded.snapshot._saved.values())
     return {
         "model": model,
         "from_cache": result.stats_from_cache and filled_before,

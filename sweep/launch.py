@@ -84,7 +84,7 @@ def launch(request: LaunchRequest, events: Events) -> RunOutcome:
     preflight(spec, url)  # fails before the model is loaded, and writes nothing
     devices = worker_devices(request.workers, spec.device)
     with prepare_runner(spec, events, request.progress, devices[0]) as runner:
-        check_group_sizes(spec.search, runner.input_widths())  # before any trial
+        check_group_sizes(spec.search, runner.loaded.input_widths())  # before any trial
         check_spec_inputs(spec, runner.fingerprints)  # before the study is created
         study = open_study(spec, url)
         check_inputs(study, spec, runner)

@@ -104,7 +104,7 @@ class Objective:
     def _judged(self, config: CompressionConfig, m: Measurement) -> Measurement:
         """``m`` with the study's deploy runtime's verdict (``sweep.deployment``)."""
         ctx = self.context
-        return judged(m, config, ctx.runner.layout(), ctx.spec.deploy)
+        return judged(m, config, ctx.runner.loaded.layout(), ctx.spec.deploy)
 
     def _finish(self, trial: optuna.Trial, record: TrialRecord) -> tuple[float, ...]:
         """Judge the measurement by the study's deploy runtime, store the record and its

@@ -6,20 +6,17 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import torch
-from torch import nn
 
 from sweep.compress import CompressionConfig, compress_model
 from sweep.compress.calibration import CacheCorrupt, CalibrationCache
 from sweep.compress.driver import CompressionResult
-from sweep.compress.fused import fused_groups
 from sweep.compress.layer import requires_calibration
 from sweep.compress.rtn import QuantGrid
-from sweep.deployment import Layout
 from sweep.evaluate import Evaluator, Scores, TaskError
-from sweep.identity import calibration_fingerprint, tokenizer_fingerprint, weights_fingerprint
+from sweep.identity import calibration_fingerprint
+from sweep.loaded_model import LoadedModel
 from sweep.metrics import (
     LayerShare,
     Tensor2D,
@@ -31,7 +28,6 @@ from sweep.metrics import (
     srcr,
     theoretical_compression_rate,
 )
-from sweep.model import WeightSnapshot, round_weights
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
 from sweep.spec import Fingerprints
@@ -119,48 +115,24 @@ class _StagedOutcome:
     sr_high: float | None = None
 
 
-_16_BIT = (torch.bfloat16, torch.float16)
-
-
-def storage_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype a checkpoint of ``model`` stores its dense weights and scales in: the config's
-    dtype when it is a 16-bit one, else bfloat16 (a model loaded in float32 on the CPU reports
-    float32 whatever its checkpoint holds)."""
-    dtype = getattr(getattr(model, "config", None), "dtype", None)
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    return dtype if dtype in _16_BIT else torch.bfloat16
-
-
 class TrialRunner:
-    """Holds the loaded model; runs trials on it, restoring the base weights before each.
-
-    Every weight is rounded to ``storage_dtype`` when the runner is made, and compressed weights
-    again after compression (see ``compress_model``), so that a trial evaluates exactly the
-    values that the exported 16-bit checkpoint holds, whatever dtype the model was loaded in.
-    """
+    """Runs trials on a loaded model: restores its base weights, compresses them by a
+    configuration with the study's calibration, evaluates, and measures."""
 
     def __init__(
         self,
-        model: nn.Module,
-        tokenizer: Any,
+        loaded: LoadedModel,
         evaluator: Evaluator | None,
-        inventory: list[Tensor2D],
         calibration: Calibration | None = None,
         progress: bool = True,
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
+        self.loaded = loaded
         self.evaluator = evaluator
-        self.inventory = inventory
         self.calibration = calibration
         self.progress = progress
-        self.storage_dtype = storage_dtype(model)
-        round_weights(model, self.storage_dtype)  # a trial evaluates what an export stores
-        self.snapshot = WeightSnapshot(model)
         self.fingerprints = Fingerprints(
-            weights=weights_fingerprint(model),
-            tokenizer=tokenizer_fingerprint(tokenizer),
+            weights=loaded.weights_fingerprint,
+            tokenizer=loaded.tokenizer_fingerprint,
             calibration=None
             if calibration is None
             else calibration_fingerprint(calibration.token_ids),
@@ -168,17 +140,6 @@ class TrialRunner:
             prompts=None if evaluator is None else evaluator.prompts_fingerprint(),
         )  # what the runner's results depend on besides their configurations (sweep.identity)
         self._proxy_base: BaseDistribution | None = None
-        self._layout: Layout | None = None
-
-    def layout(self) -> Layout:
-        """The model as deploy rules read it: its weights' shapes and its fused groups."""
-        if self._layout is None:
-            self._layout = Layout(self.inventory, fused_groups(self.model))
-        return self._layout
-
-    def input_widths(self) -> dict[str, int]:
-        """The input width of every compressible layer, by parameter name."""
-        return {t.name: t.cols for t in self.inventory if t.compressible}
 
     def __enter__(self) -> TrialRunner:
         return self
@@ -200,7 +161,7 @@ class TrialRunner:
         """Score the uncompressed model; refuse tasks it cannot do (retention undefined there).
         With staged evaluation on, also draw each task's sample of documents."""
         evaluator = self._evaluator()
-        self.snapshot.restore()
+        self.loaded.restore()
         samples = None
         if evaluator.staged():
             stages = evaluator.spec.stages
@@ -231,9 +192,9 @@ class TrialRunner:
             stages = evaluator.spec.stages
             texts = evaluator.texts(limit_chars=stages.kl_tokens * 16)
             seq_len = min(stages.kl_seq_len, evaluator.max_length())
-            ids = held_out_tokens(texts, self.tokenizer, stages.kl_tokens, seq_len)
-            self.snapshot.restore()
-            self._proxy_base = base_distribution(self.model, ids)
+            ids = held_out_tokens(texts, self.loaded.tokenizer, stages.kl_tokens, seq_len)
+            self.loaded.restore()
+            self._proxy_base = base_distribution(self.loaded.model, ids)
         return self._proxy_base
 
     def compress(self, config: CompressionConfig, record_grids: bool = False) -> CompressionResult:
@@ -253,10 +214,10 @@ class TrialRunner:
             return self._compress(config, record_grids)
 
     def _compress(self, config: CompressionConfig, record_grids: bool) -> CompressionResult:
-        self.snapshot.restore()
+        self.loaded.restore()
         cal = self.calibration
         return compress_model(
-            self.model,
+            self.loaded.model,
             config,
             progress=self.progress,
             calibration=None if cal is None else cal.token_ids,
@@ -264,7 +225,7 @@ class TrialRunner:
             cache=None if cal is None else cal.cache,
             batch_size=8 if cal is None else cal.batch_size,
             record_grids=record_grids,
-            storage_dtype=self.storage_dtype,
+            storage_dtype=self.loaded.storage_dtype,
         )
 
     def run(
@@ -306,7 +267,7 @@ class TrialRunner:
             scores = evaluator.score()
         timings["evaluate_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
-        measurement = measure(config, compressed, scores, base, self.inventory, timings)
+        measurement = measure(config, compressed, scores, base, self.loaded.inventory, timings)
         if staged:
             measurement = replace(
                 measurement,
@@ -332,7 +293,7 @@ class TrialRunner:
         assert samples is not None
         on_phase("stage 0: KL proxy")
         t = time.perf_counter()
-        kl = kl_divergence(self.model, proxy)
+        kl = kl_divergence(self.loaded.model, proxy)
         timings = {"kl_s": time.perf_counter() - t}
         on_phase("stage 1: sample")
         t = time.perf_counter()
@@ -345,7 +306,7 @@ class TrialRunner:
         timings["sample_s"] = time.perf_counter() - t
         estimated = Scores(estimated_scores(estimates), None)  # measure() takes Sr's point
         stopped = replace(
-            measure(config, compressed, estimated, base, self.inventory, {}),
+            measure(config, compressed, estimated, base, self.loaded.inventory, {}),
             stage=SAMPLE,
             sr_low=low,
             sr_high=high,
@@ -369,7 +330,7 @@ class TrialRunner:
         if not evaluator.spec.perplexity_task:
             return _StagedOutcome(Scores(tasks, None), kl, timings)
         exact = replace(
-            measure(config, compressed, Scores(tasks, None), base, self.inventory, {}),
+            measure(config, compressed, Scores(tasks, None), base, self.loaded.inventory, {}),
             stage=TASKS,
             kl=kl,
         )

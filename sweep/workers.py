@@ -17,7 +17,8 @@ from sweep.compress.calibration import CalibrationCache
 from sweep.compress.layer import needed_stats
 from sweep.evaluate import Evaluator
 from sweep.events import Events
-from sweep.model import load_model, resolve_device, tensor_inventory
+from sweep.loaded_model import LoadedModel
+from sweep.model import load_model, resolve_device
 from sweep.space import all_configs
 from sweep.spec import RUNS, StudySpec, calibration_source
 from sweep.storage import STORAGE_ENV
@@ -54,7 +55,7 @@ def prepare_runner(
             model_folder(spec.model, events.note)
     with events.busy(f"loading model {spec.model} on {device}"):
         model, tokenizer = load_model(spec.model, spec.dtype, device, spec.trust_remote_code)
-    inventory = tensor_inventory(model)
+        loaded = LoadedModel(model, tokenizer)
     evaluator = None
     if evaluate:
         with events.busy("preparing lm-eval tasks"):
@@ -71,7 +72,7 @@ def prepare_runner(
         )
         cache = CalibrationCache(cal.cache_dir or RUNS / "calibration-cache", events.note)
         calibration = Calibration(ids, cal.mode, cache, cal.batch_size)
-    return TrialRunner(model, tokenizer, evaluator, inventory, calibration, progress)
+    return TrialRunner(loaded, evaluator, calibration, progress)
 
 
 def worker_devices(n: int, device: str) -> list[str]:

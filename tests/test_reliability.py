@@ -159,7 +159,7 @@ def test_an_export_holds_exactly_what_its_trial_evaluated(toy_dir, tmp_path, dty
     # the model the trial evaluated: loaded and compressed as the study does it
     with prepare_runner(load_spec(spec), Events(), progress=False, evaluate=False) as runner:
         runner.compress(CompressionConfig(sparsity=0.5, bits=4, group_size=32))
-        evaluated = runner.model
+        evaluated = runner.loaded.model
         ids = torch.tensor([tokenizer("the value of k3 is v2 .")["input_ids"]])
         reloaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
         with torch.no_grad():

@@ -12,11 +12,11 @@ from sweep.compress.fused import fused_groups
 from sweep.demo import MODEL_DIR
 from sweep.deployment import Layout, assess, layer_widths
 from sweep.export.checkpoint import write_checkpoint
+from sweep.loaded_model import storage_dtype
 from sweep.metrics import packed_linear_bytes
 from sweep.model import load_model, tensor_inventory
 from sweep.runtimes import RUNTIMES, markdown_table
 from sweep.spec import DeploySpec
-from sweep.trial import storage_dtype
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

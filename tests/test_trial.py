@@ -98,7 +98,7 @@ def test_a_stopped_trial_keeps_an_interval_holding_its_full_sr(staged_runner):
 def test_a_sample_of_every_document_is_the_full_evaluation(staged_runner):
     runner, base = staged_runner
     evaluator = runner.evaluator
-    runner.snapshot.restore()
+    runner.loaded.restore()
     everything = {
         t.name: draw_sample(evaluator.documents(t)[1], 0.5, 10_000, seed=0).to_dict()
         for t in evaluator.spec.tasks

@@ -114,7 +114,8 @@ def write_bundle(
 
 def _fill(out: Path, runner: TrialRunner, grids: dict[str, QuantGrid], bundle: Bundle) -> None:
     config, source = bundle.config, bundle.source
-    write_checkpoint(runner.model, runner.tokenizer, config, grids, out, runner.storage_dtype)
+    loaded = runner.loaded
+    write_checkpoint(loaded.model, loaded.tokenizer, config, grids, out, loaded.storage_dtype)
     origin = source.study if source.trial is None else f"trial {source.trial} of {source.study}"
     header = (
         f"{config.canonical().key()}: {origin}\n"

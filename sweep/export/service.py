@@ -65,7 +65,7 @@ def export_trial(request: ExportRequest, events: Events) -> Exported:
         where = calibration_source(ran.calibration)
         check_fingerprints(study, runner.fingerprints, ran.model, where, record=False)
         unfit = unfit_layers(config.group_size if config.quantizes else None,
-                             runner.input_widths())  # fmt: skip
+                             runner.loaded.input_widths())  # fmt: skip
         if unfit:
             name, width = next(iter(unfit.items()))
             raise ExportError(
@@ -75,7 +75,7 @@ def export_trial(request: ExportRequest, events: Events) -> Exported:
                 "grouped layer only when its groups tile the row"
             )
         what = f"trial {chosen.number} of {study.study_name!r} ({config.key()})"
-        layout = runner.layout()
+        layout = runner.loaded.layout()
         check_deployable(config, measurement.layers, layout, ran.deploy, what, request.force)
         compressed = runner.compress(config, record_grids=True)
         check_same_plan(measurement.layers, compressed.plan(), what)
@@ -116,10 +116,10 @@ def compress_spec(request: CompressRequest, events: Events) -> Compressed:
         check_output_folder(request.out)
     with prepare_runner(spec, events, request.progress) as runner:
         check_spec_inputs(spec, runner.fingerprints, f"{request.spec_path} was")
-        check_group_sizes(spec.search, runner.input_widths())
+        check_group_sizes(spec.search, runner.loaded.input_widths())
         with events.busy("evaluating the base model"):
             base = runner.evaluate_base()
-        layout = runner.layout()
+        layout = runner.loaded.layout()
         what = f"{request.spec_path}'s configuration ({config.key()})"
         if request.out is not None:
             check_deployable(config, None, layout, spec.deploy, what, request.force)

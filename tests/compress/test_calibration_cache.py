@@ -26,7 +26,8 @@ from sweep.compress.calibration import (
 )
 from sweep.compress.driver import block_stats, collect_stats, compressible_linears
 from sweep.errors import disk_full, disk_full_message
-from sweep.model import load_model, tensor_inventory
+from sweep.loaded_model import LoadedModel
+from sweep.model import load_model
 from sweep.trial import Calibration, TrialRunner
 
 from .test_driver import GPTQ_SPARSEGPT, tiny_llama
@@ -108,7 +109,7 @@ def _runner(toy_dir: Path, calibration: torch.Tensor, cache: CalibrationCache) -
     """A runner of the toy model (a Llama as small as ``tiny_llama``) that only compresses."""
     model, tokenizer = load_model(toy_dir / "model")
     cal = Calibration(calibration % model.config.vocab_size, cache=cache)
-    return TrialRunner(model, tokenizer, None, tensor_inventory(model), cal, progress=False)
+    return TrialRunner(LoadedModel(model, tokenizer), None, cal, progress=False)
 
 
 def _weights(model):
@@ -124,10 +125,10 @@ def test_a_trial_drops_a_damaged_entry_and_recomputes_it_from_scratch(
     runner = _runner(toy_dir, calibration, cache)
     first = runner.compress(GPTQ_SPARSEGPT)
     assert not first.stats_from_cache
-    expected = _weights(runner.model)
-    runner.snapshot.restore()  # the base model: its key, and its statistics computed afresh
+    expected = _weights(runner.loaded.model)
+    runner.loaded.restore()  # the base model: its key, and its statistics computed afresh
     ids = runner.calibration.token_ids
-    key, fresh = calibration_key(runner.model, ids), collect_stats(runner.model, ids)
+    key, fresh = calibration_key(runner.loaded.model, ids), collect_stats(runner.loaded.model, ids)
 
     block = tmp_path / key / "block-0001.pt"
     if damage == "truncate":
@@ -139,13 +140,13 @@ def test_a_trial_drops_a_damaged_entry_and_recomputes_it_from_scratch(
     assert notes[0].startswith(f"calibration cache entry {tmp_path / key} is damaged: block-0001")
     assert notes[0].endswith("; dropped it, computing its statistics again")
     assert not again.stats_from_cache and again.calibration_s > 0
-    assert all(torch.equal(w, expected[n]) for n, w in _weights(runner.model).items())
+    assert all(torch.equal(w, expected[n]) for n, w in _weights(runner.loaded.model).items())
     stored = CalibrationCache(tmp_path).get(key)  # the new entry is whole, and fresh
     assert stored is not None
     _assert_equal_stats(stored, fresh)
     third = runner.compress(GPTQ_SPARSEGPT)
     assert third.stats_from_cache and len(notes) == 1
-    assert all(torch.equal(w, expected[n]) for n, w in _weights(runner.model).items())
+    assert all(torch.equal(w, expected[n]) for n, w in _weights(runner.loaded.model).items())
 
 
 @pytest.mark.parametrize(
@@ -184,7 +185,7 @@ def test_a_full_disk_says_what_to_free_and_leaves_nothing_behind(toy_dir, small_
     filler = small_disk / "filler.bin"  # leaves room for one block of an entry, not two
     filler.write_bytes(b"x" * (shutil.disk_usage(small_disk).free - 160 * 1024))
     runner = _runner(toy_dir, calibration, CalibrationCache(cache_dir))
-    model = runner.model
+    model = runner.loaded.model
     base = _weights(model)
     with pytest.raises(CacheDiskFull) as caught:
         runner.compress(GPTQ_SPARSEGPT)
@@ -195,7 +196,7 @@ def test_a_full_disk_says_what_to_free_and_leaves_nothing_behind(toy_dir, small_
     assert disk_full(caught.value) and "\n" not in said
     assert disk_full_message(caught.value) == f"{said}; complete trials are kept"
     assert list(cache_dir.iterdir()) == []  # the half-written entry is gone
-    runner.snapshot.restore()
+    runner.loaded.restore()
     assert all(torch.equal(w, base[n]) for n, w in _weights(model).items())
 
     filler.unlink()  # space freed: the next trial fills the cache

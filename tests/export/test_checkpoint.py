@@ -16,11 +16,12 @@ from sweep.deployment import Layout, assess, checkpoint_widths
 from sweep.evaluate import Scores
 from sweep.export.bundle import ExportError
 from sweep.export.checkpoint import WEIGHTS_FILE, write_checkpoint
+from sweep.loaded_model import storage_dtype
 from sweep.metrics import packed_linear_bytes, real_compression_ratio
 from sweep.model import WeightSnapshot, load_model, tensor_inventory
 from sweep.record import BaseReference
 from sweep.spec import CalibrationSpec, DeploySpec
-from sweep.trial import measure, storage_dtype
+from sweep.trial import measure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
