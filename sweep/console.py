@@ -15,7 +15,7 @@ from sweep.events import Events
 from sweep.metrics import METRICS
 from sweep.paper_table import has_deploy_ratio
 from sweep.report import front, has_deploy
-from sweep.staging import SAMPLE, STOPPED
+from sweep.stages import SAMPLE, STOPPED
 
 if TYPE_CHECKING:
     from sweep.compress.config import CompressionConfig

@@ -10,7 +10,7 @@ import pandas as pd
 
 from sweep.metrics import task_retention
 from sweep.record import BaseReference
-from sweep.staging import SAMPLE
+from sweep.stages import SAMPLE
 
 # a joint trial is compared at a TCr point when its own TCr is in [point, point + TCR_BAND)
 TCR_BAND = 1 / 16

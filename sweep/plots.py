@@ -10,7 +10,7 @@ import pandas as pd
 
 from sweep.compress import CompressionConfig
 from sweep.metrics import METRICS
-from sweep.staging import FULL, SAMPLE, STOPPED, TASKS
+from sweep.stages import FULL, SAMPLE, STOPPED, TASKS
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 INFEASIBLE = "outside the study's constraints"

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweep.compress.config import CompressionConfig
 from sweep.spec import meets_constraints
-from sweep.staging import FULL
+from sweep.stages import FULL
 from sweep.subsample import TaskSample
 
 

@@ -27,7 +27,8 @@ from sweep.plots import (
 )
 from sweep.record import TrialRecord, trial_records
 from sweep.spec import RUNS
-from sweep.staging import SAMPLE, dominated_by
+from sweep.stages import SAMPLE
+from sweep.staging import dominated_by
 from sweep.study import stored_base
 
 if TYPE_CHECKING:

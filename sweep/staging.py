@@ -18,19 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
+from sweep.compress.config import CompressionConfig
 from sweep.metrics import capacity_kept, semantic_retention, srcr
+from sweep.record import Measurement
 from sweep.subsample import Estimate
-
-if TYPE_CHECKING:
-    from sweep.compress.config import CompressionConfig
-    from sweep.record import Measurement
-
-FULL = "full"  # a measurement's stage: every document of every task, and the perplexity task
-TASKS = "tasks"  # every document of every task (Sr exact), no perplexity: dominated when exact
-SAMPLE = "sample"  # stopped after the sample: task scores estimated, no perplexity
-STOPPED = {SAMPLE: "stopped after its sample", TASKS: "stopped before its perplexity"}
 
 
 def sr_bounds(

@@ -31,7 +31,8 @@ from sweep.metrics import (
 from sweep.proxy import BaseDistribution, base_distribution, held_out_tokens, kl_divergence
 from sweep.record import BaseReference, Measurement
 from sweep.spec import Fingerprints
-from sweep.staging import FULL, SAMPLE, TASKS, estimated_scores, sr_bounds
+from sweep.stages import FULL, SAMPLE, TASKS
+from sweep.staging import estimated_scores, sr_bounds
 from sweep.subsample import draw_sample, estimate, pooled_score
 
 

@@ -10,7 +10,8 @@ from optuna.trial import TrialState
 from sweep.plots import pareto_figure
 from sweep.record import trial_records
 from sweep.report import front, trials_frame
-from sweep.staging import FULL, SAMPLE, STOPPED, TASKS, dominated_by, optimistic
+from sweep.stages import FULL, SAMPLE, STOPPED, TASKS
+from sweep.staging import dominated_by, optimistic
 
 from .conftest import REPO
 from .helpers import run_spec, spec_data, sweep

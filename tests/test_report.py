@@ -14,7 +14,7 @@ from sweep.metrics import capacity_kept, theoretical_compression_rate
 from sweep.plots import chromium_path
 from sweep.record import Measurement, TrialRecord
 from sweep.report import MANIFEST, front, report_figures, trials_frame
-from sweep.staging import FULL, SAMPLE, TASKS
+from sweep.stages import FULL, SAMPLE, TASKS
 
 from .helpers import REPO, sweep
 

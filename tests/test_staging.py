@@ -2,7 +2,8 @@ import pytest
 
 from sweep.compress import CompressionConfig
 from sweep.record import Measurement
-from sweep.staging import FULL, SAMPLE, dominated_by, dominates, optimistic, sr_bounds
+from sweep.stages import FULL, SAMPLE
+from sweep.staging import dominated_by, dominates, optimistic, sr_bounds
 from sweep.subsample import Estimate
 
 

@@ -7,7 +7,7 @@ import pytest
 from sweep.compress import CompressionConfig
 from sweep.events import Events
 from sweep.spec import load_spec
-from sweep.staging import FULL, SAMPLE, TASKS
+from sweep.stages import FULL, SAMPLE, TASKS
 from sweep.subsample import draw_sample
 from sweep.workers import prepare_runner
 

@@ -6,57 +6,28 @@ card and the measurements, and a manifest of those files: the folder is the expo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from sweep.compress import CompressionConfig
 from sweep.compress.rtn import QuantGrid
-from sweep.deployment import Verdict
 from sweep.export import ExportError
 from sweep.export.card import model_card
 from sweep.export.checkpoint import WEIGHTS_FILE, grid_widths, write_checkpoint
+from sweep.export.contents import Bundle
 from sweep.export.fragment import trial_spec, write_trial_spec
 from sweep.export.recipe import recipe_limits, recipe_yaml
 from sweep.owned_folder import OwnedFolder
-from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
-from sweep.spec import DeploySpec, Fingerprints, StudySpec
-from sweep.staging import SAMPLE, STOPPED, TASKS
+from sweep.record import TrialRecord, trial_records
+from sweep.spec import DeploySpec
+from sweep.stages import SAMPLE, STOPPED, TASKS
 from sweep.trial import TrialRunner
 
 TRIAL_SPEC = "sweep-trial.yaml"
 RECIPE = "recipe.yaml"
 MEASUREMENTS = "measurements.json"
 MANIFEST = "sweep-export.json"  # the files an export wrote: the folder's, and no others
-
-
-@dataclass(frozen=True)
-class Source:
-    """Where an exported configuration comes from."""
-
-    study: str
-    trial: int | None  # None: `sweep compress` on a spec
-    model: str
-
-    def to_dict(self) -> dict[str, object]:
-        return {"study": self.study, "trial": self.trial, "model": self.model}
-
-
-@dataclass(frozen=True)
-class Bundle:
-    """What an export folder describes: the configuration, the spec it ran in, what it
-    measured, the base model's scores, and where it comes from."""
-
-    spec: StudySpec
-    config: CompressionConfig
-    measurement: Measurement
-    base: BaseReference
-    source: Source
-    fingerprints: Fingerprints  # the inputs it was measured on (sweep.identity)
-    # the spec's deploy runtime's verdict on what was written (None: no runtime)
-    deployment: Verdict | None = None
 
 
 def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:

@@ -3,14 +3,10 @@ measurement of the trial that chose it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from sweep.export.contents import Bundle
 from sweep.metrics import METRICS
 from sweep.runtimes import RUNTIMES
 from sweep.zoo import hub_id
-
-if TYPE_CHECKING:
-    from sweep.export.bundle import Bundle
 
 
 def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -> str:

@@ -10,7 +10,8 @@ from sweep.compress import CompressionConfig
 from sweep.deployment import Layout, Verdict, assess, judged, layer_widths
 from sweep.events import Events
 from sweep.export import ExportError
-from sweep.export.bundle import Bundle, Source, check_output_folder, choose_trial, write_bundle
+from sweep.export.bundle import check_output_folder, choose_trial, write_bundle
+from sweep.export.contents import Bundle, Source
 from sweep.export.fragment import the_config, trial_spec
 from sweep.identity import check_spec_inputs
 from sweep.space import check_group_sizes, unfit_layers

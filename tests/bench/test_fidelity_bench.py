@@ -11,7 +11,7 @@ from bench.fidelity import bench_spec, exact_stage1, grid_front, replay
 from sweep.metrics import capacity_kept, srcr, theoretical_compression_rate
 from sweep.record import Measurement
 from sweep.space import all_configs
-from sweep.staging import FULL, SAMPLE
+from sweep.stages import FULL, SAMPLE
 
 
 def _records(width: float) -> dict[str, dict]:
