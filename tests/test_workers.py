@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -87,7 +88,10 @@ def test_three_workers_on_postgres(tmp_path: Path, postgres_url: str, toy_dir: P
     _check_three_workers(postgres_url, tmp_path, toy_dir)
 
 
-def _wait_for_running_trial(url: str, name: str, timeout: float = 240) -> int:
+def _wait_for_running_trial(url: str, name: str, timeout: float = 240) -> tuple[int, dict]:
+    """A trial that started moments ago (toy trials take about a second: one caught late may
+    end before the caller acts on it) after one completed: its number, and the complete trials'
+    values and attributes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -97,12 +101,13 @@ def _wait_for_running_trial(url: str, name: str, timeout: float = 240) -> int:
                 t
                 for t in study.get_trials(states=(TrialState.RUNNING,))
                 if "config_key" in t.user_attrs
+                and datetime.now() - t.datetime_start < timedelta(seconds=0.5)
             ]
             if complete and running:
-                return running[0].number
+                return running[0].number, {t.number: (t.values, t.user_attrs) for t in complete}
         except (KeyError, sa.exc.OperationalError):
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError("no trial started")
 
 
@@ -112,11 +117,7 @@ def _start_until_mid_trial(tmp: Path, toy: Path, name: str, trials: int):
     url = f"sqlite:///{tmp / f'{name}.db'}"
     spec = toy_spec(toy, name)
     proc = sweep_async("run", str(spec), "--trials", str(trials), "--storage", url, cwd=tmp)
-    running = _wait_for_running_trial(url, name)
-    study = optuna.load_study(study_name=name, storage=url)
-    kept = {
-        t.number: (t.values, t.user_attrs) for t in study.get_trials(states=(TrialState.COMPLETE,))
-    }
+    running, kept = _wait_for_running_trial(url, name)
     return url, proc, running, kept
 
 
@@ -347,10 +348,12 @@ def _until(condition, timeout: float, what: str, poll_s: float = 0.2):
 
 
 def test_a_dead_workers_trial_is_failed_in_time_while_another_works_and_sigterm_stops_that(
-    tmp_path: Path, toy_dir: Path, started: list[subprocess.Popen]
+    tmp_path: Path, toy_dir: Path, started: list[subprocess.Popen], monkeypatch
 ):
     url = f"sqlite:///{tmp_path / 'dead.db'}"
     spec = _slow_spec(toy_dir, tmp_path, "dead")
+    # trials of seconds: one seen running is still running when the process is killed
+    monkeypatch.setenv(SLOW_ENV, "0.01")
     first = sweep_async("run", str(spec), "--trials", "40", "--storage", url, cwd=tmp_path)
     started.append(first)
     _until(lambda: _running(url, "dead"), 300, "the first trial")
