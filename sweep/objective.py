@@ -174,6 +174,7 @@ class Objective:
                 f"{owner}: waiting for its result"
             )
 
+        stop = self._stop_rule(trial.study, config)
         claim = ctx.results.claim(
             rkey,
             config.key(),
@@ -182,19 +183,19 @@ class Objective:
             trial.number,
             on_wait=waiting,
         )
-        stop = self._stop_rule(trial.study, config)
-        while not claim.owned:
-            measurement = Measurement.from_dict(claim.result)
-            if measurement.full or (ctx.staged and stop(measurement)):
-                values = self._finish(trial, replace(record, measurement=measurement, reused=True))
-                self.repeats += 1
-                self.events.trial_reused(trial.number, config)
-                return values
-            # stopped early against another study's front, and this study evaluates in
-            # full or its own front does not dominate it: compute it again
-            claim = ctx.results.reopen(claim, trial.study.study_name, trial.number)
-        self.repeats = 0
-        try:
+        try:  # from here on a claim this trial holds is released whatever ends it
+            while not claim.owned:
+                measurement = Measurement.from_dict(claim.result)
+                if measurement.full or (ctx.staged and stop(measurement)):
+                    reused = replace(record, measurement=measurement, reused=True)
+                    values = self._finish(trial, reused)
+                    self.repeats += 1
+                    self.events.trial_reused(trial.number, config)
+                    return values
+                # stopped early against another study's front, and this study evaluates in
+                # full or its own front does not dominate it: compute it again
+                claim = ctx.results.reopen(claim, trial.study.study_name, trial.number)
+            self.repeats = 0
             with ctx.results.beating(rkey):
                 result = ctx.runner.run(
                     config,
@@ -204,6 +205,8 @@ class Objective:
                 )
             self._values(self._judged(config, result.measurement))
         except BaseException as err:
+            if not claim.owned:  # a stored result this trial was reading: nothing of its own
+                raise
             reason = _reason(err)
             interrupted = isinstance(err, KeyboardInterrupt)  # not the configuration's fault
             replace(record, fail_reason=reason, interrupted=interrupted).store(trial)
