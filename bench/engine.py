@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweep.compress import CalibrationCache, CompressionConfig, compress_model
+from sweep.compress import Calibration, CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.driver import compressible_linears, find_blocks
 from sweep.compress.hessian import BLOCK_SIZE, DAMPENING
 
@@ -230,7 +230,7 @@ class PerplexityMeter:
 
     def bind(self, model: nn.Module) -> Any:
         """An ``Evaluator`` on ``model`` (call ``.perplexity()``, then ``.close()``)."""
-        from sweep.evaluate import Evaluator
+        from sweep.evaluation.harness import Evaluator
         from sweep.spec import EvaluationSpec
 
         spec = EvaluationSpec(
@@ -280,16 +280,20 @@ def run_engine_bench(
             for case in cases:
                 log(f"{case.name}: ours ({case.ours.key()}) ...")
                 cache = CalibrationCache()
-                calib = {"calibration": calibration, "batch_size": batch_size}
-                _, cold_s = _timed(work, case.ours, mode="cached", cache=cache, **calib)
+                cached_cal = Calibration(calibration, "cached", cache, batch_size)
+                _, cold_s = _timed(work, case.ours, calibration=cached_cal)
                 snapshot.restore()
-                cached, cached_s = _timed(work, case.ours, mode="cached", cache=cache, **calib)
+                cached, cached_s = _timed(work, case.ours, calibration=cached_cal)
                 if not cached.stats_from_cache:
                     raise RuntimeError("the warm CalibrationCache was not used")
                 cached_stats = weight_stats(work, case.group)
                 ours = {"cached": (cached_s, ours_eval.perplexity(), cached_stats)}
                 snapshot.restore()
-                _, seq_s = _timed(work, case.ours, mode="sequential", **calib)
+                _, seq_s = _timed(
+                    work,
+                    case.ours,
+                    calibration=Calibration(calibration, "sequential", None, batch_size),
+                )
                 ours["sequential"] = (seq_s, ours_eval.perplexity(), weight_stats(work, case.group))
                 snapshot.restore()
 

@@ -47,13 +47,13 @@ from rich.table import Table
 
 from bench.search import CORE_GRID, add_to_front, hypervolume_2d
 from sweep.compress import CompressionConfig
+from sweep.evaluation.measurement import Measurement
+from sweep.evaluation.stages import dominated_by, optimistic
 from sweep.events import Events
 from sweep.plan import make_plan
-from sweep.record import Measurement
 from sweep.run_loop import REPEAT_LIMIT
 from sweep.space import all_configs, suggest_config
 from sweep.spec import SamplerSpec, SearchSpace, StudySpec, load_spec
-from sweep.staging import dominated_by, optimistic
 
 RESULTS = Path("bench-results")
 SPECS = {

@@ -43,6 +43,8 @@ def _reset_peak() -> None:
 
 def child(model: str, group_size: int, cache_dir: str) -> dict:
     """One process: load, snapshot, compress once (cached mode); bytes of each phase."""
+    from dataclasses import replace
+
     import torch
 
     from sweep.compress import CompressionConfig, compress_model
@@ -67,10 +69,8 @@ def child(model: str, group_size: int, cache_dir: str) -> dict:
     key = calibration_key(runner.loaded.model, runner.calibration.token_ids)
     filled_before = cache.has(key, hessian=True)
     _reset_peak()
-    result = compress_model(
-        runner.loaded.model, config, False, calibration=runner.calibration.token_ids,
-        mode="cached", cache=cache, batch_size=runner.calibration.batch_size,
-    )  # fmt: skip
+    calibration = replace(runner.calibration, mode="cached", cache=cache)
+    result = compress_model(runner.loaded.model, config, False, calibration=calibration)
     peak = _status("VmHWM")
     entry = Path(cache_dir) / key
     block_files = sorted(entry.glob("block-*.pt"))

@@ -28,10 +28,10 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from sweep.evaluation.measurement import Measurement
 from sweep.events import Events
 from sweep.identity import ResultContext
 from sweep.plan import make_plan
-from sweep.record import Measurement
 from sweep.results import ResultsTable
 from sweep.run_loop import REPEAT_LIMIT
 from sweep.space import all_configs, suggest_config

@@ -11,15 +11,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sweep.evaluation.measurement import Stage
 from sweep.events import Events
 from sweep.metrics import METRICS
 from sweep.paper_table import has_deploy_ratio
 from sweep.report import front, has_deploy
-from sweep.stages import SAMPLE, STOPPED
 
 if TYPE_CHECKING:
     from sweep.compress.config import CompressionConfig
-    from sweep.record import Measurement
+    from sweep.evaluation.measurement import Measurement
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -90,7 +90,7 @@ class ConsoleEvents(Events):
 def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
     """One line for a computed trial: its metrics and where its time went."""
     shown = [f"{METRICS[k].label} {METRICS[k].show(m.value(k))}" for k in ("sr", "srcr", "tcr")]
-    if m.stage == SAMPLE:
+    if m.stage == Stage.SAMPLE:
         shown[0] = f"Sr ~{m.sr:.3f} [{m.sr_low:.3f}, {m.sr_high:.3f}]"
     shown.append(f"ratio {METRICS['real_ratio'].show(m.real_ratio)}")
     if m.perplexity is not None:
@@ -105,7 +105,7 @@ def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
             f"{verdict} {METRICS['deploy_ratio'].show(m.deploy_ratio)} ({m.deploy_reason})"
         )
     t = m.timings
-    stopped = f"; [yellow]{STOPPED[m.stage]}[/]: dominated by the front" if not m.full else ""
+    stopped = f"; [yellow]{Stage(m.stage).stopped}[/]: dominated by the front" if not m.full else ""
     return (
         f"  trial {number}: {config.key()}: {' '.join(shown)} "
         f"({t['calibration_s']:.1f}s calibrate, {t['compress_s']:.1f}s compress, "

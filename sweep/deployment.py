@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from sweep.compress.config import CompressionConfig, sparsity_text
+from sweep.evaluation.measurement import Measurement
 from sweep.metrics import FULL_BITS, Tensor2D, real_compression_ratio
-from sweep.record import Measurement
 from sweep.runtimes import RUNTIMES, Runtime
 from sweep.spec import DeploySpec
 

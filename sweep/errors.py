@@ -16,6 +16,11 @@ class UserError(Exception):
     """Input that cannot be used; the message names what is wrong and what is allowed."""
 
 
+class TrialError(RuntimeError):
+    """A trial that produced no usable result (NaN scores, a broken layer...): stored FAIL with
+    its reason, and the run goes on."""
+
+
 class DiskFullError(OSError):
     """A write that found its disk full; the message starts "no space left on the disk" and
     says what to free."""
@@ -27,7 +32,7 @@ class DiskFullError(OSError):
         return str(self.strerror)
 
 
-__all__ = ["DiskFullError", "UserError", "disk_full", "disk_full_message"]
+__all__ = ["DiskFullError", "TrialError", "UserError", "disk_full", "disk_full_message"]
 
 
 def _chain(err: BaseException) -> Iterator[BaseException]:

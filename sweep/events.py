@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sweep.compress.config import CompressionConfig
-    from sweep.record import Measurement
+    from sweep.evaluation.measurement import Measurement
 
 
 class Events:

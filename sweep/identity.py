@@ -14,7 +14,7 @@ fingerprinted by its content, as the engine reads it (``sweep.spec.Fingerprints`
   a file edited in place, a function or a dataset returning other texts, or another tokenizer
   all count as another calibration set;
 - the tasks: every document they evaluate, and their lm-eval configuration (prompt templates,
-  choices, metrics) (``sweep.evaluate.Evaluator``).
+  choices, metrics) (``sweep.evaluation.harness.Evaluator``).
 
 The first worker of a study pins them on the study; `run`, `worker`, `export` and `compress`
 refuse inputs that differ, naming each (``changes``). The results table's key

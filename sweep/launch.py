@@ -17,11 +17,12 @@ import optuna
 import pandas as pd
 import torch
 
+from sweep.evaluation.measurement import BaseReference
 from sweep.events import Events
 from sweep.identity import ResultContext, check_spec_inputs
 from sweep.objective import WorkerContext
 from sweep.plan import make_plan
-from sweep.record import BaseReference, measured_records
+from sweep.record import measured_records
 from sweep.report import trials_frame
 from sweep.results import ResultsTable
 from sweep.run_loop import RunProgress, run_trials

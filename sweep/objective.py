@@ -14,7 +14,6 @@ the loop goes on; Ctrl-C or SIGTERM stores the running trial FAIL and ends the l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import optuna
@@ -22,18 +21,19 @@ from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
 from sweep.deployment import DEPLOYABLE, judged
-from sweep.errors import disk_full
+from sweep.errors import TrialError, disk_full
+from sweep.evaluation.measurement import BaseReference, Measurement
+from sweep.evaluation.stages import Front, StopRule
 from sweep.events import Events
 from sweep.identity import ResultContext
 from sweep.interrupts import InterruptGuard
 from sweep.metrics import BOUNDED
-from sweep.record import BaseReference, Measurement, TrialRecord, trial_records
+from sweep.record import TrialRecord, trial_records
 from sweep.results import ResultsTable
 from sweep.space import first_configs, suggest_config
 from sweep.spec import StudySpec
-from sweep.staging import dominated_by, optimistic
 from sweep.study import Run
-from sweep.trial import TrialError, TrialRunner
+from sweep.trial import TrialRunner
 
 
 @dataclass
@@ -121,32 +121,24 @@ class Objective:
             trial.set_constraint(DEPLOYABLE, 0.0 if m.deployable else 1.0)
         return values
 
-    def _stop_rule(
-        self, study: optuna.Study, config: CompressionConfig
-    ) -> Callable[[Measurement], bool]:
-        """Whether a trial of ``config`` stops where it is (after its sample, or before its
-        perplexity): when its best case (see ``staging.optimistic``) is dominated by the
-        study's front, its trials that had their full evaluation and meet the constraints (read
-        when asked). A configuration that ``search.first`` names always gets the full
-        evaluation."""
-        objectives = self.context.spec.objectives
-        if config.key() in self.first:
-            return lambda estimated: False
-
-        def stop(estimated: Measurement) -> bool:
-            estimated = self._judged(config, estimated)
-            if estimated.deployable is False:  # infeasible: never on a front, whatever its Sr
-                return True
-            best_case = optimistic(estimated, config)
-            front = [
-                tuple(float(r.measurement.value(o)) for o in objectives)
+    def _stop_rule(self, study: optuna.Study, config: CompressionConfig) -> StopRule:
+        """When a trial of ``config`` stops early (``sweep.evaluation.stages``): against the
+        study's front as it stands now, judged by the study's deploy runtime; never for a
+        configuration that ``search.first`` names."""
+        front = Front.of(
+            self.context.spec.objectives,
+            (
+                r.measurement
                 for r in trial_records(study, TrialState.COMPLETE)
                 if r.fully_measured and r.feasible
-            ]
-            point = tuple(float(best_case.value(o)) for o in objectives)
-            return dominated_by(point, front)
-
-        return stop
+            ),
+        )
+        return StopRule(
+            config,
+            front,
+            judge=lambda m: self._judged(config, m),
+            never=config.key() in self.first,
+        )
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         try:

@@ -8,9 +8,8 @@ import os
 
 import pandas as pd
 
+from sweep.evaluation.measurement import BaseReference, Stage
 from sweep.metrics import task_retention
-from sweep.record import BaseReference
-from sweep.stages import SAMPLE
 
 # a joint trial is compared at a TCr point when its own TCr is in [point, point + TCR_BAND)
 TCR_BAND = 1 / 16
@@ -45,7 +44,7 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
     columns = ["tcr", "quant_config", "quant_tcr", "quant_sr", "joint_config", "joint_tcr",
                "joint_sr", "rel_diff"]  # fmt: skip
     if "stage" in df:
-        df = df[df["stage"] != SAMPLE]
+        df = df[df["stage"] != Stage.SAMPLE]
     if df.empty:
         return pd.DataFrame(columns=columns)
     trials = pd.concat([df, retention_by_task(df, base)], axis=1)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from sweep.compress import CompressionConfig
+from sweep.evaluation.measurement import Stage
 from sweep.metrics import METRICS
-from sweep.stages import FULL, SAMPLE, STOPPED, TASKS
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 INFEASIBLE = "outside the study's constraints"
@@ -54,10 +54,10 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
     if isinstance(row.get("deploy_reason"), str):
         verdict = "deployable" if row["deployable"] else "not deployable"
         lines.append(f"{verdict}, {show('deploy_ratio')}: {row['deploy_reason']}")
-    if row.get("stage") == SAMPLE:
-        lines.append(f"{STOPPED[SAMPLE]}: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
-    elif row.get("stage") == TASKS:
-        lines.append(f"{STOPPED[TASKS]}: the study's front dominated it on its objectives")
+    if row.get("stage") == Stage.SAMPLE:
+        lines.append(f"{Stage.SAMPLE.stopped}: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
+    elif row.get("stage") == Stage.TASKS:
+        lines.append(f"{Stage.TASKS.stopped}: the study's front dominated it on its objectives")
     lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]
     return "<br>".join(lines)
 
@@ -74,7 +74,7 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
     fig = go.Figure()
     for name, group in sorted(data.groupby("family"), key=lambda item: str(item[0])):
         # a trial that staged evaluation stopped (an estimate, or no perplexity) is drawn hollow
-        stopped = group["stage"] != FULL if "stage" in group else [False] * len(group)
+        stopped = group["stage"] != Stage.FULL if "stage" in group else [False] * len(group)
         symbols = ["circle-open" if s else "circle" for s in stopped]
         fig.add_trace(
             go.Scatter(

@@ -1,124 +1,20 @@
-"""What a study stores, in one place: the base reference, a measurement, and a trial's record.
-
-- ``BaseReference``: the uncompressed model's scores, the denominator of Sr; one per study.
-- ``Measurement``: what computing one configuration gives (``METRICS``, task scores, timings).
-  It is kept in the results table (``sweep.results``), so that a configuration is computed once,
-  and copied into every trial that asked for that configuration.
-- ``TrialRecord``: a stored Optuna trial as the rest of the tool reads it: its configuration,
-  its measurement and what happened to it. ``to_user_attrs`` and ``from_trial`` are the only code
-  that knows the names of the trials' user attributes.
-
-Three sparsities, three names: ``config.sparsity`` is what the configuration asks for (0 for an
-N:M pattern), ``config.target_sparsity`` what its pattern means (1 - N/M for N:M), and
-``Measurement.measured_sparsity`` the fraction the pruning step removed, which TCr and SrCr use.
+"""A trial as stored: ``TrialRecord`` is a stored Optuna trial as the rest of the tool reads it,
+its configuration, its measurement (``sweep.evaluation.measurement``) and what happened to it.
+``to_user_attrs`` and ``from_trial`` are the only code that knows the names of the trials' user
+attributes.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweep.compress.config import CompressionConfig
+from sweep.evaluation.measurement import Measurement
 from sweep.spec import meets_constraints
-from sweep.stages import FULL
-from sweep.subsample import TaskSample
-
-
-@dataclass(frozen=True)
-class BaseReference:
-    """The uncompressed model's scores and each task's random-guess score: Sr's denominator."""
-
-    scores: dict[str, float]
-    random_scores: dict[str, float]
-    perplexity: float | None = None
-    # staged evaluation: each task's sample of documents with the base model's scores on them
-    # (``sweep.subsample.TaskSample.to_dict``); None when the study evaluates in full only
-    samples: dict[str, dict[str, Any]] | None = None
-
-    def task_samples(self) -> dict[str, TaskSample] | None:
-        if self.samples is None:
-            return None
-        return {task: TaskSample.from_dict(data) for task, data in self.samples.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BaseReference:
-        return cls(**data)
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Everything computing one configuration measured (see ``sweep.metrics``)."""
-
-    measured_sparsity: float  # fraction removed by the pruning step, over compressible weights
-    zero_fraction: float  # fraction of exact zeros in the final compressible weights
-    tcr: float
-    real_ratio: float
-    sr: float
-    srcr: float
-    perplexity: float | None
-    task_scores: dict[str, float]
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
-    # staged evaluation (``sweep.staging``): FULL; SAMPLE when the trial stopped after its
-    # sample (then task scores and Sr are estimates, Sr in [sr_low, sr_high], no perplexity);
-    # TASKS when it stopped before the perplexity task (Sr exact, no perplexity)
-    stage: str = FULL
-    kl: float | None = None  # KL proxy: base vs compressed next-token distributions, nats
-    sr_low: float | None = None
-    sr_high: float | None = None
-    capacity: float | None = None  # kappa, SrCr's denominator (absent from older results)
-    # a non-uniform config's plan: module name -> [pruned fraction, bits]; None when uniform
-    layers: dict[str, list[float]] | None = None
-    # what the study's deploy runtime makes of it (``sweep.deployment``); None without one.
-    # Judged for each trial by its study's target, never taken from the results table.
-    deployable: bool | None = None
-    deploy_reason: str | None = None
-    deploy_ratio: float | None = None
-
-    @property
-    def layer_summary(self) -> str:
-        """The plan in a few words: share of layers per bit-width, range of sparsity."""
-        return summarise_layers(self.layers) if self.layers else ""
-
-    @property
-    def full(self) -> bool:
-        """Measured on every document: a front point, a table row, an export."""
-        return self.stage == FULL
-
-    def value(self, metric: str) -> float | None:
-        """The value of one of ``sweep.metrics.METRICS`` by name."""
-        return getattr(self, metric)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Measurement:
-        """From ``to_dict``'s output (other keys are ignored); results stored before the measured
-        sparsity had its own name hold it as ``sparsity``."""
-        data = dict(data)
-        if "measured_sparsity" not in data and "sparsity" in data:
-            data["measured_sparsity"] = data["sparsity"]
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-
-def summarise_layers(layers: dict[str, list[float]]) -> str:
-    """``bits 2:31% 3:44% 4:25%; sparsity 0.41-0.58`` for a plan (name -> [sparsity, bits]).
-    Layers count once each (not weighted by size): what varies, and how widely."""
-    bits = Counter(int(b) for _, b in layers.values())
-    shares = " ".join(f"{b}:{n / len(layers):.0%}" for b, n in sorted(bits.items()))
-    sparsities = [s for s, _ in layers.values()]
-    lo, hi = min(sparsities), max(sparsities)
-    spread = f"{lo:.2f}" if hi - lo < 0.005 else f"{lo:.2f}-{hi:.2f}"
-    return f"bits {shares}; sparsity {spread}"
-
 
 # The trials' user attributes. Besides these, a measured trial holds Measurement's fields.
 _CONFIG = "config"

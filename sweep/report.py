@@ -14,6 +14,8 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
+from sweep.evaluation.measurement import Stage
+from sweep.evaluation.stages import dominated_by
 from sweep.metrics import METRICS
 from sweep.owned_folder import OwnedFolder
 from sweep.paper_table import paper_table, to_markdown
@@ -27,8 +29,6 @@ from sweep.plots import (
 )
 from sweep.record import TrialRecord, trial_records
 from sweep.spec import RUNS
-from sweep.stages import SAMPLE
-from sweep.staging import dominated_by
 from sweep.study import stored_base
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def front(df: pd.DataFrame, x: str = "tcr", y: str = "srcr") -> pd.DataFrame:
         return df
     exact = pd.Series(True, index=df.index)
     if "stage" in df and ESTIMATED_AT_SAMPLE & {x, y}:
-        exact = df["stage"] != SAMPLE
+        exact = df["stage"] != Stage.SAMPLE
     unique = df[df["feasible"] & exact].drop_duplicates("config")
     return unique[pareto_mask(unique, x, y)].sort_values([x, y])
 

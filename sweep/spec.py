@@ -275,8 +275,8 @@ def calibration_source(cal: CalibrationSpec | None) -> str:
 
 
 class StagesSpec(_Strict):
-    """Staged evaluation (``sweep.staging``): a KL proxy, then each task on a seeded sample of
-    its documents; a trial whose best case is dominated by the study's front stops there.
+    """Staged evaluation (``sweep.evaluation.stages``): a KL proxy, then each task on a seeded
+    sample of its documents; a trial whose best case is dominated by the study's front stops there.
 
     ``mode``: ``auto`` turns it on when every task has at least ``AUTO_MIN_DOCS`` documents to
     evaluate (a sample of fewer saves little), ``on`` always, ``off`` never (every trial gets
@@ -289,7 +289,7 @@ class StagesSpec(_Strict):
     z: float = Field(2.5, gt=0.0)  # stage 1's interval: estimate +/- z standard errors
     seed: int = 0  # draws the sample; the same sample for every trial of a study
     # the KL proxy's held-out tokens, cut into sequences of kl_seq_len (or the model's longest
-    # input, if shorter): at least one sequence (sweep.proxy.held_out_tokens)
+    # input, if shorter): at least one sequence (sweep.evaluation.proxy.held_out_tokens)
     kl_tokens: int = Field(1024, gt=0)
     kl_seq_len: int = Field(256, gt=1)
 

@@ -16,9 +16,9 @@ from typing import Any
 import optuna
 
 from sweep.errors import UserError
+from sweep.evaluation.measurement import BaseReference
 from sweep.identity import InputsChangedError, changes
 from sweep.metrics import METRICS
-from sweep.record import BaseReference
 from sweep.spec import (
     Fingerprints,
     SpecError,

@@ -13,16 +13,16 @@ from contextlib import contextmanager, suppress
 import torch
 
 from sweep.calibration_data import CalibrationError, calibration_batches
-from sweep.compress.calibration import CalibrationCache
+from sweep.compress.calibration import Calibration, CalibrationCache
 from sweep.compress.layer import needed_stats
-from sweep.evaluate import Evaluator
+from sweep.evaluation.harness import Evaluator
 from sweep.events import Events
 from sweep.loaded_model import LoadedModel
 from sweep.model import load_model, resolve_device
 from sweep.space import all_configs
 from sweep.spec import RUNS, StudySpec, calibration_source
 from sweep.storage import STORAGE_ENV
-from sweep.trial import Calibration, TrialRunner
+from sweep.trial import TrialRunner
 from sweep.zoo import is_named, model_folder
 
 STOP_GRACE_S = 15.0  # how long a stopped worker gets to store its running trial as failed

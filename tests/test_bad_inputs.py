@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from sweep.cli import app
 from sweep.compress import CompressionConfig
-from sweep.record import Measurement, TrialRecord
+from sweep.evaluation.measurement import Measurement
+from sweep.record import TrialRecord
 
 from .helpers import db_contents, sweep
 from .toy import toy_spec

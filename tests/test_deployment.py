@@ -6,8 +6,8 @@ import pytest
 
 from sweep.compress import CompressionConfig
 from sweep.deployment import Layout, assess, checkpoint_widths, judged, layer_widths
+from sweep.evaluation.measurement import Measurement
 from sweep.metrics import Tensor2D, real_compression_ratio
-from sweep.record import Measurement
 from sweep.runtimes import RUNTIMES
 from sweep.spec import DeploySpec
 

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from sweep.evaluation.measurement import Stage
+from sweep.evaluation.stages import dominated_by, optimistic
 from sweep.plots import pareto_figure
 from sweep.record import trial_records
 from sweep.report import front, trials_frame
-from sweep.stages import FULL, SAMPLE, STOPPED, TASKS
-from sweep.staging import dominated_by, optimistic
 
 from .conftest import REPO
 from .helpers import run_spec, spec_data, sweep
@@ -47,11 +47,11 @@ def test_trials_dominated_in_their_best_case_stop_after_their_sample(staged_stud
     study = optuna.load_study(study_name="staged", storage=url)
     records = trial_records(study)
     assert len(records) == 4 and all(r.state == TrialState.COMPLETE for r in records)
-    full = [r for r in records if r.measurement.stage == FULL]
-    stopped = [r for r in records if r.measurement.stage == SAMPLE]
-    assert records[0].config.sparsity == 0.5 and records[0].measurement.stage == FULL
+    full = [r for r in records if r.measurement.stage == Stage.FULL]
+    stopped = [r for r in records if r.measurement.stage == Stage.SAMPLE]
+    assert records[0].config.sparsity == 0.5 and records[0].measurement.stage == Stage.FULL
     # what search.first names is always evaluated in full, dominated or not
-    assert records[1].config.bits == 8 and records[1].measurement.stage == FULL
+    assert records[1].config.bits == 8 and records[1].measurement.stage == Stage.FULL
     weak, strong = records[1].measurement, records[0].measurement
     assert weak.srcr < strong.srcr and weak.tcr < strong.tcr
     assert stopped, "the demo's strong first trial should dominate some others"
@@ -74,8 +74,8 @@ def test_trials_dominated_once_exact_stop_before_their_perplexity(staged_study):
     url, _, stdout = staged_study
     study = optuna.load_study(study_name="staged", storage=url)
     records = trial_records(study)
-    full = [r.measurement for r in records if r.measurement.stage == FULL]
-    exact = [r for r in records if r.measurement.stage == TASKS]
+    full = [r.measurement for r in records if r.measurement.stage == Stage.FULL]
+    exact = [r for r in records if r.measurement.stage == Stage.TASKS]
     assert exact, "a trial whose sample left it a chance should still be dominated once exact"
     for r in exact:
         m = r.measurement
@@ -90,8 +90,8 @@ def test_stopped_trials_are_never_on_the_front_nor_exported(staged_study):
     url, folder, _ = staged_study
     study = optuna.load_study(study_name="staged", storage=url)
     df = trials_frame(study)
-    assert set(df["stage"]) == {FULL, SAMPLE, TASKS}
-    assert set(front(df)["stage"]) == {FULL}
+    assert set(df["stage"]) == {Stage.FULL, Stage.SAMPLE, Stage.TASKS}
+    assert set(front(df)["stage"]) == {Stage.FULL}
     # drawn hollow, and the hover says where each stopped
     fig = pareto_figure(df, "tcr", "srcr", front(df))
     drawn = {}
@@ -100,10 +100,10 @@ def test_stopped_trials_are_never_on_the_front_nor_exported(staged_study):
             drawn[int(text.split("</b>")[0].split()[-1])] = (symbol, text)
     for _, row in df.iterrows():
         symbol, text = drawn[int(row["trial"])]
-        assert (symbol == "circle-open") == (row["stage"] != FULL)
-        if row["stage"] != FULL:
-            assert STOPPED[row["stage"]] in text
-    for stage, says in ((SAMPLE, "stopped after its sample"), (TASKS, "no perplexity")):
+        assert (symbol == "circle-open") == (row["stage"] != Stage.FULL)
+        if row["stage"] != Stage.FULL:
+            assert Stage(row["stage"]).stopped in text
+    for stage, says in ((Stage.SAMPLE, "stopped after its sample"), (Stage.TASKS, "no perplexity")):
         stopped = int(df[df["stage"] == stage]["trial"].iloc[0])
         done = sweep(
             "export", "--storage", url, "--study-name", "staged", "--trial", str(stopped),
@@ -125,8 +125,8 @@ def test_a_study_evaluating_in_full_recomputes_what_another_stopped(staged_study
     second = trial_records(optuna.load_study(study_name="in-full", storage=url))
     assert len(second) == 4
     for r in second:
-        assert r.measurement.stage == FULL
-        stopped_before = first[r.config_key].measurement.stage != FULL
+        assert r.measurement.stage == Stage.FULL
+        stopped_before = first[r.config_key].measurement.stage != Stage.FULL
         assert r.reused == (not stopped_before)  # a stopped result is computed again in full
         if not stopped_before:
             assert r.measurement == first[r.config_key].measurement

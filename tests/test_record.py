@@ -5,8 +5,9 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
+from sweep.evaluation.measurement import Measurement
 from sweep.metrics import BOUNDED, METRICS, OBJECTIVES
-from sweep.record import Measurement, TrialRecord, measured_records, trial_records
+from sweep.record import TrialRecord, measured_records, trial_records
 from sweep.spec import OBJECTIVES as SPEC_OBJECTIVES
 
 MEASURED = Measurement(

@@ -242,7 +242,7 @@ def test_tasks_whose_questions_changed_are_refused(toy_dir, tmp_path):
 
 
 def test_evaluation_prints_nothing_of_its_own(toy_dir, capfd):
-    from sweep.evaluate import Evaluator
+    from sweep.evaluation.harness import Evaluator
     from sweep.spec import EvaluationSpec
 
     model, tokenizer = load_model(toy_dir / "model")

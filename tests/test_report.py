@@ -10,11 +10,11 @@ import pytest
 from optuna.trial import TrialState
 
 from sweep.compress import CompressionConfig
+from sweep.evaluation.measurement import Measurement, Stage
 from sweep.metrics import capacity_kept, theoretical_compression_rate
 from sweep.plots import chromium_path
-from sweep.record import Measurement, TrialRecord
+from sweep.record import TrialRecord
 from sweep.report import MANIFEST, front, report_figures, trials_frame
-from sweep.stages import FULL, SAMPLE, TASKS
 
 from .helpers import REPO, sweep
 
@@ -107,19 +107,21 @@ def _staged_study() -> optuna.Study:
     and one stopped after its sample (its Sr an estimate)."""
     study = optuna.create_study(directions=["maximize", "maximize"])
     trials = [  # (sparsity, bits, Sr, stage)
-        (0.0, 4, 0.998, FULL),
-        (0.5, 2, 0.45, FULL),
-        (0.25, 3, 0.80, TASKS),
-        (0.25, 4, 0.99, SAMPLE),
+        (0.0, 4, 0.998, Stage.FULL),
+        (0.5, 2, 0.45, Stage.FULL),
+        (0.25, 3, 0.80, Stage.TASKS),
+        (0.25, 4, 0.99, Stage.SAMPLE),
     ]
     for sparsity, bits, sr, stage in trials:
         config = CompressionConfig(sparsity=sparsity, bits=bits)
         tcr = theoretical_compression_rate(sparsity, bits)
         srcr = sr / capacity_kept(sparsity, bits)
-        estimated = {"sr_low": sr - 0.02, "sr_high": min(1.0, sr + 0.02)} if stage == SAMPLE else {}
+        estimated = (
+            {"sr_low": sr - 0.02, "sr_high": min(1.0, sr + 0.02)} if stage == Stage.SAMPLE else {}
+        )
         measured = Measurement(
             measured_sparsity=sparsity, zero_fraction=sparsity, tcr=tcr, real_ratio=1 / (1 - tcr),
-            sr=sr, srcr=srcr, perplexity=12.0 if stage == FULL else None,
+            sr=sr, srcr=srcr, perplexity=12.0 if stage == Stage.FULL else None,
             task_scores={"recall": sr}, stage=stage, **estimated,
         )  # fmt: skip
         trial = study.ask()
@@ -131,9 +133,9 @@ def _staged_study() -> optuna.Study:
 def test_a_front_of_exact_values_holds_a_trial_stopped_before_its_perplexity():
     df = trials_frame(_staged_study())
     stage = dict(zip(df["trial"], df["stage"], strict=True))
-    full = [t for t, s in stage.items() if s == FULL]
-    (tasks,) = [t for t, s in stage.items() if s == TASKS]
-    (sample,) = [t for t, s in stage.items() if s == SAMPLE]
+    full = [t for t, s in stage.items() if s == Stage.FULL]
+    (tasks,) = [t for t, s in stage.items() if s == Stage.TASKS]
+    (sample,) = [t for t, s in stage.items() if s == Stage.SAMPLE]
     # the study's own front (SrCr, TCr) dominated the stopped trials: neither is on it
     assert set(front(df, "tcr", "srcr")["trial"]) <= set(full)
     # Sr against TCr: the trial stopped before its perplexity has an exact Sr that no trial

@@ -5,10 +5,10 @@ from dataclasses import replace
 import pytest
 
 from sweep.compress import CompressionConfig
+from sweep.evaluation.measurement import Stage
+from sweep.evaluation.sample import draw_sample
 from sweep.events import Events
 from sweep.spec import load_spec
-from sweep.stages import FULL, SAMPLE, TASKS
-from sweep.subsample import draw_sample
 from sweep.workers import prepare_runner
 
 from .conftest import REPO
@@ -48,7 +48,7 @@ def test_a_trial_that_goes_on_measures_exactly_what_the_full_evaluation_does(sta
     runner, base = staged_runner
     full = runner.run(TWO_BIT, base).measurement
     staged = runner.run(TWO_BIT, base, stop=lambda best_case: False).measurement
-    assert staged.stage == full.stage == FULL
+    assert staged.stage == full.stage == Stage.FULL
     assert staged.task_scores == pytest.approx(full.task_scores, abs=1e-9)
     assert staged.sr == pytest.approx(full.sr, abs=1e-9)
     assert staged.perplexity == pytest.approx(full.perplexity)
@@ -62,13 +62,13 @@ def test_a_trial_dominated_once_exact_stops_before_its_perplexity(staged_runner)
 
     def stop(m):
         asked.append(m)
-        return m.stage == TASKS  # go on after the sample, stop once Sr is exact
+        return m.stage == Stage.TASKS  # go on after the sample, stop once Sr is exact
 
     stopped = runner.run(TWO_BIT, base, stop=stop).measurement
     full = runner.run(TWO_BIT, base).measurement
     sample, exact = asked
-    assert sample.stage == SAMPLE and exact.stage == TASKS
-    assert stopped.stage == TASKS and not stopped.full
+    assert sample.stage == Stage.SAMPLE and exact.stage == Stage.TASKS
+    assert stopped.stage == Stage.TASKS and not stopped.full
     assert stopped.perplexity is None and full.perplexity is not None
     assert stopped.task_scores == pytest.approx(full.task_scores, abs=1e-9)
     assert stopped.sr == pytest.approx(full.sr, abs=1e-9) and exact.sr == stopped.sr
@@ -86,7 +86,7 @@ def test_a_stopped_trial_keeps_an_interval_holding_its_full_sr(staged_runner):
 
     stopped = runner.run(TWO_BIT, base, stop=stop).measurement
     full = runner.run(TWO_BIT, base).measurement
-    assert stopped.stage == SAMPLE and not stopped.full
+    assert stopped.stage == Stage.SAMPLE and not stopped.full
     assert stopped.perplexity is None and stopped.kl > 0
     assert stopped.sr_low <= stopped.sr <= stopped.sr_high
     assert stopped.sr_low <= full.sr <= stopped.sr_high
@@ -109,5 +109,5 @@ def test_a_sample_of_every_document_is_the_full_evaluation(staged_runner):
     full = runner.run(TWO_BIT, base).measurement
     estimated, exact = asked
     assert estimated.sr_low == estimated.sr == estimated.sr_high == pytest.approx(full.sr)
-    assert exact.stage == TASKS and exact.sr == pytest.approx(full.sr)
+    assert exact.stage == Stage.TASKS and exact.sr == pytest.approx(full.sr)
     assert staged.task_scores == pytest.approx(full.task_scores, abs=1e-9)

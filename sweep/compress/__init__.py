@@ -1,6 +1,6 @@
 """The compression engine: pruning and quantization methods, their orderings, and the driver."""
 
-from sweep.compress.calibration import CalibrationCache, LayerStats, calibration_key
+from sweep.compress.calibration import Calibration, CalibrationCache, LayerStats, calibration_key
 from sweep.compress.config import CompressionConfig, parse_pattern
 from sweep.compress.driver import (
     CompressionResult,
@@ -15,6 +15,7 @@ __all__ = [
     "JOINT_PRUNERS",
     "PRUNERS",
     "QUANTIZERS",
+    "Calibration",
     "CalibrationCache",
     "CompressionConfig",
     "CompressionResult",

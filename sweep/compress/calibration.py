@@ -116,6 +116,34 @@ class StatsCollector:
         return {n: leaders[self._alias.get(n, n)] for n in self._names}
 
 
+MODES = ("cached", "sequential")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration token ids (samples, seq_len) and how the engine uses them.
+
+    ``mode``: "cached" collects the base model's statistics block by block (read from ``cache``
+    when it holds them for this model and these ids, stored there otherwise); "sequential"
+    feeds each block the outputs of the blocks already compressed (statistics computed for this
+    call only). ``batch_size`` samples go through the model at a time."""
+
+    token_ids: torch.Tensor
+    mode: str = "cached"
+    cache: CalibrationCache | None = None
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        ids = self.token_ids
+        if ids.dim() != 2 or ids.is_floating_point() or ids.numel() == 0:
+            raise ValueError(
+                f"calibration must be integer token ids of shape (samples, seq_len), "
+                f"got {tuple(ids.shape)} {ids.dtype}"
+            )
+
+
 def legacy_model_fingerprint(model: nn.Module) -> str:
     """How cache keys named a model before they were made from its content alone: its name or
     folder, its config, and a strided sample of every parameter (256 values each). Read only to

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from sweep.compress.blocks import block_linears, compressible_linears, find_blocks
 from sweep.compress.calibration import (
+    Calibration,
     CalibrationCache,
     LayerStats,
     StatsCollector,
@@ -38,8 +39,6 @@ from sweep.compress.fused import fused_groups
 from sweep.compress.layer import compress_weight, needed_stats, quant_spec
 from sweep.compress.profile import LayerProfile, empty_profile, layer_plan, measure_profile
 from sweep.compress.rtn import QuantGrid
-
-MODES = ("cached", "sequential")
 
 
 @dataclass
@@ -238,43 +237,23 @@ class _Timed:
             self.seconds += time.perf_counter() - t
 
 
-def _check_calibration(calibration: torch.Tensor | None, mode: str) -> torch.Tensor:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if calibration is None:
-        raise ValueError(
-            "this config needs calibration data: pass calibration=<token ids (samples, seq_len)>"
-        )
-    if calibration.dim() != 2 or calibration.is_floating_point() or calibration.numel() == 0:
-        raise ValueError(
-            f"calibration must be integer token ids of shape (samples, seq_len), "
-            f"got {tuple(calibration.shape)} {calibration.dtype}"
-        )
-    return calibration
-
-
 @torch.no_grad()
 def compress_model(
     model: nn.Module,
     config: CompressionConfig,
     progress: bool = True,
     *,
-    calibration: torch.Tensor | None = None,
-    mode: str = "cached",
-    cache: CalibrationCache | None = None,
-    batch_size: int = 8,
+    calibration: Calibration | None = None,
     record_grids: bool = False,
     storage_dtype: torch.dtype | None = None,
 ) -> CompressionResult:
     """Compress ``model`` in place by ``config``.
 
-    Data-free configs ignore ``calibration``, ``mode`` and ``cache``. Others need
-    ``calibration`` (token ids, (samples, seq_len)). In cached mode statistics come from
-    ``cache`` when it holds them for this (model, calibration) and are stored there otherwise;
-    without a cache they are computed for this call only. A damaged cache entry raises
-    ``CacheCorrupt``, maybe after some blocks were compressed: the caller restores the weights,
-    drops the entry and calls again (``TrialRunner.compress`` does). ``batch_size`` samples go
-    through the model at a time.
+    Data-free configs ignore ``calibration``; others need it (see ``Calibration``). In cached
+    mode statistics come from its cache when it holds them for this (model, calibration) and are
+    stored there otherwise; without a cache they are computed for this call only. A damaged
+    cache entry raises ``CacheCorrupt``, maybe after some blocks were compressed: the caller
+    restores the weights, drops the entry and calls again (``TrialRunner.compress`` does).
 
     ``record_grids`` keeps the grid of every quantized Linear in ``CompressionResult.grids``
     (what the export needs to write its integer codes). ``storage_dtype`` is the dtype the
@@ -292,22 +271,24 @@ def compress_model(
             compressor.compress(name, layer, config, None)
         return compressor.result(start, 0.0, False)
 
-    calibration = _check_calibration(calibration, mode)
+    if calibration is None:
+        raise ValueError(
+            "this config needs calibration data: pass calibration=Calibration(<token ids>)"
+        )
+    cache, batch_size, tokens = calibration.cache, calibration.batch_size, calibration.token_ids
     hessian = "hessian" in need
-    key = None if cache is None else calibration_key(model, calibration)
+    key = None if cache is None else calibration_key(model, tokens)
     if cache is not None and key is not None:
-        cache.adopt(key, legacy_calibration_key(model, calibration))
+        cache.adopt(key, legacy_calibration_key(model, tokens))
     plan_s = 0.0
     if config.non_uniform:
         t = time.perf_counter()
         compressor.plan = _layer_plan(
-            model, config, calibration, cache, key, hessian, batch_size, progress
+            model, config, tokens, cache, key, hessian, batch_size, progress
         )
         plan_s = time.perf_counter() - t
-    if mode == "sequential":
-        calibration_s = _compress_sequential(
-            model, config, calibration, hessian, batch_size, compressor
-        )
+    if calibration.mode == "sequential":
+        calibration_s = _compress_sequential(model, config, tokens, hessian, batch_size, compressor)
         return compressor.result(start, plan_s + calibration_s, False)
 
     # The base model's statistics, block by block: read back from the cache, or collected
@@ -317,7 +298,7 @@ def compress_model(
     if from_cache:
         source = _Timed(cache.blocks(key))
     else:
-        source = _Timed(block_stats(model, calibration, hessian, batch_size, progress))
+        source = _Timed(block_stats(model, tokens, hessian, batch_size, progress))
         if cache is not None:
             source = _Timed(cache.store(key, source))
     walk = tqdm(block_linears(model), desc="compress", disable=not progress)

@@ -12,6 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from sweep.compress.rtn import QuantGrid
+from sweep.evaluation.measurement import Stage
 from sweep.export import ExportError
 from sweep.export.card import model_card
 from sweep.export.checkpoint import WEIGHTS_FILE, grid_widths, write_checkpoint
@@ -21,7 +22,6 @@ from sweep.export.recipe import recipe_limits, recipe_yaml
 from sweep.owned_folder import OwnedFolder
 from sweep.record import TrialRecord, trial_records
 from sweep.spec import DeploySpec
-from sweep.stages import SAMPLE, STOPPED, TASKS
 from sweep.trial import TrialRunner
 
 TRIAL_SPEC = "sweep-trial.yaml"
@@ -38,9 +38,11 @@ def choose_trial(study: optuna.Study, number: int | None = None) -> TrialRecord:
     records = [r for r in trial_records(study, TrialState.COMPLETE) if r.measured]
     stopped = {r.number: r.measurement.stage for r in records if not r.fully_measured}
     if number in stopped:
-        why = {SAMPLE: "its Sr is an estimate", TASKS: "it has no perplexity"}[stopped[number]]
+        why = {Stage.SAMPLE: "its Sr is an estimate", Stage.TASKS: "it has no perplexity"}[
+            stopped[number]
+        ]
         raise ExportError(
-            f"trial {number} of {study.study_name!r} {STOPPED[stopped[number]]} ({why}, and "
+            f"trial {number} of {study.study_name!r} {Stage(stopped[number]).stopped} ({why}, and "
             "the study's front dominated it): export a trial that had its full evaluation"
         )
     complete = [r for r in records if r.fully_measured]

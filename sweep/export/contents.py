@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from sweep.compress import CompressionConfig
 from sweep.deployment import Verdict
-from sweep.record import BaseReference, Measurement
+from sweep.evaluation.measurement import BaseReference, Measurement
 from sweep.spec import Fingerprints, StudySpec
 
 

@@ -8,10 +8,9 @@ import random
 import pytest
 
 from bench.fidelity import bench_spec, exact_stage1, grid_front, replay
+from sweep.evaluation.measurement import Measurement, Stage
 from sweep.metrics import capacity_kept, srcr, theoretical_compression_rate
-from sweep.record import Measurement
 from sweep.space import all_configs
-from sweep.stages import FULL, SAMPLE
 
 
 def _records(width: float) -> dict[str, dict]:
@@ -26,9 +25,9 @@ def _records(width: float) -> dict[str, dict]:
             measured_sparsity=sparsity, zero_fraction=sparsity,
             tcr=theoretical_compression_rate(sparsity, c.bits), real_ratio=1.0, sr=sr,
             srcr=srcr(sr, capacity_kept(sparsity, c.bits)), perplexity=10.0, task_scores={},
-            stage=FULL, kl=0.1,
+            stage=Stage.FULL, kl=0.1,
         )  # fmt: skip
-        est = Measurement(**{**m.to_dict(), "stage": SAMPLE, "perplexity": None,
+        est = Measurement(**{**m.to_dict(), "stage": Stage.SAMPLE, "perplexity": None,
                              "sr_low": sr - width, "sr_high": sr + width})  # fmt: skip
         out[c.key()] = {
             "config": c.to_dict(), "full": m.to_dict(), "estimated": est.to_dict(),
@@ -73,7 +72,7 @@ def test_an_exact_stage_one_stops_every_trial_the_front_dominates_and_no_other()
     for key, r in exact.items():
         e, f = r["estimated"], r["full"]
         assert e["sr_low"] == e["sr"] == e["sr_high"] == f["sr"] and e["srcr"] == f["srcr"]
-        assert r["full"] == records[key]["full"] and e["stage"] == SAMPLE
+        assert r["full"] == records[key]["full"] and e["stage"] == Stage.SAMPLE
     bound = replay(spec, exact, staged=True, seed=2, n=30)
     # with no uncertainty left, nothing is left for the perplexity stop to catch
     assert bound["stopped"] and bound["before_ppl"] == []

@@ -21,6 +21,7 @@ from sweep.compress.calibration import (
     STALE_AGE_S,
     CacheCorrupt,
     CacheDiskFull,
+    Calibration,
     CalibrationCache,
     calibration_key,
 )
@@ -28,7 +29,7 @@ from sweep.compress.driver import block_stats, collect_stats, compressible_linea
 from sweep.errors import disk_full, disk_full_message
 from sweep.loaded_model import LoadedModel
 from sweep.model import load_model
-from sweep.trial import Calibration, TrialRunner
+from sweep.trial import TrialRunner
 
 from .test_driver import GPTQ_SPARSEGPT, tiny_llama
 
@@ -299,11 +300,11 @@ def test_the_same_weights_in_another_folder_find_their_statistics(tmp_path, cali
 
     config = CompressionConfig(bits=4, quant_method="gptq", group_size=32)
     model_a = AutoModelForCausalLM.from_pretrained(first, dtype=torch.float32)
-    compress_model(model_a, config, False, calibration=calibration, cache=CalibrationCache(
-        tmp_path / "cache"))  # fmt: skip
+    compress_model(model_a, config, False, calibration=Calibration(
+        calibration, cache=CalibrationCache(tmp_path / "cache")))  # fmt: skip
     counter = ForwardCounter(model_b)
-    again = compress_model(model_b, config, False, calibration=calibration,
-                           cache=CalibrationCache(tmp_path / "cache"))  # fmt: skip
+    again = compress_model(model_b, config, False, calibration=Calibration(
+        calibration, cache=CalibrationCache(tmp_path / "cache")))  # fmt: skip
     assert again.stats_from_cache and counter.calls == 0
 
 
@@ -321,7 +322,7 @@ def test_an_entry_written_under_the_old_key_is_adopted_once(tmp_path, calibratio
     cache.put(old, block_stats(model, calibration))  # as an earlier version wrote it
     counter = ForwardCounter(model)
     config = CompressionConfig(bits=4, quant_method="gptq", group_size=32)
-    result = compress_model(model, config, False, calibration=calibration, cache=cache)
+    result = compress_model(model, config, False, calibration=Calibration(calibration, cache=cache))
     assert result.stats_from_cache and counter.calls == 0
     assert (tmp_path / new).is_dir() and not (tmp_path / old).exists()
     assert len(notes) == 1 and "now keyed by the weights' content" in notes[0]

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from sweep.compress.calibration import CalibrationCache, calibration_key
+from sweep.compress.calibration import Calibration, CalibrationCache, calibration_key
 from sweep.compress.config import CompressionConfig
 from sweep.compress.driver import (
     block_stats,
@@ -65,7 +65,9 @@ def _weights(model):
 )
 def test_end_to_end_gives_finite_logits_and_the_target_sparsity(mode, config, calibration):
     model = tiny_llama()
-    result = compress_model(model, config, progress=False, calibration=calibration, mode=mode)
+    result = compress_model(
+        model, config, progress=False, calibration=Calibration(calibration, mode=mode)
+    )
     assert result.pruned_fraction == pytest.approx(config.target_sparsity, abs=1e-4)
     assert result.zero_fraction >= result.pruned_fraction
     assert result.calibration_s > 0 and not result.stats_from_cache
@@ -74,9 +76,10 @@ def test_end_to_end_gives_finite_logits_and_the_target_sparsity(mode, config, ca
 
 def test_modes_differ_only_after_the_first_block(calibration):
     cached, sequential = tiny_llama(), tiny_llama()
-    kw = dict(progress=False, calibration=calibration)
-    compress_model(cached, GPTQ_SPARSEGPT, mode="cached", **kw)
-    compress_model(sequential, GPTQ_SPARSEGPT, mode="sequential", **kw)
+    compress_model(cached, GPTQ_SPARSEGPT, False, calibration=Calibration(calibration, "cached"))
+    compress_model(
+        sequential, GPTQ_SPARSEGPT, False, calibration=Calibration(calibration, "sequential")
+    )
     a, b = _weights(cached), _weights(sequential)
     assert all(torch.equal(a[n], b[n]) for n in a if ".layers.0." in n)
     assert not all(torch.equal(a[n], b[n]) for n in a if ".layers.1." in n)
@@ -87,14 +90,18 @@ def test_second_trial_in_cached_mode_runs_no_forward_pass(calibration):
     base = _weights(model)
     cache = CalibrationCache()
     counter = ForwardCounter(model)
-    first = compress_model(model, GPTQ_SPARSEGPT, False, calibration=calibration, cache=cache)
+    first = compress_model(
+        model, GPTQ_SPARSEGPT, False, calibration=Calibration(calibration, cache=cache)
+    )
     assert counter.calls > 0 and not first.stats_from_cache
     compressed = _weights(model)
 
     for name, layer in compressible_linears(model).items():  # restore the base weights
         layer.weight.data.copy_(base[name])
     counter.calls = 0
-    second = compress_model(model, GPTQ_SPARSEGPT, False, calibration=calibration, cache=cache)
+    second = compress_model(
+        model, GPTQ_SPARSEGPT, False, calibration=Calibration(calibration, cache=cache)
+    )
     assert counter.calls == 0 and second.stats_from_cache and second.calibration_s == 0
     assert all(torch.equal(compressed[n], w) for n, w in _weights(model).items())
 
@@ -120,7 +127,7 @@ def test_disk_cache_is_shared_by_a_new_cache_object(tmp_path, calibration):
     counter = ForwardCounter(model)
     cfg = CompressionConfig(sparsity=0.5, prune_method="wanda")
     result = compress_model(
-        model, cfg, False, calibration=calibration, cache=CalibrationCache(tmp_path)
+        model, cfg, False, calibration=Calibration(calibration, cache=CalibrationCache(tmp_path))
     )
     assert result.stats_from_cache and counter.calls == 0
 
@@ -134,17 +141,20 @@ def test_an_entry_left_half_written_is_never_read(tmp_path, calibration):
     writing.close()
     assert not cache.has(key) and cache.get(key) is None
     assert list(tmp_path.iterdir()) == []  # the temporary folder went with it
-    result = compress_model(model, GPTQ_SPARSEGPT, False, calibration=calibration, cache=cache)
+    result = compress_model(
+        model, GPTQ_SPARSEGPT, False, calibration=Calibration(calibration, cache=cache)
+    )
     assert not result.stats_from_cache and cache.has(key, hessian=True)
 
 
 def test_cached_compression_from_disk_equals_compression_without_a_cache(tmp_path, calibration):
-    kw = dict(progress=False, calibration=calibration)
     plain = tiny_llama()
-    compress_model(plain, GPTQ_SPARSEGPT, **kw)
+    compress_model(plain, GPTQ_SPARSEGPT, False, calibration=Calibration(calibration))
     filled, streamed = tiny_llama(), tiny_llama()
-    first = compress_model(filled, GPTQ_SPARSEGPT, cache=CalibrationCache(tmp_path), **kw)
-    second = compress_model(streamed, GPTQ_SPARSEGPT, cache=CalibrationCache(tmp_path), **kw)
+    cached = Calibration(calibration, cache=CalibrationCache(tmp_path))
+    first = compress_model(filled, GPTQ_SPARSEGPT, False, calibration=cached)
+    cached = Calibration(calibration, cache=CalibrationCache(tmp_path))
+    second = compress_model(streamed, GPTQ_SPARSEGPT, False, calibration=cached)
     assert not first.stats_from_cache and second.stats_from_cache
     a, b, c = _weights(plain), _weights(filled), _weights(streamed)
     assert all(torch.equal(a[n], b[n]) and torch.equal(a[n], c[n]) for n in a)
@@ -161,7 +171,7 @@ def test_the_key_depends_on_the_weights_and_the_calibration_set(calibration):
 def test_a_wanda_entry_is_recomputed_when_a_hessian_is_needed(calibration):
     model = tiny_llama()
     cache = CalibrationCache()
-    kw = dict(progress=False, calibration=calibration, cache=cache)
+    kw = dict(progress=False, calibration=Calibration(calibration, cache=cache))
     compress_model(tiny_llama(), CompressionConfig(sparsity=0.5, prune_method="wanda"), **kw)
     result = compress_model(model, GPTQ_SPARSEGPT, **kw)
     assert not result.stats_from_cache
@@ -173,7 +183,9 @@ def test_same_inputs_give_bitwise_equal_models(mode, calibration):
     runs = []
     for _ in range(2):
         model = tiny_llama()
-        compress_model(model, GPTQ_SPARSEGPT, False, calibration=calibration, mode=mode)
+        compress_model(
+            model, GPTQ_SPARSEGPT, False, calibration=Calibration(calibration, mode=mode)
+        )
         runs.append(_weights(model))
     assert all(torch.equal(runs[0][n], runs[1][n]) for n in runs[0])
 
@@ -189,6 +201,14 @@ def test_calibrated_configs_refuse_missing_or_bad_calibration(calibration):
     with pytest.raises(ValueError, match="needs calibration data"):
         compress_model(tiny_llama(), GPTQ_SPARSEGPT, progress=False)
     with pytest.raises(ValueError, match="token ids"):
-        compress_model(tiny_llama(), GPTQ_SPARSEGPT, False, calibration=calibration.float())
+        Calibration(calibration.float())
     with pytest.raises(ValueError, match="mode"):
-        compress_model(tiny_llama(), GPTQ_SPARSEGPT, False, calibration=calibration, mode="x")
+        Calibration(calibration, mode="x")
+
+
+def test_calibration_names_what_is_wrong_with_it(calibration):
+    with pytest.raises(ValueError, match=r"of shape \(samples, seq_len\), got \(24,\) torch.int64"):
+        Calibration(calibration[0])
+    with pytest.raises(ValueError, match=r"mode must be one of \('cached', 'sequential'\)"):
+        Calibration(calibration, mode="streamed")
+    assert Calibration(calibration).mode == "cached"

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from sweep.compress.calibration import LayerStats
+from sweep.compress.calibration import Calibration, LayerStats
 from sweep.compress.config import CompressionConfig
 from sweep.compress.driver import compress_model, compressible_linears
 from sweep.compress.layer import compress_weight, quant_spec
@@ -97,7 +97,9 @@ def test_last_short_group_is_recorded():
 def test_compress_model_records_a_grid_per_quantized_linear(config):
     model = tiny_llama()
     calibration = torch.randint(0, 96, (4, 16), generator=torch.Generator().manual_seed(1))
-    result = compress_model(model, config, False, calibration=calibration, record_grids=True)
+    result = compress_model(
+        model, config, False, calibration=Calibration(calibration), record_grids=True
+    )
     linears = compressible_linears(model)
     assert set(result.grids) == (set(linears) if config.quantizes else set())
     for name, grid in result.grids.items():
@@ -111,7 +113,7 @@ def test_storage_dtype_rounds_dense_weights_and_leaves_grid_values():
     quantized = CompressionConfig(bits=4, group_size=32, quant_method="gptq")
     for config in (dense, quantized):
         plain, stored = tiny_llama(), tiny_llama()
-        kw = dict(progress=False, calibration=calibration)
+        kw = dict(progress=False, calibration=Calibration(calibration))
         compress_model(plain, config, **kw)
         compress_model(stored, config, storage_dtype=torch.bfloat16, **kw)
         for name, layer in compressible_linears(stored).items():

@@ -5,15 +5,14 @@ import math
 import pytest
 import torch
 
-from sweep.compress.calibration import CalibrationCache, calibration_key
+from sweep.compress.calibration import Calibration, CalibrationCache, calibration_key
 from sweep.compress.config import CompressionConfig
 from sweep.compress.driver import compress_model, compressible_linears
 from sweep.compress.profile import LayerProfile
-from sweep.evaluate import Scores
+from sweep.evaluation.harness import Scores
+from sweep.evaluation.measurement import BaseReference, measure
 from sweep.metrics import FULL_BITS, packed_linear_bytes
 from sweep.model import WeightSnapshot, tensor_inventory
-from sweep.record import BaseReference
-from sweep.trial import measure
 from tests.compress.test_driver import ForwardCounter, tiny_llama
 
 OWL = CompressionConfig(
@@ -35,7 +34,7 @@ def _sizes(model):
 def test_owl_keeps_the_mean_sparsity_and_its_trial_counts_each_layer(calibration):
     model = tiny_llama()
     inventory = tensor_inventory(model)
-    result = compress_model(model, OWL, False, calibration=calibration)
+    result = compress_model(model, OWL, False, calibration=Calibration(calibration))
     sizes = _sizes(model)
     assert len({round(p, 3) for p in result.layers.values()}) == 2  # one sparsity per block
     mean = sum(sizes[n] * p for n, p in result.layers.items()) / sum(sizes.values())
@@ -58,7 +57,9 @@ def test_mixed_bits_meet_the_budget_and_their_ratio_counts_each_layer(calibratio
     # do not: tests/export/test_checkpoint.py)
     model = tiny_llama()
     inventory = tensor_inventory(model)
-    result = compress_model(model, MIXED, False, calibration=calibration, record_grids=True)
+    result = compress_model(
+        model, MIXED, False, calibration=Calibration(calibration), record_grids=True
+    )
     sizes = _sizes(model)
     assert {g.bits for g in result.grids.values()} <= {2, 3, 4, 8}
     assert {n: g.bits for n, g in result.grids.items()} == result.bits
@@ -86,21 +87,21 @@ def test_the_profile_is_measured_once_and_kept_beside_the_cache(calibration, tmp
     snapshot = WeightSnapshot(model)
     key = calibration_key(model, calibration)
     cache = CalibrationCache(tmp_path)
-    first = compress_model(model, MIXED, False, calibration=calibration, cache=cache)
+    first = compress_model(model, MIXED, False, calibration=Calibration(calibration, cache=cache))
     stored = cache.read_profile(key)
     assert stored is not None and "g32-asym" in LayerProfile.from_dict(stored).errors
     first_weights = {n: w.weight.clone() for n, w in compressible_linears(model).items()}
 
     snapshot.restore()
     counter = ForwardCounter(model)
-    again = compress_model(model, MIXED, False, calibration=calibration,
-                           cache=CalibrationCache(tmp_path))  # fmt: skip
+    again = compress_model(model, MIXED, False, calibration=Calibration(
+        calibration, cache=CalibrationCache(tmp_path)))  # fmt: skip
     assert counter.calls == 0 and again.stats_from_cache and again.bits == first.bits
     assert all(torch.equal(first_weights[n], w.weight) for n, w in
                compressible_linears(model).items())  # fmt: skip
 
     snapshot.restore()  # without a cache: measured for this call, the same plan
-    alone = compress_model(model, MIXED, False, calibration=calibration)
+    alone = compress_model(model, MIXED, False, calibration=Calibration(calibration))
     assert alone.bits == first.bits
 
 
@@ -147,7 +148,7 @@ def test_a_mixed_plan_of_the_demo_splits_none_of_its_fused_groups():
     spec = CalibrationSpec(path=CALIBRATION_FILE, samples=16, seq_len=64)
     tokens = calibration_batches(spec, tokenizer)
     config = CompressionConfig(bits=3, quant_method="gptq", group_size=128, allocation="mixed")
-    result = compress_model(model, config, False, calibration=tokens)
+    result = compress_model(model, config, False, calibration=Calibration(tokens))
     assert len(set(result.bits.values())) >= 2  # widths differ across groups
     assert all(len({result.bits[n] for n in g}) == 1 for g in groups)
     sizes = _sizes(model)

@@ -3,7 +3,7 @@
 import pytest
 
 from sweep.demo import DEMO_TASKS, MODEL_DIR, PERPLEXITY_TASK, TASKS_DIR
-from sweep.evaluate import Evaluator
+from sweep.evaluation.harness import Evaluator
 from sweep.model import load_model
 from sweep.spec import EvaluationSpec
 

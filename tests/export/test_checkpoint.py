@@ -8,20 +8,19 @@ import torch
 from safetensors import safe_open
 
 from sweep.calibration_data import calibration_batches
-from sweep.compress import CalibrationCache, CompressionConfig, compress_model
+from sweep.compress import Calibration, CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.blocks import compressible_linears
 from sweep.compress.fused import fused_groups
 from sweep.demo import CALIBRATION_FILE, MODEL_DIR
 from sweep.deployment import Layout, assess, checkpoint_widths
-from sweep.evaluate import Scores
+from sweep.evaluation.harness import Scores
+from sweep.evaluation.measurement import BaseReference, measure
 from sweep.export.bundle import ExportError
 from sweep.export.checkpoint import WEIGHTS_FILE, write_checkpoint
 from sweep.loaded_model import storage_dtype
 from sweep.metrics import packed_linear_bytes, real_compression_ratio
 from sweep.model import WeightSnapshot, load_model, tensor_inventory
-from sweep.record import BaseReference
 from sweep.spec import CalibrationSpec, DeploySpec
-from sweep.trial import measure
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,8 +66,7 @@ class Demo:
             self.model,
             config,
             progress=False,
-            calibration=self.calibration,
-            cache=self.cache,
+            calibration=Calibration(self.calibration, cache=self.cache),
             record_grids=True,
             storage_dtype=self.dtype,
         )

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from sweep.compress import CompressionConfig, compress_model
 from sweep.demo import DEMO_TASKS, MODEL_DIR, TASKS_DIR
-from sweep.evaluate import Evaluator
+from sweep.evaluation.harness import Evaluator
 from sweep.model import load_model
 from sweep.spec import EvaluationSpec
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from sweep.errors import UserError
-from sweep.lm_eval_templates import compile_templates_once
+from sweep.evaluation.templates import compile_templates_once
 from sweep.spec import AUTO_MIN_DOCS, EvaluationSpec, TaskSpec
 
 METRIC_PREFERENCE = ("acc", "acc_norm", "exact_match")

@@ -2,9 +2,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sweep.proxy import base_distribution, coarse_kl, held_out_tokens, kl_divergence
+from sweep.evaluation.proxy import base_distribution, coarse_kl, held_out_tokens, kl_divergence
 
-from .conftest import REPO
+from ..conftest import REPO
 
 DEMO = REPO / "sweep/demo/model"
 

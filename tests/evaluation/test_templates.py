@@ -2,7 +2,7 @@ import jinja2
 import pytest
 from lm_eval import utils
 
-from sweep.lm_eval_templates import compile_templates_once
+from sweep.evaluation.templates import compile_templates_once
 
 
 def test_each_template_is_compiled_once_and_renders_as_lm_eval_renders_it(monkeypatch):

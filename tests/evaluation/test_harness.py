@@ -2,7 +2,7 @@ from pathlib import Path
 
 import yaml
 
-from sweep.evaluate import materialise_task_folder
+from sweep.evaluation.harness import materialise_task_folder
 
 
 def test_relative_data_files_become_absolute(tmp_path: Path):

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from sweep.subsample import (
+from sweep.evaluation.sample import (
     TaskSample,
     draw_ids,
     draw_sample,

@@ -7,7 +7,7 @@ k + 1 outcomes, which by the data-processing inequality is at most the full KL a
 it as k grows. It takes one forward pass of the compressed model: seconds where an evaluation
 takes minutes. Its rank correlation with benchmark scores is strong among broken models and weak
 among near-lossless ones, so the tool stores and shows it, and decides with stage 1 (a sample of
-each task's documents, ``sweep.staging``).
+each task's documents, ``sweep.evaluation.stages``).
 """
 
 from __future__ import annotations
