@@ -1,7 +1,9 @@
 """GPTQ (Frantar et al. 2022): quantize column by column, feeding each column's rounding error
 forward to the columns not yet quantized through the inverse Hessian (lazy batch updates).
 
-The grid is RTN's (``rtn.quant_params``/``rtn.quantize``), so both quantizers share one format.
+The grid is RTN's (``rtn.quant_params``/``rtn.quantize``), so both quantizers share one format;
+with a float format (``formats.FloatFormat``) it is that format's (``formats.float_scales``/
+``formats.float_quantize``): the error feedback does not depend on the grid.
 Groups are runs of ``group_size`` consecutive input columns in the weight's own order. With
 ``act_order`` columns are *visited* by decreasing H_jj but the groups stay those contiguous runs
 ("static groups": each group's grid is fitted on the weights before any update), so the result
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from sweep.compress.formats import FloatFormat, FloatGrid, float_quantize, float_scales
+from sweep.compress.formats import tensor_scale as fit_tensor_scale
 from sweep.compress.hessian import DAMPENING, LAZY_BLOCK, inverse_hessian_cholesky, prepare
 from sweep.compress.rtn import QuantGrid, quant_params, quantize
 
@@ -26,28 +30,47 @@ def gptq_quantize(
     mask: torch.Tensor | None = None,
     block_size: int = LAZY_BLOCK,
     damp: float = DAMPENING,
-    grid: QuantGrid | None = None,
+    grid: QuantGrid | FloatGrid | None = None,
+    fmt: FloatFormat | None = None,
 ) -> torch.Tensor:
     """GPTQ-quantize ``weight`` (out, in) with the input Hessian ``hessian`` (in, in).
 
     With ``mask`` (out, in; True = kept, Case B) pruned weights end exactly zero, each grid is
     fitted on the kept weights of its group, and a pruned weight's error is not fed forward (the
     updates it received are dropped). With ``grid`` (see ``QuantGrid.empty``) each group's scale
-    and zero-point are recorded in it. Returns the dequantized weight, in ``weight``'s dtype.
+    and zero-point are recorded in it. With ``fmt`` the weight is rounded onto that float format
+    (``bits``, ``group_size`` and ``symmetric`` are the format's); NVFP4's tensor scale is fitted
+    on the weight before any update. Returns the dequantized weight, in ``weight``'s dtype.
     """
     w, h, _ = prepare(weight, hessian)  # (out, in), (in, in)
     cols = w.shape[1]
     keep = torch.ones_like(w, dtype=torch.bool) if mask is None else mask.to(w.device).bool()
     w *= keep
+    if fmt is not None:
+        group_size = fmt.group_size
+        g = fit_tensor_scale(w, keep) if fmt.tensor_scale else None
+        if isinstance(grid, FloatGrid):
+            grid.global_scale = g
+
+        def fit(block: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return float_scales(block, fmt, m, g), torch.zeros(1)
+
+        def rounded(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+            return float_quantize(x, scale, fmt)
+    else:
+
+        def fit(block: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return quant_params(block, bits, symmetric, m)
+
+        def rounded(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+            return quantize(x, scale, zero, bits)
+
     gs = cols if group_size is None else group_size
 
     perm = None
     static: list[tuple[torch.Tensor, torch.Tensor]] = []
     if act_order:
-        static = [
-            quant_params(w[:, g : g + gs], bits, symmetric, keep[:, g : g + gs])
-            for g in range(0, cols, gs)
-        ]
+        static = [fit(w[:, g : g + gs], keep[:, g : g + gs]) for g in range(0, cols, gs)]
         if grid is not None:
             for g, (scale, zero) in zip(range(0, cols, gs), static, strict=True):
                 grid.put(g, cols, scale, zero)
@@ -69,15 +92,15 @@ def gptq_quantize(
             col = b0 + i
             if perm is not None:
                 scale, zero = static[group_of[col]]
-                s1, z1 = scale[:, 0], zero[:, 0]  # (out,)
+                s1, z1 = scale[:, 0], zero[..., 0]  # (out,)
             elif col % gs == 0:  # fit the group's grid on its current (updated) weights
                 ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
-                scale, zero = quant_params(ahead, bits, symmetric, keep[:, col : col + gs])
-                s1, z1 = scale[:, 0], zero[:, 0]
+                scale, zero = fit(ahead, keep[:, col : col + gs])
+                s1, z1 = scale[:, 0], zero[..., 0]
                 if grid is not None:
                     grid.put(col, cols, scale, zero)
             x = w1[:, i]  # (out,)
-            qc = quantize(x, s1, z1, bits)  # (out,)
+            qc = rounded(x, s1, z1)  # (out,)
             if masked:
                 qc *= keep[:, col]
             err = (x - qc).div_(diag[i])  # (out,)

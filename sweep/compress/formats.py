@@ -1,0 +1,219 @@
+"""The floating-point weight formats GPUs serve: FP8, NVFP4 and MXFP4, as pure tensor functions.
+
+A format rounds each weight onto its element grid after dividing by its group's scale:
+
+- ``fp8``: e4m3 elements (max 448), one scale per output channel, fitted as max|w| / 448 and
+  rounded up to bfloat16 (llm-compressor's FP8_DYNAMIC weights; its scale is float32).
+- ``nvfp4``: e2m1 elements (0, 0.5, 1, 1.5, 2, 3, 4, 6), groups of 16 input columns, each group's
+  scale an FP8 e4m3 number, over one FP32 scale per tensor. The tensor's scale
+  ``g = 448 * 6 / max|W|`` puts the largest group's scale at e4m3's largest value; a group's
+  stored scale is ``s = g * max|w_group| / 6`` in e4m3, and its elements are ``w / (s / g)``
+  rounded (compressed-tensors' NVFP4 arithmetic, so a checkpoint decodes to what was evaluated).
+- ``mxfp4``: e2m1 elements, groups of 32, each scale a power of two (e8m0):
+  ``2 ** (floor(log2(max|w_group|)) - 2)``, the OCP MX rule that vLLM's reference follows (the
+  largest element of a group may clip at 6).
+
+A stored e4m3 scale is rounded *up* (as integer scales are rounded up to bfloat16,
+``rtn.round_up_to_scale_dtype``), so a group's largest weight is never clipped by the scale's own
+rounding; the tensor scale is chosen so that no group's scale exceeds 448 before GPTQ updates
+the weights. A group of zeros gets the smallest positive scale, so a pruned weight stays zero.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from sweep.compress.rtn import round_up_to_scale_dtype
+
+E4M3_MAX = 448.0
+E2M1_MAX = 6.0
+E4M3_TINY = 2.0**-9  # e4m3's smallest positive (subnormal) value
+E8M0_EXPONENTS = (-127, 127)
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """A floating-point weight format: its element type, its groups (None: one scale per output
+    channel), how its scales are stored, and its bits per weight, nominal (what TCr and kappa
+    count) and with the scales (what the real and deploy ratios count)."""
+
+    name: str
+    element: str  # "e4m3" or "e2m1"
+    group_size: int | None
+    scale: str  # "bf16", "e4m3" (over an FP32 tensor scale) or "e8m0"
+    nominal_bits: int
+
+    @property
+    def element_max(self) -> float:
+        return E4M3_MAX if self.element == "e4m3" else E2M1_MAX
+
+    @property
+    def tensor_scale(self) -> bool:
+        """Whether the format keeps one FP32 scale per tensor over its group scales."""
+        return self.scale == "e4m3"
+
+    def bits_per_weight(self, cols: int) -> float:
+        """Bits a weight takes with its share of the scales, in a row of ``cols`` inputs (the
+        tensor scale, 32 bits per matrix, is left out: under 1e-5 bits per weight)."""
+        scale_bits = {"bf16": 16, "e4m3": 8, "e8m0": 8}[self.scale]
+        step = cols if self.group_size is None else self.group_size
+        return self.nominal_bits + scale_bits * math.ceil(cols / step) / cols
+
+
+FORMATS = {
+    "fp8": FloatFormat("fp8", "e4m3", None, "bf16", 8),
+    "nvfp4": FloatFormat("nvfp4", "e2m1", 16, "e4m3", 4),
+    "mxfp4": FloatFormat("mxfp4", "e2m1", 32, "e8m0", 4),
+}
+
+
+def round_e2m1(x: torch.Tensor) -> torch.Tensor:
+    """Each entry of ``x`` (float32) rounded to the nearest e2m1 value, ties to the even code,
+    clamped to +-6. The grid's step is 0.5 up to 2, 1 up to 4, then 2."""
+    a = x.abs().clamp(max=E2M1_MAX)
+    q = torch.where(
+        a <= 2.0,
+        torch.round(a * 2.0) / 2.0,
+        torch.where(a <= 4.0, torch.round(a), torch.round(a / 2.0) * 2.0),
+    )  # torch.round rounds half to even, which is the even code at every tie here
+    return q.copysign(x)
+
+
+def round_e4m3(x: torch.Tensor) -> torch.Tensor:
+    """Each entry of ``x`` rounded to the nearest FP8 e4m3 value (ties to even), clamped to
+    +-448, as float32."""
+    return x.float().clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).float()
+
+
+def round_up_e4m3(x: torch.Tensor) -> torch.Tensor:
+    """Each entry of ``x`` (positive float32) rounded up to an e4m3 value, at least the smallest
+    positive one and at most 448, as float32. Positive e4m3 values are ordered as their bytes."""
+    y = x.clamp(min=E4M3_TINY, max=E4M3_MAX).to(torch.float8_e4m3fn)
+    below = (y.float() < x) & (y.float() < E4M3_MAX)
+    return (y.view(torch.uint8) + below.to(torch.uint8)).view(torch.float8_e4m3fn).float()
+
+
+def e8m0_scale(amax: torch.Tensor) -> torch.Tensor:
+    """MXFP4's power-of-two scale for groups whose largest magnitude is ``amax``:
+    ``2 ** (floor(log2(amax)) - 2)``, the exponent within e8m0's range, as float32."""
+    exponent = torch.floor(torch.log2(amax.float())) - math.floor(math.log2(E2M1_MAX))
+    return torch.exp2(exponent.clamp(*E8M0_EXPONENTS))
+
+
+def tensor_scale(w: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """NVFP4's FP32 tensor scale ``448 * 6 / max|w|`` (over the entries in ``mask``); 1 for a
+    weight of zeros."""
+    a = w.float().abs()
+    if mask is not None:
+        a = a * mask
+    amax = float(a.max())
+    if amax == 0.0 or not math.isfinite(amax):
+        return 1.0
+    return float(torch.tensor(E4M3_MAX * E2M1_MAX / amax, dtype=torch.float32))
+
+
+def float_scales(
+    w: torch.Tensor,
+    fmt: FloatFormat,
+    mask: torch.Tensor | None = None,
+    global_scale: float | None = None,
+) -> torch.Tensor:
+    """The scale that divides each row of one group ``w`` (rows, cols) before rounding, (rows, 1),
+    fitted on the entries in ``mask``: for NVFP4 the stored e4m3 scale over ``global_scale``."""
+    a = w.float().abs()
+    if mask is not None:
+        a = a * mask
+    amax = a.amax(dim=1)
+    if fmt.scale == "bf16":
+        scale = amax / fmt.element_max
+        scale = round_up_to_scale_dtype(torch.where(scale > 0, scale, torch.ones_like(scale)))
+    elif fmt.scale == "e4m3":
+        g = torch.tensor(global_scale if global_scale is not None else 1.0, dtype=torch.float32)
+        scale = round_up_e4m3(g * (amax / fmt.element_max)) / g
+    else:
+        scale = e8m0_scale(torch.where(amax > 0, amax, torch.full_like(amax, 2.0**-125)))
+    return scale.unsqueeze(1)
+
+
+def round_element(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """``x`` (already divided by its scale) rounded onto the format's element grid."""
+    return round_e4m3(x) if fmt.element == "e4m3" else round_e2m1(x)
+
+
+def float_quantize(x: torch.Tensor, scale: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
+    """``x`` rounded onto ``scale * element``: dequantized, float32."""
+    return round_element(x.float() / scale, fmt) * scale
+
+
+@dataclass
+class FloatGrid:
+    """The grid one weight (rows, cols) was rounded onto in a float format: each group's scale
+    as it divides the weights (for NVFP4, the stored e4m3 scale over ``global_scale``)."""
+
+    fmt: FloatFormat
+    scale: torch.Tensor  # (rows, n_groups), float32
+    global_scale: float | None = None
+
+    @classmethod
+    def empty(
+        cls,
+        rows: int,
+        cols: int,
+        fmt: FloatFormat,
+        global_scale: float | None = None,
+        device: torch.device | str = "cpu",
+    ) -> FloatGrid:
+        groups = 1 if fmt.group_size is None else math.ceil(cols / fmt.group_size)
+        return cls(fmt, torch.zeros((rows, groups), device=device), global_scale)
+
+    def put(self, col: int, cols: int, scale: torch.Tensor, zero: object = None) -> None:
+        """Record the scale (rows, 1) of the group holding column ``col``."""
+        g = col // (cols if self.fmt.group_size is None else self.fmt.group_size)
+        self.scale[:, g] = scale[:, 0]
+
+    def stored_scales(self) -> torch.Tensor:
+        """The group scales as the checkpoint stores their values: NVFP4's e4m3 scale (this
+        grid's scale times the tensor scale), MXFP4's power of two, FP8's bfloat16 value."""
+        if self.fmt.tensor_scale:  # s / g times g: s up to float32 rounding, recovered exactly
+            assert self.global_scale is not None
+            return round_e4m3(self.scale * self.global_scale)
+        return self.scale
+
+    def elements(self, weight: torch.Tensor) -> torch.Tensor:
+        """Every entry of ``weight`` (rows, cols) on this grid as its element value (float32)."""
+        cols = weight.shape[1]
+        step = cols if self.fmt.group_size is None else self.fmt.group_size
+        scale = self.scale.repeat_interleave(step, dim=1)[:, :cols]
+        return round_element(weight.float() / scale, self.fmt)
+
+
+def rtn_float(
+    weight: torch.Tensor,
+    fmt: FloatFormat,
+    mask: torch.Tensor | None = None,
+    grid: FloatGrid | None = None,
+) -> torch.Tensor:
+    """Round-to-nearest quantization of ``weight`` (out, in) in ``fmt``; returns dequantized
+    weights in ``weight``'s dtype. With ``mask`` (Case B) scales are fitted on the kept weights
+    and pruned ones stay zero; with ``grid`` each group's scale is recorded in it."""
+    w = weight.float()
+    cols = w.shape[1]
+    g = tensor_scale(w, mask) if fmt.tensor_scale else None
+    if grid is not None:
+        grid.global_scale = g
+    out = torch.empty_like(w)
+    step = cols if fmt.group_size is None else fmt.group_size
+    for start in range(0, cols, step):
+        block = w[:, start : start + step]
+        block_mask = None if mask is None else mask[:, start : start + step]
+        scale = float_scales(block, fmt, block_mask, g)
+        out[:, start : start + step] = float_quantize(block, scale, fmt)
+        if grid is not None:
+            grid.put(start, cols, scale)
+    if mask is not None:
+        out *= mask
+    return out.to(weight.dtype)
