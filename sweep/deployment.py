@@ -111,10 +111,12 @@ def assess(
     quantized = sorted({b for b in widths.values() if b < FULL_BITS})
     schemes = []
     for bits in quantized:
-        rule = runtime.rule(bits, c.group_size, c.symmetric)
+        rule = runtime.rule(bits, c.group_size, c.symmetric, c.format)
         grid = f"{'channel' if c.group_size is None else f'group {c.group_size}'}, " + (
             "symmetric" if c.symmetric else "asymmetric"
         )
+        if c.format != "int":
+            grid = c.format
         if rule is None:
             offered = ", ".join(
                 f"{r.format} {min(r.bits)}-{max(r.bits)} bits" for r in runtime.weights
@@ -137,7 +139,11 @@ def assess(
     if runtime.holds == "decompressed":
         held = dict.fromkeys(widths, FULL_BITS)
     ratio = real_compression_ratio(
-        layout.inventory, {f"{n}.weight": b for n, b in held.items()}, c.group_size, c.symmetric
+        layout.inventory,
+        {f"{n}.weight": b for n, b in held.items()},
+        c.group_size,
+        c.symmetric,
+        c.format,
     )
     held_bytes = round(sum(t.rows * t.cols * 2 for t in layout.inventory) / ratio)
     if refusals:
@@ -147,7 +153,9 @@ def assess(
         notes.append(
             f"{_sparsity_words(c)} sparsity: {runtime.name} serves it dense, no bytes saved"
         )
-    if schemes:
+    if schemes and c.format != "int":
+        notes.append(f"served as {'/'.join(schemes)}")
+    elif schemes:
         grid = "channel" if c.group_size is None else f"g{c.group_size}"
         notes.append(f"served as {'/'.join(schemes)} {grid}")
     else:

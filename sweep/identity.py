@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from sweep.compress.config import CompressionConfig
+from sweep.compress.config import INT, CompressionConfig
 from sweep.errors import UserError
 from sweep.spec import Fingerprints, StudySpec, calibration_source
 from sweep.weights_fingerprint import weights_fingerprint
@@ -158,7 +158,10 @@ class ResultContext:
 
     def key(self, config: CompressionConfig) -> str:
         canonical = config.canonical()
-        keyed: dict[str, Any] = {"context": self.fields, "config": canonical.to_dict()}
+        config = canonical.to_dict()
+        if config["format"] == INT:  # integer results keep the keys they had before formats
+            del config["format"]
+        keyed: dict[str, Any] = {"context": self.fields, "config": config}
         if canonical.allocation == "mixed":
             keyed["allocation_version"] = MIXED_ALLOCATION_VERSION
         blob = json.dumps(keyed, sort_keys=True)

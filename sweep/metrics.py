@@ -133,7 +133,7 @@ class Tensor2D:
 
 
 def packed_linear_bytes(
-    rows: int, cols: int, bits: int, group_size: int | None, symmetric: bool
+    rows: int, cols: int, bits: int, group_size: int | None, symmetric: bool, fmt: str = "int"
 ) -> int:
     """Bytes of one Linear weight as ``sweep export`` writes it (``sweep.export.checkpoint``):
     dense 16-bit when not quantized, else compressed-tensors' pack-quantized format.
@@ -144,9 +144,18 @@ def packed_linear_bytes(
     of the (rows, groups) zero-point matrix; ``weight_shape`` is two int64. Pruned weights are
     stored as zeros: sparsity saves nothing. The file's header (names and shapes, ~100 bytes a
     tensor) is not counted.
+
+    A float ``fmt`` (``sweep.compress.formats``) stores one byte per FP8 value and two 4-bit
+    values a byte for NVFP4 and MXFP4; FP8's scales are 16-bit, one per row; NVFP4's are one byte
+    (e4m3) per group of 16 plus a 4-byte tensor scale; MXFP4's one byte (e8m0) per group of 32.
     """
     if bits >= FULL_BITS:
         return rows * cols * 2
+    if fmt != "int":
+        groups = 1 if group_size is None else math.ceil(cols / group_size)
+        values = rows * cols if bits == 8 else rows * math.ceil(cols / 2)
+        scale_bytes = 2 if fmt == "fp8" else 1
+        return values + rows * groups * scale_bytes + (4 if fmt == "nvfp4" else 0)
     groups = 1 if group_size is None else math.ceil(cols / group_size)
     values = rows * math.ceil(cols * bits / 32) * 4
     scales = rows * groups * 2
@@ -160,16 +169,18 @@ def real_compression_ratio(
     bits: int | Mapping[str, int],
     group_size: int | None,
     symmetric: bool,
+    fmt: str = "int",
 ) -> float:
     """Bytes of the model in 16-bit over bytes of what ``sweep export`` writes (>= 1 is smaller).
-    ``bits``: one width for every compressible tensor, or each one's by tensor name."""
+    ``bits``: one width for every compressible tensor, or each one's by tensor name; ``fmt``
+    the weight format (``packed_linear_bytes``)."""
     base = compressed = 0
     for t in tensors:
         dense = t.rows * t.cols * 2
         base += dense
         if t.compressible:
             width = bits if isinstance(bits, int) else bits[t.name]
-            compressed += packed_linear_bytes(t.rows, t.cols, width, group_size, symmetric)
+            compressed += packed_linear_bytes(t.rows, t.cols, width, group_size, symmetric, fmt)
         else:
             compressed += dense
     if compressed == 0:

@@ -39,7 +39,8 @@ class WeightRule:
     ``group_sizes``: one scale per output channel; ``group_sizes`` None: any group that tiles a
     row), symmetric and asymmetric grids, and the least compute capability (None: any device)."""
 
-    format: str  # "int": integer codes, packed (compressed-tensors' pack-quantized)
+    format: str  # "int": integer codes, packed (compressed-tensors' pack-quantized); or a
+    # float format of sweep.compress.formats (fp8, nvfp4, mxfp4), whose grid is its own
     bits: tuple[int, ...]
     group_sizes: tuple[int | None, ...] | None
     symmetric: tuple[bool, ...]
@@ -47,7 +48,9 @@ class WeightRule:
     scheme: str  # how the runtime names what it runs: "W{bits}A16"
     source: str
 
-    def serves(self, bits: int, group_size: int | None, symmetric: bool) -> bool:
+    def serves(self, bits: int, group_size: int | None, symmetric: bool, fmt: str = "int") -> bool:
+        if fmt != self.format:
+            return False
         groups_ok = self.group_sizes is None or group_size in self.group_sizes
         return bits in self.bits and groups_ok and symmetric in self.symmetric
 
@@ -79,9 +82,12 @@ class Runtime:
     holds_source: str
     needs_gpu: bool  # its rules depend on the GPU's compute capability
 
-    def rule(self, bits: int, group_size: int | None, symmetric: bool) -> WeightRule | None:
-        """The row that serves integer weights of this shape, on any GPU; None when none does."""
-        return next((r for r in self.weights if r.serves(bits, group_size, symmetric)), None)
+    def rule(
+        self, bits: int, group_size: int | None, symmetric: bool, fmt: str = "int"
+    ) -> WeightRule | None:
+        """The row that serves weights of this format and shape, on any GPU; None when none
+        does."""
+        return next((r for r in self.weights if r.serves(bits, group_size, symmetric, fmt)), None)
 
 
 _CT = "vllm 0.34.0 model_executor/layers/quantization/compressed_tensors"
@@ -104,6 +110,38 @@ RUNTIMES: dict[str, Runtime] = {
                     "(uint2b2 ... uint8b128, zero points for asymmetric grids), "
                     "get_min_capability() returns 75; group or channel strategy, format "
                     "pack-quantized (compressed_tensors.py _is_wNa16_group_channel)",
+                ),
+                WeightRule(
+                    format="fp8",
+                    bits=(8,),
+                    group_sizes=(None,),
+                    symmetric=(True,),
+                    min_capability="8.0",
+                    scheme="FP8 W8A16",
+                    source=f"{_CT}/schemes/compressed_tensors_w8a16_fp8.py: channel or tensor "
+                    "strategy, get_min_capability() returns 80 (FP8 Marlin, 'ampere and up'); "
+                    "FP8 W8A8 needs 8.9 (compressed_tensors_w8a8_fp8.py)",
+                ),
+                WeightRule(
+                    format="nvfp4",
+                    bits=(4,),
+                    group_sizes=(16,),
+                    symmetric=(True,),
+                    min_capability="7.5",
+                    scheme="NVFP4A16",
+                    source=f"{_CT}/schemes/compressed_tensors_w4a16_nvfp4.py: group_size 16, "
+                    "get_min_capability() returns 75 ('don't restrict as emulations'); format "
+                    "nvfp4-pack-quantized; weights and activations (W4A4) need 10.0",
+                ),
+                WeightRule(
+                    format="mxfp4",
+                    bits=(4,),
+                    group_sizes=(32,),
+                    symmetric=(True,),
+                    min_capability="7.5",
+                    scheme="MXFP4A16",
+                    source="llm-compressor's scheme guide (MXFP4A16 weight-only from 7.5); "
+                    f"{_CT}: format mxfp4-pack-quantized, e8m0 scales in groups of 32",
                 ),
             ),
             fused_share_scheme=True,
@@ -176,7 +214,8 @@ def markdown_table() -> str:
             gpu = "any" if rule.min_capability is None else rule.min_capability
             sparse = ", ".join(runtime.sparse_formats) or "served dense (no bytes saved)"
             fused = "one scheme per fused group" if runtime.fused_share_scheme else "free"
-            bits = f"{min(rule.bits)}-{max(rule.bits)}"
+            low, high = min(rule.bits), max(rule.bits)
+            bits = str(low) if low == high else f"{low}-{high}"
             order = "served" if runtime.act_order else "refused"
             lines.append(
                 f"| {runtime.title} | {rule.format} ({rule.scheme.format(bits='N')}) | {bits} "

@@ -7,7 +7,8 @@ from typing import Any
 
 import optuna
 
-from sweep.compress.config import CompressionConfig
+from sweep.compress.config import INT, CompressionConfig
+from sweep.compress.formats import FORMATS
 from sweep.compress.variables import BY_NAME, DEFAULTS, VARIABLES, Variable, choose
 from sweep.spec import SearchSpace, SpecError
 
@@ -132,7 +133,17 @@ def check_group_sizes(space: SearchSpace, widths: dict[str, int]) -> None:
     """Refuse, before any trial, group sizes that do not tile the input rows of every
     compressible layer (name -> input width): the export format (compressed-tensors) stores a
     grouped layer only when its groups tile the row, so every such trial would be unexportable."""
-    if all(bits >= 16 for bits in space.bits):
+    floats = [FORMATS[f] for f in space.formats if f != INT]
+    for fmt in floats:
+        unfit = unfit_layers(fmt.group_size, widths)
+        if unfit:
+            name, width = next(iter(unfit.items()))
+            raise SpecError(
+                f"search.formats: {fmt.name} quantizes in groups of {fmt.group_size}, which do "
+                f"not divide the input width of {len(unfit)} layers "
+                f"({name.removesuffix('.weight')}: {width}); drop {fmt.name} for this model"
+            )
+    if INT not in space.formats or all(bits >= 16 for bits in space.bits):
         return
     for group in space.group_sizes:
         unfit = unfit_layers(group, widths)

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS, unknown_name_message
 from sweep.compress.variables import (
     OWL_LAMBDA,
@@ -116,6 +117,9 @@ class SearchSpace(_Strict):
     sparsity: SparsityRange = SparsityRange()
     patterns: list[str] = ["unstructured"]
     prune_methods: list[str] = ["magnitude"]
+    # int (integer weights of ``bits``), or a float format: fp8, nvfp4, mxfp4
+    # (sweep.compress.formats), which fixes its own bits, groups and symmetry
+    formats: list[str] = ["int"]
     bits: list[int] = [4, 16]
     group_sizes: list[int | None] = [128]
     symmetric: list[bool] = [False]
@@ -131,7 +135,7 @@ class SearchSpace(_Strict):
     allocations: list[str] = ["uniform"]
     # GPTQ's activation order (true: columns by decreasing Hessian diagonal); vLLM refuses it
     act_orders: list[bool] = [False]
-    # configurations to run before any other, as trial parameters (sparsity, pattern, bits,
+    # configurations to run before any other, as trial parameters (sparsity, pattern, format, bits,
     # prune_method, quant_method, group_size, symmetric, order, case, profile, owl_lambda,
     # owl_m, allocation, act_order); those with one choice in the space may be left out.
     # Checked against the space by ``space.first_configs``.
@@ -152,7 +156,9 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _sized(self) -> SearchSpace:
-        if "uniform" not in self.allocations and not any(map(allocation_acts, self.bits)):
+        if "uniform" not in self.allocations and (
+            "int" not in self.formats or not any(map(allocation_acts, self.bits))
+        ):
             acting = [b for b in SUPPORTED_BITS if allocation_acts(b)]
             raise ValueError(
                 f"allocations {self.allocations} with bits {self.bits} give no configuration "
@@ -175,9 +181,13 @@ class SearchSpace(_Strict):
         choices, one that does not quantize the quantization choices, and so on."""
         allocations = set(self.allocations)
         grids = len(set(self.group_sizes)) * len(set(self.symmetric))
-        # quantized forms per quantization method; unquantized: whether bits 16 is offered
-        quantized = sum(grids * _allocations_at(b, allocations) for b in set(self.bits) if b < 16)
-        unquantized = int(16 in self.bits)
+        # quantized forms per quantization method (each float format is one); unquantized:
+        # whether integer bits 16 is offered
+        integer = "int" in self.formats
+        widths = set(self.bits) if integer else set()
+        quantized = sum(grids * _allocations_at(b, allocations) for b in widths if b < 16)
+        quantized += len(set(self.formats) - {"int"})
+        unquantized = int(16 in widths)
         # quantization methods, GPTQ once per activation order
         orders_of = {"gptq": len(set(self.act_orders))}
         methods = sum(orders_of.get(m, 1) for m in set(self.quant_methods))
@@ -437,24 +447,36 @@ def _check_deploy(spec: StudySpec) -> None:
             "deploy_ratio (an objective or a constraint) is what a runtime holds: set deploy: "
             "{runtime: vllm, gpu: ...} or {runtime: transformers}"
         )
-    if not deploy.active or 16 in search.bits:
+    integer = "int" in search.formats
+    if not deploy.active or (integer and 16 in search.bits):
         return
     runtime = RUNTIMES[deploy.runtime]
-    shapes = [(b, g, s) for b in search.bits for g in search.group_sizes for s in search.symmetric]
+    shapes = [
+        (b, g, s, "int")
+        for b in (search.bits if integer else [])
+        for g in search.group_sizes
+        for s in search.symmetric
+    ]
+    shapes += [
+        (f.nominal_bits, f.group_size, True, f.name)
+        for f in (FORMATS[name] for name in search.formats if name != "int")
+    ]
     served = [
         shape for shape in shapes
         if (rule := runtime.rule(*shape)) is not None and rule.runs_on(deploy.gpu)
     ]  # fmt: skip
     if not served:
         gpu = f" on a GPU of compute capability {deploy.gpu}" if deploy.gpu else ""
+        wanted = set(search.formats)
         least = min(
-            (r.min_capability for r in runtime.weights if r.min_capability),
+            (r.min_capability for r in runtime.weights if r.min_capability and r.format in wanted),
             key=capability_value,
             default=None,
         )
-        hint = f" (its integer weights need {least} or above)" if least and deploy.gpu else ""
+        hint = f" (its weights need {least} or above)" if least and deploy.gpu else ""
+        formats = "" if search.formats == ["int"] else f"formats {search.formats}, "
         raise ValueError(
-            f"{runtime.title} serves none of the search space's quantized forms (bits "
+            f"{runtime.title} serves none of the search space's quantized forms ({formats}bits "
             f"{search.bits}, group sizes {search.group_sizes}){gpu}{hint}; widen the space "
             "(bits 16 is always served), or change deploy"
         )

@@ -312,6 +312,20 @@ ROWS: dict[str, Row] = {
         _run_variant("mixed16", lambda d, w: d["search"].update(allocations=["mixed"], bits=[16])),
         ("search: allocations ['mixed'] with bits [16] give no configuration",
          "one of [3, 4] to bits")),
+    # weight formats
+    "an unknown weight format": Row(
+        _run_variant("fp4", _field("search", "formats", ["int", "fp4"])),
+        ("search.formats: unknown weight format 'fp4'", "allowed: int, fp8, nvfp4, mxfp4")),
+    "a bit-width given to a float format": Row(
+        _run_variant("nvfp4bits", lambda d, w: d["search"].update(
+            formats=["int", "nvfp4"], first=[{"format": "nvfp4", "bits": 3}])),
+        ("search.first[0]: bits has no effect here",)),
+    "a float format the target GPU does not run": Row(
+        _run_variant("fp8gpu", lambda d, w: d.update(
+            deploy={"runtime": "vllm", "gpu": "7.5"},
+            search={**d["search"], "formats": ["fp8"], "allocations": ["uniform"]})),
+        ("vLLM 0.34 serves none of the search space's quantized forms (formats ['fp8']",
+         "need 8.0 or above")),
     # a deploy target that is not one
     "an unknown runtime": Row(
         _run_variant("runtime", _field("deploy", {"runtime": "tensorrt"})),

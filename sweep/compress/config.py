@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS
 from sweep.compress.variables import (
     ALLOCATIONS,
     CASES,
+    INT,
     MIXED_BITS,
     ORDERS,
     OWL_LAMBDA,
@@ -21,7 +23,7 @@ from sweep.compress.variables import (
 )
 
 __all__ = [
-    "ALLOCATIONS", "CASES", "MIXED_BITS", "ORDERS", "OWL_LAMBDA", "OWL_M", "PROFILES",
+    "ALLOCATIONS", "CASES", "INT", "MIXED_BITS", "ORDERS", "OWL_LAMBDA", "OWL_M", "PROFILES",
     "SUPPORTED_BITS", "UNSTRUCTURED", "CompressionConfig", "allocation_acts", "grid_name",
     "number_text", "parse_pattern", "sparsity_text",
 ]  # fmt: skip
@@ -50,7 +52,9 @@ class CompressionConfig:
     """One point of the search space.
 
     ``sparsity`` is the fraction of compressible weights to prune (ignored by N:M patterns, whose
-    sparsity is 1 - N/M). ``bits = 16`` means no quantization; ``group_size = None`` means one
+    sparsity is 1 - N/M). ``format`` is ``int`` (integer weights) or a float format of
+    ``sweep.compress.formats``, which sets ``bits`` to its nominal width and ``group_size`` and
+    ``symmetric`` to its own. ``bits = 16`` means no quantization; ``group_size = None`` means one
     scale per output channel. ``order`` says whether pruning or quantization comes first, or both
     in one pass; ``case`` applies to prune-then-quantize: A quantizes every weight, B keeps the
     pruning mask so pruned weights stay exactly zero.
@@ -70,14 +74,22 @@ class CompressionConfig:
     owl_m: float = OWL_M
     owl_lambda: float = OWL_LAMBDA
     allocation: str = "uniform"
+    format: str = INT
 
     def __post_init__(self) -> None:
         for variable in VARIABLES:  # each value, as the spec's lists are checked
             refusal = variable.check(getattr(self, variable.name))
             if refusal is not None:
                 raise ValueError(f"{variable.name}: {refusal}")
+        if self.format != INT:
+            fmt = FORMATS[self.format]
+            object.__setattr__(self, "bits", fmt.nominal_bits)
+            object.__setattr__(self, "group_size", fmt.group_size)
+            object.__setattr__(self, "symmetric", True)
         if self.profile == "owl" and self.nm is not None:
             raise ValueError(f"the owl profile spreads unstructured sparsity, not {self.pattern}")
+        if self.allocation == "mixed" and self.format != INT:
+            raise ValueError(f"a mixed allocation spreads integer widths, not {self.format}")
         if self.allocation == "mixed" and self.bits not in MIXED_BITS:
             raise ValueError(
                 f"a mixed allocation takes bits as its average, one of {MIXED_BITS}; "
@@ -141,7 +153,7 @@ class CompressionConfig:
             )
         if not self.prunes or self.nm is not None or self.profile == "uniform":
             fields.update(profile="uniform", owl_m=OWL_M, owl_lambda=OWL_LAMBDA)
-        if not self.quantizes or not allocation_acts(self.bits):
+        if not self.quantizes or self.format != INT or not allocation_acts(self.bits):
             fields.update(allocation="uniform")
         if not (self.prunes and self.quantizes):
             fields.update(order=defaults.order, case=defaults.case)
@@ -173,8 +185,12 @@ class CompressionConfig:
             parts.append(f"{c.prune_method}-{amount}{owl}")
         if c.quantizes:
             act = "-act" if c.act_order else ""
-            width = f"mixed{c.bits}" if c.allocation == "mixed" else f"w{c.bits}"
-            parts.append(f"{c.quant_method}-{width}-{grid_name(c.group_size, c.symmetric)}{act}")
+            if c.format != INT:
+                parts.append(f"{c.quant_method}-{c.format}{act}")
+            else:
+                width = f"mixed{c.bits}" if c.allocation == "mixed" else f"w{c.bits}"
+                grid = grid_name(c.group_size, c.symmetric)
+                parts.append(f"{c.quant_method}-{width}-{grid}{act}")
         if c.prunes and c.quantizes:
             parts.append(c.order + (f"-case{c.case}" if c.order == "prune_first" else ""))
         return " ".join(parts) or "base"

@@ -38,6 +38,7 @@ from sweep.compress.config import CompressionConfig
 from sweep.compress.fused import fused_groups
 from sweep.compress.layer import compress_weight, needed_stats, quant_spec
 from sweep.compress.profile import LayerProfile, empty_profile, layer_plan, measure_profile
+from sweep.compress.rounding import empty_grid
 from sweep.compress.rtn import QuantGrid
 
 
@@ -85,7 +86,7 @@ class _InPlaceCompressor:
         grid = None
         if self.record_grids and config.quantizes:
             rows, cols = layer.weight.shape
-            grid = QuantGrid.empty(rows, cols, quant_spec(config), layer.weight.device)
+            grid = empty_grid(rows, cols, quant_spec(config), layer.weight.device)
         weight, keep = compress_weight(layer.weight.data, config, stats, grid)
         if grid is not None:
             self.grids[name] = grid.to("cpu")

@@ -170,10 +170,19 @@ class FloatGrid:
         groups = 1 if fmt.group_size is None else math.ceil(cols / fmt.group_size)
         return cls(fmt, torch.zeros((rows, groups), device=device), global_scale)
 
+    def fits(self, rows: int, cols: int, spec: object) -> bool:
+        """Whether this grid is one for a (rows, cols) weight quantized as ``spec`` (a
+        ``QuantSpec``)."""
+        groups = 1 if self.fmt.group_size is None else math.ceil(cols / self.fmt.group_size)
+        return getattr(spec, "format", None) == self.fmt.name and self.scale.shape == (rows, groups)
+
     def put(self, col: int, cols: int, scale: torch.Tensor, zero: object = None) -> None:
         """Record the scale (rows, 1) of the group holding column ``col``."""
         g = col // (cols if self.fmt.group_size is None else self.fmt.group_size)
         self.scale[:, g] = scale[:, 0]
+
+    def to(self, device: torch.device | str) -> FloatGrid:
+        return FloatGrid(self.fmt, self.scale.to(device), self.global_scale)
 
     def stored_scales(self) -> torch.Tensor:
         """The group scales as the checkpoint stores their values: NVFP4's e4m3 scale (this

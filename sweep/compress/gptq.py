@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import torch
 
-from sweep.compress.formats import FloatFormat, FloatGrid, float_quantize, float_scales
-from sweep.compress.formats import tensor_scale as fit_tensor_scale
+from sweep.compress.formats import FloatFormat, FloatGrid
 from sweep.compress.hessian import DAMPENING, LAZY_BLOCK, inverse_hessian_cholesky, prepare
-from sweep.compress.rtn import QuantGrid, quant_params, quantize
+from sweep.compress.rounding import rounding
+from sweep.compress.rtn import QuantGrid, QuantSpec
 
 
 def gptq_quantize(
@@ -47,24 +47,10 @@ def gptq_quantize(
     keep = torch.ones_like(w, dtype=torch.bool) if mask is None else mask.to(w.device).bool()
     w *= keep
     if fmt is not None:
-        group_size = fmt.group_size
-        g = fit_tensor_scale(w, keep) if fmt.tensor_scale else None
-        if isinstance(grid, FloatGrid):
-            grid.global_scale = g
-
-        def fit(block: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return float_scales(block, fmt, m, g), torch.zeros(1)
-
-        def rounded(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-            return float_quantize(x, scale, fmt)
-    else:
-
-        def fit(block: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return quant_params(block, bits, symmetric, m)
-
-        def rounded(x: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
-            return quantize(x, scale, zero, bits)
-
+        bits, group_size, symmetric = fmt.nominal_bits, fmt.group_size, True
+    spec = QuantSpec(bits, group_size, symmetric, "int" if fmt is None else fmt.name)
+    grid_rounding = rounding(spec, w, keep, grid)
+    fit, rounded = grid_rounding.fit, grid_rounding.round
     gs = cols if group_size is None else group_size
 
     perm = None

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sweep.compress.config import CompressionConfig
+from sweep.compress.formats import FloatGrid
 from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, PruneTarget
 from sweep.compress.rtn import QuantGrid, QuantSpec
 
@@ -48,7 +49,7 @@ def requires_calibration(config: CompressionConfig) -> bool:
 
 def quant_spec(config: CompressionConfig) -> QuantSpec:
     """The grid shape (bits, group size, symmetry) that ``config`` quantizes onto."""
-    return QuantSpec(config.bits, config.group_size, config.symmetric)
+    return QuantSpec(config.bits, config.group_size, config.symmetric, config.format)
 
 
 def prune_target(config: CompressionConfig) -> PruneTarget:
@@ -60,7 +61,7 @@ def compress_weight(
     weight: torch.Tensor,
     config: CompressionConfig,
     stats: LayerStats | None = None,
-    grid: QuantGrid | None = None,
+    grid: QuantGrid | FloatGrid | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (compressed weight, keep-mask of the pruning step) for ``weight`` (out, in).
 

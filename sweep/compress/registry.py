@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sweep.compress.formats import FORMATS, rtn_float
 from sweep.compress.gptq import gptq_quantize
 from sweep.compress.magnitude import magnitude_prune
 from sweep.compress.rtn import QuantGrid, QuantSpec, rtn_quantize
@@ -134,6 +135,8 @@ def _rtn(
     act_order: bool = False,
     grid: QuantGrid | None = None,
 ) -> torch.Tensor:
+    if spec.format != "int":
+        return rtn_float(weight, FORMATS[spec.format], mask, grid=grid)
     return rtn_quantize(weight, spec.bits, spec.group_size, spec.symmetric, mask, grid=grid)
 
 
@@ -149,7 +152,15 @@ def _gptq(
 ) -> torch.Tensor:
     hessian = required(stats, "gptq", "hessian")
     return gptq_quantize(
-        weight, hessian, spec.bits, spec.group_size, spec.symmetric, act_order, mask, grid=grid
+        weight,
+        hessian,
+        spec.bits,
+        spec.group_size,
+        spec.symmetric,
+        act_order,
+        mask,
+        grid=grid,
+        fmt=None if spec.format == "int" else FORMATS[spec.format],
     )
 
 

@@ -13,11 +13,13 @@ SCALE_DTYPE = torch.bfloat16  # the precision at which scales are fitted, as the
 @dataclass(frozen=True)
 class QuantSpec:
     """The shape of a quantization grid: bit-width, group of input columns (None = the whole row,
-    one scale per output channel), symmetric or not."""
+    one scale per output channel), symmetric or not, and the format of its values: ``int``, or a
+    float format of ``sweep.compress.formats`` (which fixes the other three)."""
 
     bits: int
     group_size: int | None = None
     symmetric: bool = False
+    format: str = "int"
 
 
 @dataclass

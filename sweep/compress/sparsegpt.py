@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from sweep.compress.formats import FloatGrid
 from sweep.compress.hessian import (
     BLOCK_SIZE,
     DAMPENING,
@@ -26,7 +27,8 @@ from sweep.compress.hessian import (
     prepare,
 )
 from sweep.compress.magnitude import drop_lowest, nm_mask
-from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params, quantize
+from sweep.compress.rounding import rounding
+from sweep.compress.rtn import QuantGrid, QuantSpec
 
 
 def sparsegpt_prune(
@@ -37,7 +39,7 @@ def sparsegpt_prune(
     quantizer: QuantSpec | None = None,
     block_size: int = BLOCK_SIZE,
     damp: float = DAMPENING,
-    grid: QuantGrid | None = None,
+    grid: QuantGrid | FloatGrid | None = None,
     lazy: int = LAZY_BLOCK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prune (and optionally quantize) ``weight`` (out, in) with the input Hessian (in, in).
@@ -55,6 +57,7 @@ def sparsegpt_prune(
         block_size = m * max(1, block_size // m)  # an N:M run never straddles two blocks
     gs = cols if quantizer is None or quantizer.group_size is None else quantizer.group_size
     hinv = inverse_hessian_cholesky(h, damp)  # (in, in), upper
+    grid_rounding = None if quantizer is None else rounding(quantizer, w, None, grid)
 
     out = torch.zeros_like(w)  # (out, in)
     keep = torch.ones_like(w, dtype=torch.bool)  # (out, in)
@@ -79,14 +82,14 @@ def sparsegpt_prune(
                     keep1[:, i : i + m] = nm_mask(saliency, n, m)
                 x = w1[:, i]  # (out,)
                 qc = x * keep1[:, i]  # (out,)
-                if quantizer is not None:
+                if grid_rounding is not None:
                     if col % gs == 0:
                         ahead = torch.cat([w1[:, i:], w[:, b1:]], dim=1)[:, :gs]  # (out, gs)
-                        scale, zero = quant_params(ahead, quantizer.bits, quantizer.symmetric)
-                        s_, z_ = scale[:, 0], zero[:, 0]  # (out,)
+                        scale, zero = grid_rounding.fit(ahead, None)
+                        s_, z_ = scale[:, 0], zero[..., 0]  # (out,)
                         if grid is not None:
                             grid.put(col, cols, scale, zero)
-                    qc = quantize(qc, s_, z_, quantizer.bits)
+                    qc = grid_rounding.round(qc, s_, z_)
                 err = (x - qc).div_(diag[i])  # (out,)
                 w1[:, i:s1].addr_(err, hinv1[i, i:s1], alpha=-1.0)
                 err1[:, i] = err

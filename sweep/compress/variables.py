@@ -16,12 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, unknown_name_message
 
 UNSTRUCTURED = "unstructured"
 ORDERS = ("prune_first", "quant_first", "joint")
 CASES = ("A", "B")
 SUPPORTED_BITS = (2, 3, 4, 8, 16)
+INT = "int"  # integer weights of ``bits`` on a grid of ``group_size`` and ``symmetric``
+WEIGHT_FORMATS = (INT, *FORMATS)  # a float format fixes its bits, groups and symmetry
 PROFILES = ("uniform", "owl")  # how sparsity spreads over the layers
 ALLOCATIONS = ("uniform", "mixed")  # how bit-widths spread over the layers
 MIXED_BITS = (2, 3, 4, 8)  # the widths a mixed allocation gives layers, ``bits`` their average
@@ -57,7 +60,15 @@ def prunes(fields: dict[str, Any]) -> bool:
 
 
 def quantizes(fields: dict[str, Any]) -> bool:
-    return fields["bits"] < 16
+    return fields.get("format", INT) != INT or fields["bits"] < 16
+
+
+def _integer(fields: dict[str, Any]) -> bool:
+    return fields.get("format", INT) == INT
+
+
+def _integer_grid(fields: dict[str, Any]) -> bool:
+    return _integer(fields) and quantizes(fields)
 
 
 def _always(fields: dict[str, Any]) -> bool:
@@ -77,7 +88,7 @@ def _owl(fields: dict[str, Any]) -> bool:
 
 
 def _spreads_bits(fields: dict[str, Any]) -> bool:
-    return quantizes(fields) and allocation_acts(fields["bits"])
+    return _integer_grid(fields) and allocation_acts(fields["bits"])
 
 
 def _both(fields: dict[str, Any]) -> bool:
@@ -178,7 +189,9 @@ class Variable:
 VARIABLES: tuple[Variable, ...] = (
     Variable("pattern", "patterns", _always, UNSTRUCTURED, _pattern, skipped=UNSTRUCTURED),
     Variable("sparsity", "sparsity", _unstructured, 0.0, _sparsity, skipped=0.0),
-    Variable("bits", "bits", _always, 16, _bits, skipped=16),
+    Variable("format", "formats", _always, INT, _one_of("weight format", WEIGHT_FORMATS),
+             skipped=INT),
+    Variable("bits", "bits", _integer, 16, _bits, skipped=16),
     Variable("prune_method", "prune_methods", prunes, "magnitude",
              _registered("pruning method", PRUNERS.names)),
     Variable("profile", "profiles", _spreads_sparsity, "uniform",
@@ -187,8 +200,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("owl_m", "owl_ms", _owl, OWL_M, _owl_m),
     Variable("quant_method", "quant_methods", quantizes, "rtn",
              _registered("quantization method", QUANTIZERS.names)),
-    Variable("group_size", "group_sizes", quantizes, 128, _group_size),
-    Variable("symmetric", "symmetric", quantizes, False),
+    Variable("group_size", "group_sizes", _integer_grid, 128, _group_size),
+    Variable("symmetric", "symmetric", _integer_grid, False),
     Variable("allocation", "allocations", _spreads_bits, "uniform",
              _one_of("bit allocation", ALLOCATIONS), skipped="uniform"),
     Variable("order", "orders", _both, "prune_first", _one_of("order", ORDERS)),

@@ -184,7 +184,9 @@ def measure(
         measured_sparsity=sparsity,
         zero_fraction=compressed.zero_fraction,
         tcr=tcr,
-        real_ratio=real_compression_ratio(inventory, bits, config.group_size, config.symmetric),
+        real_ratio=real_compression_ratio(
+            inventory, bits, config.group_size, config.symmetric, config.format
+        ),
         sr=sr,
         srcr=srcr(sr, capacity),
         perplexity=scores.perplexity,

@@ -42,6 +42,11 @@ def _suggested(space: SearchSpace) -> set[CompressionConfig]:
         {"sparsity": {"values": [0.0, 0.25]}, "profiles": ["uniform", "owl"],
          "owl_lambdas": [0.04, 0.08], "bits": [2, 3, 16], "allocations": ["mixed"],
          "group_sizes": [32, None]},
+        # a float format fixes its bits and grid, and takes no mixed allocation
+        {"sparsity": {"values": [0.0, 0.5]}, "formats": ["int", "fp8", "nvfp4", "mxfp4"],
+         "bits": [3, 16], "group_sizes": [64, None], "allocations": ["uniform", "mixed"],
+         "quant_methods": ["rtn", "gptq"], "orders": ["prune_first", "joint"],
+         "prune_methods": ["sparsegpt"]},
     ],
 )  # fmt: skip
 def test_the_space_lists_exactly_what_the_sampler_can_return(lists):
@@ -82,6 +87,7 @@ def test_an_export_fragment_holds_the_one_configuration_it_was_made_from():
         ("bits", 5, "bits", "unsupported bit-width 5; allowed: [2, 3, 4, 8, 16]"),
         ("quant_methods", "gtpq", "quant_method", "Did you mean 'gptq'?"),
         ("allocations", "greedy", "allocation", "unknown bit allocation 'greedy'"),
+        ("formats", "fp4", "format", "unknown weight format 'fp4'"),
     ],
 )
 def test_the_spec_and_a_configuration_refuse_a_value_in_the_same_words(
@@ -92,3 +98,22 @@ def test_the_spec_and_a_configuration_refuse_a_value_in_the_same_words(
     assert message in str(refused.value)
     with pytest.raises(ValueError, match=f"^{config_field}: .*{message[:12]}"):
         CompressionConfig(**{config_field: value})
+
+
+def test_a_float_format_sets_its_own_bits_and_grid_and_names_itself():
+    nvfp4 = CompressionConfig(format="nvfp4", bits=3, group_size=128, quant_method="gptq")
+    assert (nvfp4.bits, nvfp4.group_size, nvfp4.symmetric) == (4, 16, True)
+    assert nvfp4.key() == "gptq-nvfp4"
+    assert CompressionConfig(format="fp8").key() == "rtn-fp8"
+    assert (CompressionConfig(format="mxfp4").group_size, CompressionConfig(format="fp8").bits) == (
+        32,
+        8,
+    )
+    both = CompressionConfig(sparsity=0.5, prune_method="sparsegpt", format="mxfp4")
+    assert both.key() == "sparsegpt-50% rtn-mxfp4 prune_first-caseB"
+    assert CompressionConfig(format="int", bits=4).key() == "rtn-w4-g128-asym"  # as before
+    with pytest.raises(ValueError, match="a mixed allocation spreads integer widths, not nvfp4"):
+        CompressionConfig(format="nvfp4", allocation="mixed")
+    space = SearchSpace(sparsity={"values": [0.0]}, formats=["fp8", "nvfp4"], bits=[2, 3])
+    assert sorted(c.key() for c in all_configs(space)) == ["rtn-fp8", "rtn-nvfp4"]
+    assert space.size() == 2
