@@ -6,11 +6,12 @@ Each rule cites the runtime's own source it mirrors. vLLM's rows are read from v
 from transformers 5.17 with compressed-tensors 0.19, and what it holds in memory is measured
 (``tests/test_runtimes.py`` loads an export and counts the bytes of its Linear layers).
 
-A runtime serves a checkpoint of integer weights (``pack-quantized``: the only weight format the
-engine writes today) when every quantized layer's scheme matches one of its ``WeightRule`` rows
-at the target GPU's compute capability, its fused layers share one scheme where it needs them
-to, and it accepts the config's activation ordering. Weights it does not quantize are served
-dense in 16 bits. No runtime here stores sparsity sparsely: a pruned weight is a dense zero.
+A runtime serves a checkpoint (integer weights ``pack-quantized``, or a float format of
+``sweep.compress.formats``) when every quantized layer's scheme matches one of its
+``WeightRule`` rows at the target GPU's compute capability, its fused layers share one scheme
+where it needs them to, and it accepts the config's activation ordering. Weights it does not
+quantize are served dense in 16 bits. No runtime here stores sparsity sparsely: a pruned weight
+is a dense zero.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A study of the float formats on the toy model, through the command line: every trial
 measured with its format's nominal bits for TCr and its scales in the real ratio, judged by
-vLLM's rows for the format, shown on the front, and refused by export in one line."""
+vLLM's rows for the format, shown on the front, and exported in its compressed-tensors format."""
 
+import json
 from pathlib import Path
 
 import optuna
@@ -62,9 +63,16 @@ def test_a_study_of_the_float_formats_runs_measures_and_reports(toy_dir: Path, t
     table = (tmp_path / "report" / "trials.csv").read_text()
     assert "gptq-nvfp4" in table and "gptq-mxfp4" in table and "gptq-fp8" in table
 
-    refused = sweep("export", "--storage", url, "--study-name", "formats",
-                    "--trial", str(trials[0].number), "--out", str(tmp_path / "x"),
-                    cwd=tmp_path)  # fmt: skip
-    assert refused.returncode == 2
-    assert "cannot be exported yet: its weights are" in refused.stdout + refused.stderr
-    assert not (tmp_path / "x").exists()
+    full = [t for t in trials if t.user_attrs["stage"] == "full"]
+    chosen = next(t for t in full if t.user_attrs["config"]["format"] != "fp8") if any(
+        t.user_attrs["config"]["format"] != "fp8" for t in full) else full[0]  # fmt: skip
+    name = chosen.user_attrs["config"]["format"]
+    out = tmp_path / "exported"
+    exported = sweep("export", "--storage", url, "--study-name", "formats",
+                     "--trial", str(chosen.number), "--out", str(out), cwd=tmp_path)  # fmt: skip
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    stored = {"fp8": "float-quantized", "nvfp4": "nvfp4-pack-quantized",
+              "mxfp4": "mxfp4-pack-quantized"}[name]  # fmt: skip
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["format"] == stored
+    assert stored in (out / "README.md").read_text()

@@ -90,8 +90,10 @@ class _InPlaceCompressor:
         weight, keep = compress_weight(layer.weight.data, config, stats, grid)
         if grid is not None:
             self.grids[name] = grid.to("cpu")
-        if self.storage_dtype is not None and not config.quantizes:
-            weight = weight.to(self.storage_dtype)  # a quantized weight is stored as its grid
+        if self.storage_dtype is not None and (not config.quantizes or config.format != "int"):
+            # an integer grid's values scale * (k - zero) are what its checkpoint decodes to; a
+            # float format's checkpoint decodes value * scale into the 16-bit dtype, rounded
+            weight = weight.to(self.storage_dtype)
         layer.weight.data.copy_(weight)
         n = keep.numel()
         n_pruned = n - int(keep.sum())

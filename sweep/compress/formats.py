@@ -158,6 +158,11 @@ class FloatGrid:
     scale: torch.Tensor  # (rows, n_groups), float32
     global_scale: float | None = None
 
+    @property
+    def bits(self) -> int:
+        """The format's nominal bits (what a mixed allocation's grids are grouped by)."""
+        return self.fmt.nominal_bits
+
     @classmethod
     def empty(
         cls,

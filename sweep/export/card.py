@@ -68,7 +68,21 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
         "```",
         "",
     ]
-    if c.quantizes:
+    if c.quantizes and c.format != "int":
+        stored = {"fp8": "`float-quantized`: e4m3 values, a 16-bit scale per row",
+                  "nvfp4": "`nvfp4-pack-quantized`: e2m1 values in groups of 16, e4m3 scales and "
+                           "an FP32 tensor scale",
+                  "mxfp4": "`mxfp4-pack-quantized`: e2m1 values in groups of 32, power-of-two "
+                           "scales"}[c.format]  # fmt: skip
+        lines += [
+            f"Quantized weights are stored as {c.format} (compressed-tensors {stored}), which "
+            "vLLM also reads. The weights evaluated are those the checkpoint decodes to in its "
+            "16-bit dtype; on a CPU in float32, load it with "
+            "`quantization_config=CompressedTensorsConfig(run_compressed=False)`. Pruned weights "
+            "are stored as zeros, so sparsity does not shrink the file.",
+            "",
+        ]
+    elif c.quantizes:
         lines += [
             "Quantized weights are stored packed (compressed-tensors `pack-quantized`, which vLLM "
             "also reads) and dequantized by `transformers` on load. Pruned weights are stored "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from compressed_tensors.compressors import ModelCompressor
+from compressed_tensors.compressors import BaseCompressor, ModelCompressor
 from compressed_tensors.compressors.pack_quantized import PackedQuantizationCompressor
 from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
 from compressed_tensors.config import CompressionFormat
@@ -36,7 +36,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from sweep.compress.blocks import compressible_linears
-from sweep.compress.config import MIXED_BITS, CompressionConfig
+from sweep.compress.config import INT, MIXED_BITS, CompressionConfig
+from sweep.compress.formats import FloatGrid
 from sweep.compress.rtn import QuantGrid
 from sweep.export import ExportError
 
@@ -46,6 +47,8 @@ WEIGHTS_FILE = "model.safetensors"
 def quantization_args(config: CompressionConfig, bits: int | None = None) -> QuantizationArgs:
     """The compressed-tensors description of ``config``'s weight grid (at ``bits``, for one
     width of a mixed allocation)."""
+    if config.format != INT:
+        return float_quantization_args(config)
     grouped = config.group_size is not None
     return QuantizationArgs(
         num_bits=config.bits if bits is None else bits,
@@ -55,6 +58,37 @@ def quantization_args(config: CompressionConfig, bits: int | None = None) -> Qua
         group_size=config.group_size,
         actorder="weight" if config.act_order else None,  # static groups: no g_idx to store
     )
+
+
+def float_quantization_args(config: CompressionConfig) -> QuantizationArgs:
+    """A float format as compressed-tensors names it: llm-compressor's FP8_DYNAMIC weights,
+    NVFP4A16 and MXFP4A16."""
+    strategy = {
+        "fp8": QuantizationStrategy.CHANNEL,
+        "nvfp4": QuantizationStrategy.TENSOR_GROUP,
+        "mxfp4": QuantizationStrategy.GROUP,
+    }[config.format]
+    scale_dtype = {"fp8": None, "nvfp4": torch.float8_e4m3fn, "mxfp4": torch.uint8}[config.format]
+    return QuantizationArgs(
+        num_bits=config.bits,
+        type="float",
+        symmetric=True,
+        strategy=strategy,
+        group_size=config.group_size,
+        scale_dtype=scale_dtype,
+        zp_dtype=scale_dtype,
+        actorder="weight" if config.act_order else None,
+    )
+
+
+def storage_format(config: CompressionConfig) -> str:
+    """The compressed-tensors format a quantized ``config``'s Linears are stored in."""
+    return {
+        INT: CompressionFormat.pack_quantized.value,
+        "fp8": CompressionFormat.float_quantized.value,
+        "nvfp4": CompressionFormat.nvfp4_pack_quantized.value,
+        "mxfp4": CompressionFormat.mxfp4_pack_quantized.value,
+    }[config.format]
 
 
 def grid_widths(grids: dict[str, QuantGrid]) -> dict[int, list[str]]:
@@ -72,7 +106,7 @@ def quantization_config(
     ``widths`` (bits -> module names, a mixed allocation), one scheme per bit-width targeting
     its layers by name, named ``group_0``, ``group_1``... from the fewest bits up, so that the
     groups' sorted order (the order vLLM matches them in) is that one."""
-    fmt = CompressionFormat.pack_quantized.value
+    fmt = storage_format(config)
     if widths is None:
         schemes = {"group_0": QuantizationScheme(
             targets=["Linear"], weights=quantization_args(config), format=fmt
@@ -86,7 +120,7 @@ def quantization_config(
         }
     return QuantizationConfig(
         config_groups=schemes,
-        format=CompressionFormat.pack_quantized.value,
+        format=fmt,
         quantization_status=QuantizationStatus.COMPRESSED,
         ignore=ignore,
     )
@@ -118,6 +152,35 @@ def pack_linear(
     if not torch.equal(unpacked.to(torch.int16) + offset, codes.to(torch.int16)):
         raise ExportError(f"{name}: compressed-tensors packed other codes than the engine's")
     packed["weight_scale"] = packed["weight_scale"].to(dtype)
+    return packed
+
+
+def pack_float_linear(
+    name: str, weight: torch.Tensor, grid: FloatGrid, scheme: QuantizationScheme, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """A float-format Linear's tensors (fp8: ``weight`` in e4m3 and ``weight_scale``; nvfp4 and
+    mxfp4: ``weight_packed``, ``weight_scale`` and, for nvfp4, ``weight_global_scale``), by
+    compressed-tensors' own compressor, from the engine's grid; refused unless they decode to
+    the weight that was evaluated."""
+    rows, cols = weight.shape
+    step = cols if grid.fmt.group_size is None else grid.fmt.group_size
+    if cols % step:
+        raise ExportError(f"{name}: {grid.fmt.name} needs the input size ({cols}) to be a "
+                          f"multiple of {step}")  # fmt: skip
+    on_grid = grid.elements(weight) * grid.scale.repeat_interleave(step, dim=1)  # float32
+    state = {"weight": on_grid, "weight_scale": grid.stored_scales()}
+    if grid.fmt.tensor_scale:
+        state["weight_global_scale"] = torch.tensor([grid.global_scale], dtype=torch.float32)
+    compressor = BaseCompressor.load_from_registry(scheme.format)
+    packed = compressor.compress(state, scheme)
+    if grid.fmt.name == "fp8":
+        packed["weight_scale"] = packed["weight_scale"].to(dtype)
+    decoded = compressor.decompress(dict(packed), scheme)["weight"].to(dtype)
+    if not torch.equal(decoded.float(), weight.float()):
+        raise ExportError(
+            f"{name}: compressed-tensors decodes other {grid.fmt.name} weights than the ones "
+            f"evaluated (the checkpoint's dtype is {dtype})"
+        )
     return packed
 
 
@@ -155,6 +218,17 @@ def checkpoint_tensors(
         if id(value) in weight_of:
             name = weight_of[id(value)]
             grid = grids[name]
+            if isinstance(grid, FloatGrid):
+                if grid.fmt.name != config.format:
+                    raise ExportError(f"{name}: its recorded grid is not {config.key()}'s")
+                scheme = QuantizationScheme(
+                    targets=["Linear"], weights=quantization_args(config),
+                    format=storage_format(config),
+                )  # fmt: skip
+                packed = pack_float_linear(name, value.detach().cpu(), grid, scheme, dtype)
+                prefix = key.removesuffix("weight")
+                tensors.update({prefix + k: v.contiguous() for k, v in packed.items()})
+                continue
             if (grid.group_size, grid.symmetric) != (config.group_size, config.symmetric) or (
                 grid.bits != config.bits and not (mixed and grid.bits in MIXED_BITS)
             ):

@@ -14,7 +14,13 @@ from sweep.compress.hessian import BLOCK_SIZE, DAMPENING
 IGNORE = ["lm_head"]
 
 
+PRESETS = {"nvfp4": "NVFP4A16", "mxfp4": "MXFP4A16"}  # llm-compressor's weight-only schemes
+
+
 def _weights(c: CompressionConfig) -> dict[str, Any]:
+    order = {"actorder": "static"} if c.quant_method == "gptq" and c.act_order else {}
+    if c.format == "fp8":  # FP8_DYNAMIC's weights, without its activations
+        return {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "channel", **order}
     grouped = c.group_size is not None
     return {
         "num_bits": c.bits,
@@ -22,7 +28,7 @@ def _weights(c: CompressionConfig) -> dict[str, Any]:
         "symmetric": c.symmetric,
         "strategy": "group" if grouped else "channel",
         **({"group_size": c.group_size} if grouped else {}),
-        **({"actorder": "static"} if c.quant_method == "gptq" and c.act_order else {}),
+        **order,
     }
 
 
@@ -56,11 +62,14 @@ def _quant_stage(c: CompressionConfig, widths: dict[int, list[str]] | None) -> d
                                                                         "num_bits": bits}}
             for i, bits in enumerate(sorted(widths))
         }  # fmt: skip
+    what: dict[str, Any] = {"config_groups": groups}
+    if c.format in PRESETS:
+        what = {"targets": ["Linear"], "scheme": PRESETS[c.format]}
     if c.quant_method == "gptq":
         gptq = {"dampening_frac": DAMPENING, "block_size": BLOCK_SIZE}
-        modifier = {"GPTQModifier": {"config_groups": groups, "ignore": list(IGNORE), **gptq}}
+        modifier = {"GPTQModifier": {**what, "ignore": list(IGNORE), **gptq}}
     else:
-        modifier = {"QuantizationModifier": {"config_groups": groups, "ignore": list(IGNORE)}}
+        modifier = {"QuantizationModifier": {**what, "ignore": list(IGNORE)}}
     return {"quant_modifiers": modifier}
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sweep.compress import CompressionConfig
-from sweep.compress.config import INT
 from sweep.deployment import Layout, Verdict, assess, judged, layer_widths
 from sweep.events import Events
 from sweep.export import ExportError
@@ -60,7 +59,6 @@ def export_trial(request: ExportRequest, events: Events) -> Exported:
     config, measurement = chosen.config, chosen.measurement
     if config is None or measurement is None or base is None:
         raise ExportError(f"trial {chosen.number} of {study.study_name!r} holds no measurement")
-    check_writable(config, f"trial {chosen.number} of {study.study_name!r}")
     events.note(f"exporting trial {chosen.number} of {study.study_name}: {config.key()}")
     pinned = pinned_fingerprints(study)
     one = trial_spec(ran, config, ran.name, pinned)
@@ -117,7 +115,6 @@ def compress_spec(request: CompressRequest, events: Events) -> Compressed:
     config = the_config(spec)
     if request.out is not None:
         check_output_folder(request.out)
-        check_writable(config, f"{request.spec_path}'s configuration")
     with prepare_runner(spec, events, request.progress) as runner:
         check_spec_inputs(spec, runner.fingerprints, f"{request.spec_path} was")
         check_group_sizes(spec.search, runner.loaded.input_widths())
@@ -140,18 +137,6 @@ def compress_spec(request: CompressRequest, events: Events) -> Compressed:
             with events.busy(f"writing {request.out}"):
                 files = write_bundle(request.out, runner, result.grids, bundle)
     return Compressed(result, files)
-
-
-def check_writable(config: CompressionConfig, what: str) -> None:
-    """Refuse, before any work, a configuration whose weights the checkpoint writer cannot
-    store: the float formats (issue 24 lands their compressed-tensors formats next)."""
-    c = config.canonical()
-    if c.quantizes and c.format != INT:
-        raise ExportError(
-            f"{what} ({c.key()}) cannot be exported yet: its weights are {c.format}, and sweep "
-            "export writes integer weights (pack-quantized) only; its measurement stays in the "
-            "study, and `sweep compress` without --out evaluates it again"
-        )
 
 
 def check_deployable(

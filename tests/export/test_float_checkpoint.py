@@ -1,0 +1,96 @@
+"""The float formats as compressed-tensors checkpoints: each Linear in its format's tensors and
+sizes (what the real ratio counts), and the reload decoding to exactly the weights evaluated."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from sweep.compress import CompressionConfig, compress_model
+from sweep.compress.blocks import compressible_linears
+from sweep.export.checkpoint import WEIGHTS_FILE, write_checkpoint
+from sweep.export.recipe import recipe
+from sweep.loaded_model import storage_dtype
+from sweep.metrics import packed_linear_bytes
+from sweep.model import load_model
+
+from ..helpers import REPO
+
+MODEL_DIR = REPO / "sweep/demo/model"
+FORMAT_NAMES = {"fp8": "float-quantized", "nvfp4": "nvfp4-pack-quantized",
+                "mxfp4": "mxfp4-pack-quantized"}  # fmt: skip
+TENSORS = {
+    "fp8": {"weight": torch.float8_e4m3fn, "weight_scale": torch.bfloat16},
+    "nvfp4": {"weight_packed": torch.uint8, "weight_scale": torch.float8_e4m3fn,
+              "weight_global_scale": torch.float32},
+    "mxfp4": {"weight_packed": torch.uint8, "weight_scale": torch.uint8},
+}  # fmt: skip
+
+
+def _compressed(config: CompressionConfig, out: Path):
+    model, tokenizer = load_model(MODEL_DIR, dtype="auto", device="cpu")
+    dtype = storage_dtype(model)
+    with torch.no_grad():  # as LoadedModel holds it: every weight at the checkpoint's precision
+        for p in model.parameters():
+            p.copy_(p.to(dtype).float())
+    result = compress_model(model, config, progress=False, record_grids=True, storage_dtype=dtype)
+    write_checkpoint(model, tokenizer, config, result.grids, out, dtype)
+    return model
+
+
+def _reloaded(out: Path):
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
+
+    back = AutoModelForCausalLM.from_pretrained(
+        out, quantization_config=CompressedTensorsConfig(run_compressed=False)
+    ).eval()
+    for p in back.parameters():  # decoded in the checkpoint's 16-bit dtype; evaluated in float32
+        p.data = p.data.float()
+    return back
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "nvfp4", "mxfp4"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_a_float_checkpoint_holds_its_format_and_reloads_to_the_evaluated_logits(
+    tmp_path: Path, fmt: str, sparsity: float
+):
+    config = CompressionConfig(format=fmt, sparsity=sparsity, prune_method="magnitude")
+    model = _compressed(config, tmp_path)
+
+    qconfig = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    assert qconfig["format"] == FORMAT_NAMES[fmt]
+    weights = qconfig["config_groups"]["group_0"]["weights"]
+    assert (weights["type"], weights["num_bits"], weights["group_size"]) == (
+        "float", config.bits, config.group_size,
+    )  # fmt: skip
+    with safe_open(tmp_path / WEIGHTS_FILE, "pt") as f:
+        for name, layer in compressible_linears(model).items():
+            tensors = {k.removeprefix(f"{name}."): f.get_tensor(k)
+                       for k in f.keys() if k.startswith(f"{name}.")}  # fmt: skip  # noqa: SIM118
+            assert {k: t.dtype for k, t in tensors.items()} == TENSORS[fmt], name
+            rows, cols = layer.weight.shape
+            stored = sum(t.numel() * t.element_size() for t in tensors.values())
+            assert stored == packed_linear_bytes(rows, cols, config.bits, config.group_size,
+                                                 True, fmt)  # fmt: skip
+
+    back = _reloaded(tmp_path)
+    for name, layer in compressible_linears(model).items():
+        assert torch.equal(back.get_submodule(name).weight, layer.weight), name
+        if sparsity:
+            assert (layer.weight == 0).float().mean() >= 0.5  # pruned weights stay zeros
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        assert torch.allclose(back(ids).logits, model(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_the_recipe_names_llm_compressors_schemes():
+    stage = recipe(CompressionConfig(format="nvfp4", quant_method="gptq"))
+    modifiers = json.dumps(stage)
+    assert '"scheme": "NVFP4A16"' in modifiers and "GPTQModifier" in modifiers
+    assert '"scheme": "MXFP4A16"' in json.dumps(recipe(CompressionConfig(format="mxfp4")))
+    fp8 = json.dumps(recipe(CompressionConfig(format="fp8")))
+    assert '"type": "float"' in fp8 and '"num_bits": 8' in fp8 and '"strategy": "channel"' in fp8
