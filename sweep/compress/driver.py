@@ -35,6 +35,7 @@ from sweep.compress.calibration import (
     move_stats,
 )
 from sweep.compress.config import CompressionConfig
+from sweep.compress.formats import FORMATS, as_decoded
 from sweep.compress.fused import fused_groups
 from sweep.compress.layer import compress_weight, needed_stats, quant_spec
 from sweep.compress.profile import LayerProfile, empty_profile, layer_plan, measure_profile
@@ -90,10 +91,12 @@ class _InPlaceCompressor:
         weight, keep = compress_weight(layer.weight.data, config, stats, grid)
         if grid is not None:
             self.grids[name] = grid.to("cpu")
-        if self.storage_dtype is not None and (not config.quantizes or config.format != "int"):
-            # an integer grid's values scale * (k - zero) are what its checkpoint decodes to; a
-            # float format's checkpoint decodes value * scale into the 16-bit dtype, rounded
+        if self.storage_dtype is not None and not config.quantizes:
             weight = weight.to(self.storage_dtype)
+        elif self.storage_dtype is not None and config.format != "int":
+            # an integer grid's values scale * (k - zero) are what its checkpoint decodes to; a
+            # float format's checkpoint decodes value * scale into a 16-bit dtype, rounded
+            weight = as_decoded(weight, FORMATS[config.format], self.storage_dtype)
         layer.weight.data.copy_(weight)
         n = keep.numel()
         n_pruned = n - int(keep.sum())

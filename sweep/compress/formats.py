@@ -46,6 +46,9 @@ class FloatFormat:
     group_size: int | None
     scale: str  # "bf16", "e4m3" (over an FP32 tensor scale) or "e8m0"
     nominal_bits: int
+    # compressed-tensors decodes this format's values through bfloat16 (the fp4 formats unpack
+    # into it) before the checkpoint's own dtype; False: straight into the checkpoint's dtype
+    decodes_through_bf16: bool = False
 
     @property
     def element_max(self) -> float:
@@ -66,8 +69,8 @@ class FloatFormat:
 
 FORMATS = {
     "fp8": FloatFormat("fp8", "e4m3", None, "bf16", 8),
-    "nvfp4": FloatFormat("nvfp4", "e2m1", 16, "e4m3", 4),
-    "mxfp4": FloatFormat("mxfp4", "e2m1", 32, "e8m0", 4),
+    "nvfp4": FloatFormat("nvfp4", "e2m1", 16, "e4m3", 4, decodes_through_bf16=True),
+    "mxfp4": FloatFormat("mxfp4", "e2m1", 32, "e8m0", 4, decodes_through_bf16=True),
 }
 
 
@@ -142,6 +145,13 @@ def float_scales(
 def round_element(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """``x`` (already divided by its scale) rounded onto the format's element grid."""
     return round_e4m3(x) if fmt.element == "e4m3" else round_e2m1(x)
+
+
+def as_decoded(weight: torch.Tensor, fmt: FloatFormat, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` (on the format's grid) as its checkpoint in ``dtype`` decodes it, in
+    ``weight``'s dtype: what a trial evaluates, so that what is evaluated is what is loaded."""
+    decoded = weight.to(torch.bfloat16) if fmt.decodes_through_bf16 else weight
+    return decoded.to(dtype).to(weight.dtype)
 
 
 def float_quantize(x: torch.Tensor, scale: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:

@@ -29,9 +29,9 @@ TENSORS = {
 }  # fmt: skip
 
 
-def _compressed(config: CompressionConfig, out: Path):
+def _compressed(config: CompressionConfig, out: Path, dtype: torch.dtype | None = None):
     model, tokenizer = load_model(MODEL_DIR, dtype="auto", device="cpu")
-    dtype = storage_dtype(model)
+    dtype = dtype or storage_dtype(model)
     with torch.no_grad():  # as LoadedModel holds it: every weight at the checkpoint's precision
         for p in model.parameters():
             p.copy_(p.to(dtype).float())
@@ -85,6 +85,15 @@ def test_a_float_checkpoint_holds_its_format_and_reloads_to_the_evaluated_logits
     )
     with torch.no_grad():
         assert torch.allclose(back(ids).logits, model(ids).logits, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["fp8", "nvfp4"])
+def test_a_float16_checkpoint_decodes_to_the_evaluated_weights(tmp_path: Path, fmt: str):
+    """The fp4 formats decode through bfloat16 before float16; fp8 straight into float16."""
+    model = _compressed(CompressionConfig(format=fmt), tmp_path, torch.float16)
+    back = _reloaded(tmp_path)
+    for name, layer in compressible_linears(model).items():
+        assert torch.equal(back.get_submodule(name).weight, layer.weight), name
 
 
 def test_the_recipe_names_llm_compressors_schemes():
