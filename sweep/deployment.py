@@ -111,7 +111,7 @@ def assess(
     quantized = sorted({b for b in widths.values() if b < FULL_BITS})
     schemes = []
     for bits in quantized:
-        rule = runtime.rule(bits, c.group_size, c.symmetric, c.format)
+        rule = runtime.rule(bits, c.group_size, c.symmetric, c.format, c.activations)
         grid = f"{'channel' if c.group_size is None else f'group {c.group_size}'}, " + (
             "symmetric" if c.symmetric else "asymmetric"
         )

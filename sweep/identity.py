@@ -161,6 +161,8 @@ class ResultContext:
         config = canonical.to_dict()
         if config["format"] == INT:  # integer results keep the keys they had before formats
             del config["format"]
+        if config["activations"] == "none":
+            del config["activations"]
         keyed: dict[str, Any] = {"context": self.fields, "config": config}
         if canonical.allocation == "mixed":
             keyed["allocation_version"] = MIXED_ALLOCATION_VERSION

@@ -48,9 +48,17 @@ class WeightRule:
     min_capability: str | None
     scheme: str  # how the runtime names what it runs: "W{bits}A16"
     source: str
+    activations: str = "none"  # quantized at run time (sweep.compress.activations), or none
 
-    def serves(self, bits: int, group_size: int | None, symmetric: bool, fmt: str = "int") -> bool:
-        if fmt != self.format:
+    def serves(
+        self,
+        bits: int,
+        group_size: int | None,
+        symmetric: bool,
+        fmt: str = "int",
+        activations: str = "none",
+    ) -> bool:
+        if (fmt, activations) != (self.format, self.activations):
             return False
         groups_ok = self.group_sizes is None or group_size in self.group_sizes
         return bits in self.bits and groups_ok and symmetric in self.symmetric
@@ -84,11 +92,17 @@ class Runtime:
     needs_gpu: bool  # its rules depend on the GPU's compute capability
 
     def rule(
-        self, bits: int, group_size: int | None, symmetric: bool, fmt: str = "int"
+        self,
+        bits: int,
+        group_size: int | None,
+        symmetric: bool,
+        fmt: str = "int",
+        activations: str = "none",
     ) -> WeightRule | None:
-        """The row that serves weights of this format and shape, on any GPU; None when none
-        does."""
-        return next((r for r in self.weights if r.serves(bits, group_size, symmetric, fmt)), None)
+        """The row that serves weights of this format and shape (and these activations), on
+        any GPU; None when none does."""
+        shape = (bits, group_size, symmetric, fmt, activations)
+        return next((r for r in self.weights if r.serves(*shape)), None)
 
 
 _CT = "vllm 0.34.0 model_executor/layers/quantization/compressed_tensors"
@@ -122,6 +136,18 @@ RUNTIMES: dict[str, Runtime] = {
                     source=f"{_CT}/schemes/compressed_tensors_w8a16_fp8.py: channel or tensor "
                     "strategy, get_min_capability() returns 80 (FP8 Marlin, 'ampere and up'); "
                     "FP8 W8A8 needs 8.9 (compressed_tensors_w8a8_fp8.py)",
+                ),
+                WeightRule(
+                    format="fp8",
+                    bits=(8,),
+                    group_sizes=(None,),
+                    symmetric=(True,),
+                    min_capability="8.9",
+                    scheme="FP8 W8A8",
+                    source=f"{_CT}/schemes/compressed_tensors_w8a8_fp8.py: channel weights, "
+                    "dynamic per-token activations (FP8_DYNAMIC), get_min_capability() returns "
+                    "89 (Ada and up); below it vLLM serves the weights alone (W8A16)",
+                    activations="fp8_dynamic",
                 ),
                 WeightRule(
                     format="nvfp4",
@@ -218,8 +244,10 @@ def markdown_table() -> str:
             low, high = min(rule.bits), max(rule.bits)
             bits = str(low) if low == high else f"{low}-{high}"
             order = "served" if runtime.act_order else "refused"
+            acts = "" if rule.activations == "none" else f" + {rule.activations} activations"
             lines.append(
-                f"| {runtime.title} | {rule.format} ({rule.scheme.format(bits='N')}) | {bits} "
+                f"| {runtime.title} | {rule.format}{acts} ({rule.scheme.format(bits='N')}) "
+                f"| {bits} "
                 f"| {groups} | {grids} | {gpu} | {sparse} | {fused} | {order} "
                 f"| {runtime.holds} |"
             )

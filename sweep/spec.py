@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from sweep.compress.activations import FORMATS_WITH_ACTIVATIONS
 from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS, unknown_name_message
 from sweep.compress.variables import (
@@ -120,6 +121,9 @@ class SearchSpace(_Strict):
     # int (integer weights of ``bits``), or a float format: fp8, nvfp4, mxfp4
     # (sweep.compress.formats), which fixes its own bits, groups and symmetry
     formats: list[str] = ["int"]
+    # activations quantized at run time, asked of a format that has them: none, fp8_dynamic
+    # (fp8 weights and activations, FP8 W8A8)
+    activations: list[str] = ["none"]
     bits: list[int] = [4, 16]
     group_sizes: list[int | None] = [128]
     symmetric: list[bool] = [False]
@@ -186,7 +190,9 @@ class SearchSpace(_Strict):
         integer = "int" in self.formats
         widths = set(self.bits) if integer else set()
         quantized = sum(grids * _allocations_at(b, allocations) for b in widths if b < 16)
-        quantized += len(set(self.formats) - {"int"})
+        for fmt in set(self.formats) - {"int"}:  # a float format: once per activation choice
+            offered = FORMATS_WITH_ACTIVATIONS.get(fmt)
+            quantized += len(set(self.activations) & {"none", *offered}) if offered else 1
         unquantized = int(16 in widths)
         # quantization methods, GPTQ once per activation order
         orders_of = {"gptq": len(set(self.act_orders))}
@@ -452,14 +458,19 @@ def _check_deploy(spec: StudySpec) -> None:
         return
     runtime = RUNTIMES[deploy.runtime]
     shapes = [
-        (b, g, s, "int")
+        (b, g, s, "int", "none")
         for b in (search.bits if integer else [])
         for g in search.group_sizes
         for s in search.symmetric
     ]
     shapes += [
-        (f.nominal_bits, f.group_size, True, f.name)
+        (f.nominal_bits, f.group_size, True, f.name, a)
         for f in (FORMATS[name] for name in search.formats if name != "int")
+        for a in (
+            set(search.activations) & {"none", *FORMATS_WITH_ACTIVATIONS[f.name]}
+            if f.name in FORMATS_WITH_ACTIVATIONS
+            else {"none"}
+        )
     ]
     served = [
         shape for shape in shapes

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sweep.compress import CompressionConfig, compress_model
+from sweep.compress.activations import quantized_activations
 from sweep.compress.calibration import CacheCorrupt, Calibration
 from sweep.compress.driver import CompressionResult
 from sweep.compress.layer import requires_calibration
@@ -173,20 +174,23 @@ class TrialRunner:
             return measure(config, compressed, scores, base, inventory, {})
 
         t = time.perf_counter()
-        if staged:
-            assert proxy is not None and stop is not None
-            model = self.loaded.model
-            staged_scores = evaluate_in_stages(
-                evaluator, model, base, proxy, measured, stop, on_phase
-            )
-            scores = staged_scores.scores
-            timings.update(staged_scores.timings)
-        else:
-            on_phase("evaluate")
-            scores = evaluator.score()
+        staged_scores = None
+        # activations quantized as the runtime quantizes them, for every stage
+        with quantized_activations(self.loaded.model, config.activations):
+            if staged:
+                assert proxy is not None and stop is not None
+                model = self.loaded.model
+                staged_scores = evaluate_in_stages(
+                    evaluator, model, base, proxy, measured, stop, on_phase
+                )
+                scores = staged_scores.scores
+                timings.update(staged_scores.timings)
+            else:
+                on_phase("evaluate")
+                scores = evaluator.score()
         timings["evaluate_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
         measurement = measure(config, compressed, scores, base, inventory, timings)
-        if staged:
+        if staged_scores is not None:
             measurement = staged_scores.into(measurement)
         return TrialResult(config, measurement, compressed.grids)

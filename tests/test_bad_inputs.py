@@ -320,6 +320,15 @@ ROWS: dict[str, Row] = {
         _run_variant("nvfp4bits", lambda d, w: d["search"].update(
             formats=["int", "nvfp4"], first=[{"format": "nvfp4", "bits": 3}])),
         ("search.first[0]: bits has no effect here",)),
+    "activations on a format without them": Row(
+        _run_variant("nvfp4acts", lambda d, w: d["search"].update(
+            formats=["nvfp4", "fp8"], activations=["none", "fp8_dynamic"],
+            first=[{"format": "nvfp4", "activations": "fp8_dynamic"}])),
+        ("search.first[0]: activations has no effect here",)),
+    "an unknown activation quantization": Row(
+        _run_variant("int8acts", _field("search", "activations", ["int8"])),
+        ("search.activations: unknown activation quantization 'int8'",
+         "allowed: none, fp8_dynamic")),
     "a float format the target GPU does not run": Row(
         _run_variant("fp8gpu", lambda d, w: d.update(
             deploy={"runtime": "vllm", "gpu": "7.5"},

@@ -312,3 +312,26 @@ def test_deploy_ratio_can_be_an_objective(toy_dir, tmp_path):
     for t in done:
         assert t.values == [t.user_attrs["srcr"], t.user_attrs["deploy_ratio"]]
         assert t.user_attrs["deployable"] is True
+
+
+def test_fp8_activations_need_an_ada_gpu_and_fp8_weights_alone_an_ampere_one():
+    from sweep.compress.fused import fused_groups
+    from sweep.model import tensor_inventory
+
+    from .compress.test_driver import tiny_llama
+
+    model = tiny_llama()
+    layout = Layout(tensor_inventory(model), fused_groups(model))
+    w8a8 = CompressionConfig(format="fp8", activations="fp8_dynamic")
+    w8a16 = CompressionConfig(format="fp8")
+
+    def on(config, gpu):
+        return assess(config, layer_widths(config, None, layout), layout,
+                      DeploySpec(runtime="vllm", gpu=gpu))  # fmt: skip
+
+    refused = on(w8a8, "8.0")
+    assert not refused.deployable
+    assert "FP8 W8A8: vllm needs compute capability 8.9" in refused.reason
+    assert on(w8a8, "8.9").reason == "served as FP8 W8A8"
+    assert on(w8a16, "8.0").reason == "served as FP8 W8A16"
+    assert on(w8a8, "8.9").ratio == on(w8a16, "8.0").ratio  # the same bytes

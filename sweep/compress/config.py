@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from sweep.compress.activations import FORMATS_WITH_ACTIVATIONS
 from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS
 from sweep.compress.variables import (
@@ -75,6 +76,7 @@ class CompressionConfig:
     owl_lambda: float = OWL_LAMBDA
     allocation: str = "uniform"
     format: str = INT
+    activations: str = "none"
 
     def __post_init__(self) -> None:
         for variable in VARIABLES:  # each value, as the spec's lists are checked
@@ -88,6 +90,14 @@ class CompressionConfig:
             object.__setattr__(self, "symmetric", True)
         if self.profile == "owl" and self.nm is not None:
             raise ValueError(f"the owl profile spreads unstructured sparsity, not {self.pattern}")
+        if self.activations != "none" and self.activations not in FORMATS_WITH_ACTIVATIONS.get(
+            self.format, ()
+        ):
+            allowed = {f: list(a) for f, a in FORMATS_WITH_ACTIVATIONS.items()}
+            raise ValueError(
+                f"activations {self.activations} need a format that has them ({allowed}); "
+                f"got format {self.format}"
+            )
         if self.allocation == "mixed" and self.format != INT:
             raise ValueError(f"a mixed allocation spreads integer widths, not {self.format}")
         if self.allocation == "mixed" and self.bits not in MIXED_BITS:
@@ -186,7 +196,8 @@ class CompressionConfig:
         if c.quantizes:
             act = "-act" if c.act_order else ""
             if c.format != INT:
-                parts.append(f"{c.quant_method}-{c.format}{act}")
+                acts = "" if c.activations == "none" else f"-{c.activations}"
+                parts.append(f"{c.quant_method}-{c.format}{acts}{act}")
             else:
                 width = f"mixed{c.bits}" if c.allocation == "mixed" else f"w{c.bits}"
                 grid = grid_name(c.group_size, c.symmetric)

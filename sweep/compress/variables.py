@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sweep.compress.activations import ACTIVATIONS, FORMATS_WITH_ACTIVATIONS
 from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, unknown_name_message
 
@@ -85,6 +86,10 @@ def _spreads_sparsity(fields: dict[str, Any]) -> bool:
 
 def _owl(fields: dict[str, Any]) -> bool:
     return fields.get("profile") == "owl"
+
+
+def _quantizes_activations(fields: dict[str, Any]) -> bool:
+    return fields.get("format", INT) in FORMATS_WITH_ACTIVATIONS
 
 
 def _spreads_bits(fields: dict[str, Any]) -> bool:
@@ -192,6 +197,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("format", "formats", _always, INT, _one_of("weight format", WEIGHT_FORMATS),
              skipped=INT),
     Variable("bits", "bits", _integer, 16, _bits, skipped=16),
+    # activations quantized at run time, where the format has them: none (weights alone)
+    Variable("activations", "activations", _quantizes_activations, "none",
+             _one_of("activation quantization", ACTIVATIONS), skipped="none"),
     Variable("prune_method", "prune_methods", prunes, "magnitude",
              _registered("pruning method", PRUNERS.names)),
     Variable("profile", "profiles", _spreads_sparsity, "uniform",

@@ -81,6 +81,17 @@ def float_quantization_args(config: CompressionConfig) -> QuantizationArgs:
     )
 
 
+def input_activation_args(config: CompressionConfig) -> QuantizationArgs | None:
+    """How ``config`` quantizes a Linear's inputs at run time (FP8_DYNAMIC's: e4m3 per token,
+    scales computed on the fly); None when it does not."""
+    if config.activations == "none":
+        return None
+    return QuantizationArgs(
+        num_bits=8, type="float", symmetric=True, dynamic=True,
+        strategy=QuantizationStrategy.TOKEN,
+    )  # fmt: skip
+
+
 def storage_format(config: CompressionConfig) -> str:
     """The compressed-tensors format a quantized ``config``'s Linears are stored in."""
     return {
@@ -109,7 +120,8 @@ def quantization_config(
     fmt = storage_format(config)
     if widths is None:
         schemes = {"group_0": QuantizationScheme(
-            targets=["Linear"], weights=quantization_args(config), format=fmt
+            targets=["Linear"], weights=quantization_args(config), format=fmt,
+            input_activations=input_activation_args(config),
         )}  # fmt: skip
     else:
         schemes = {

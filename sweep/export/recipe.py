@@ -65,6 +65,8 @@ def _quant_stage(c: CompressionConfig, widths: dict[int, list[str]] | None) -> d
     what: dict[str, Any] = {"config_groups": groups}
     if c.format in PRESETS:
         what = {"targets": ["Linear"], "scheme": PRESETS[c.format]}
+    if c.activations == "fp8_dynamic":  # FP8 weights per channel, FP8 activations per token
+        what = {"targets": ["Linear"], "scheme": "FP8_DYNAMIC"}
     if c.quant_method == "gptq":
         gptq = {"dampening_frac": DAMPENING, "block_size": BLOCK_SIZE}
         modifier = {"GPTQModifier": {**what, "ignore": list(IGNORE), **gptq}}

@@ -44,6 +44,7 @@ def _suggested(space: SearchSpace) -> set[CompressionConfig]:
          "group_sizes": [32, None]},
         # a float format fixes its bits and grid, and takes no mixed allocation
         {"sparsity": {"values": [0.0, 0.5]}, "formats": ["int", "fp8", "nvfp4", "mxfp4"],
+         "activations": ["none", "fp8_dynamic"],
          "bits": [3, 16], "group_sizes": [64, None], "allocations": ["uniform", "mixed"],
          "quant_methods": ["rtn", "gptq"], "orders": ["prune_first", "joint"],
          "prune_methods": ["sparsegpt"]},
@@ -117,3 +118,9 @@ def test_a_float_format_sets_its_own_bits_and_grid_and_names_itself():
     space = SearchSpace(sparsity={"values": [0.0]}, formats=["fp8", "nvfp4"], bits=[2, 3])
     assert sorted(c.key() for c in all_configs(space)) == ["rtn-fp8", "rtn-nvfp4"]
     assert space.size() == 2
+    both = SearchSpace(sparsity={"values": [0.0]}, formats=["fp8", "nvfp4"],
+                       activations=["none", "fp8_dynamic"])  # fmt: skip
+    keys = sorted(c.key() for c in all_configs(both))
+    assert keys == ["rtn-fp8", "rtn-fp8-fp8_dynamic", "rtn-nvfp4"] and both.size() == 3
+    with pytest.raises(ValueError, match="activations fp8_dynamic need a format that has them"):
+        CompressionConfig(format="nvfp4", activations="fp8_dynamic")

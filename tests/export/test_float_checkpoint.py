@@ -103,3 +103,27 @@ def test_the_recipe_names_llm_compressors_schemes():
     assert '"scheme": "MXFP4A16"' in json.dumps(recipe(CompressionConfig(format="mxfp4")))
     fp8 = json.dumps(recipe(CompressionConfig(format="fp8")))
     assert '"type": "float"' in fp8 and '"num_bits": 8' in fp8 and '"strategy": "channel"' in fp8
+
+
+def test_fp8_with_dynamic_activations_reloads_to_the_logits_evaluated_with_them(tmp_path: Path):
+    from sweep.compress.activations import quantized_activations
+
+    config = CompressionConfig(format="fp8", activations="fp8_dynamic")
+    model = _compressed(config, tmp_path)
+    qconfig = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    acts = qconfig["config_groups"]["group_0"]["input_activations"]
+    assert (acts["type"], acts["num_bits"], acts["strategy"], acts["dynamic"]) == (
+        "float", 8, "token", True,
+    )  # fmt: skip
+    back = _reloaded(tmp_path)
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        reloaded = back(ids).logits
+        plain = model(ids).logits
+        with quantized_activations(model, "fp8_dynamic"):
+            evaluated = model(ids).logits
+    assert not torch.allclose(reloaded, plain, atol=1e-4, rtol=0)  # the reload quantizes inputs
+    assert torch.allclose(reloaded, evaluated, atol=1e-4, rtol=0)
+    assert "FP8_DYNAMIC" in json.dumps(recipe(config))
