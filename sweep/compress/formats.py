@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sweep.compress.rtn import round_up_to_scale_dtype
+from sweep.compress.rtn import QuantGrid, round_up_to_scale_dtype
 
 E4M3_MAX = 448.0
 E2M1_MAX = 6.0
@@ -182,13 +182,13 @@ class FloatGrid:
         global_scale: float | None = None,
         device: torch.device | str = "cpu",
     ) -> FloatGrid:
-        groups = 1 if fmt.group_size is None else math.ceil(cols / fmt.group_size)
+        groups = QuantGrid.n_groups(cols, fmt.group_size)
         return cls(fmt, torch.zeros((rows, groups), device=device), global_scale)
 
     def fits(self, rows: int, cols: int, spec: object) -> bool:
         """Whether this grid is one for a (rows, cols) weight quantized as ``spec`` (a
         ``QuantSpec``)."""
-        groups = 1 if self.fmt.group_size is None else math.ceil(cols / self.fmt.group_size)
+        groups = QuantGrid.n_groups(cols, self.fmt.group_size)
         return getattr(spec, "format", None) == self.fmt.name and self.scale.shape == (rows, groups)
 
     def put(self, col: int, cols: int, scale: torch.Tensor, zero: object = None) -> None:
@@ -209,10 +209,12 @@ class FloatGrid:
 
     def elements(self, weight: torch.Tensor) -> torch.Tensor:
         """Every entry of ``weight`` (rows, cols) on this grid as its element value (float32)."""
-        cols = weight.shape[1]
+        return round_element(weight.float() / self.per_column(weight.shape[1]), self.fmt)
+
+    def per_column(self, cols: int) -> torch.Tensor:
+        """Each column's scale, (rows, cols): its group's, repeated across the group."""
         step = cols if self.fmt.group_size is None else self.fmt.group_size
-        scale = self.scale.repeat_interleave(step, dim=1)[:, :cols]
-        return round_element(weight.float() / scale, self.fmt)
+        return self.scale.repeat_interleave(step, dim=1)[:, :cols]
 
 
 def rtn_float(

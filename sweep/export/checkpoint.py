@@ -179,7 +179,7 @@ def pack_float_linear(
     if cols % step:
         raise ExportError(f"{name}: {grid.fmt.name} needs the input size ({cols}) to be a "
                           f"multiple of {step}")  # fmt: skip
-    on_grid = grid.elements(weight) * grid.scale.repeat_interleave(step, dim=1)  # float32
+    on_grid = grid.elements(weight) * grid.per_column(cols)  # float32
     state = {"weight": on_grid, "weight_scale": grid.stored_scales()}
     if grid.fmt.tensor_scale:
         state["weight_global_scale"] = torch.tensor([grid.global_scale], dtype=torch.float32)
