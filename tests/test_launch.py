@@ -8,6 +8,7 @@ import shutil
 import signal
 import time
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
@@ -20,7 +21,7 @@ from sweep.events import Events
 from sweep.launch import JoinRequest, LaunchRequest, join, launch
 
 from .helpers import sweep, sweep_async
-from .toy import toy_spec
+from .toy import SLOW_ENV, slow_toy_spec, toy_spec
 
 pytestmark = pytest.mark.slow  # whole studies through the CLI
 
@@ -142,6 +143,22 @@ def _wait_for_workers(url: str, name: str, n: int, log: Path, timeout: float = 3
     assert len(workers) == n, log.read_text()
 
 
+def _wait_for_fresh_trial(url: str, name: str, log: Path, timeout: float = 300) -> None:
+    """Until a trial of study ``name`` has run under 2 s (with trials of seconds, it is still
+    running when the caller acts)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        study = optuna.load_study(study_name=name, storage=url)
+        now = datetime.now()
+        if any(
+            "config_key" in t.user_attrs and now - t.datetime_start < timedelta(seconds=2)
+            for t in study.get_trials(states=(TrialState.RUNNING,))
+        ):
+            return
+        time.sleep(0.1)
+    raise AssertionError(log.read_text())
+
+
 def test_ctrl_c_stops_the_other_workers_and_leaves_no_trial_running(toy_dir: Path, tmp_path: Path):
     url = f"sqlite:///{tmp_path / 'stop.db'}"
     spec = toy_spec(toy_dir, "stop")
@@ -162,12 +179,17 @@ def test_ctrl_c_stops_the_other_workers_and_leaves_no_trial_running(toy_dir: Pat
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) < 60
 
 
-def test_sigterm_stops_the_run_and_its_workers_as_ctrl_c_does(toy_dir: Path, tmp_path: Path):
+def test_sigterm_stops_the_run_and_its_workers_as_ctrl_c_does(
+    toy_dir: Path, tmp_path: Path, monkeypatch
+):
+    # trials of seconds: a trial seen running is still running at the signal on a loaded machine
+    monkeypatch.setenv(SLOW_ENV, "0.01")
     url = f"sqlite:///{tmp_path / 'term.db'}"
-    spec = toy_spec(toy_dir, "term")
+    spec = slow_toy_spec(toy_dir, tmp_path, "term")
     run = sweep_async("run", str(spec), "--workers", "3", "--trials", "60", "--storage", url,
                       cwd=tmp_path)  # fmt: skip
     _wait_for_workers(url, "term", 3, tmp_path / "sweep.log")
+    _wait_for_fresh_trial(url, "term", tmp_path / "sweep.log")
     children = psutil.Process(run.pid).children(recursive=True)
     assert len(children) == 2
     before = optuna.load_study(study_name="term", storage=url).trials

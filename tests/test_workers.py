@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -24,7 +23,7 @@ from sweep.storage import DEAD_WORKER_S, STORAGE_ENV
 from sweep.study import open_study
 
 from .helpers import SWEEP, env, sweep, sweep_async
-from .toy import toy_spec
+from .toy import SLOW_ENV, slow_toy_spec, toy_spec
 
 pytestmark = pytest.mark.slow  # whole studies through the CLI
 
@@ -88,7 +87,9 @@ def test_three_workers_on_postgres(tmp_path: Path, postgres_url: str, toy_dir: P
     _check_three_workers(postgres_url, tmp_path, toy_dir)
 
 
-def _wait_for_running_trial(url: str, name: str, timeout: float = 240) -> tuple[int, dict]:
+def _wait_for_running_trial(
+    url: str, name: str, timeout: float = 240, fresh_s: float = 0.5
+) -> tuple[int, dict]:
     """A trial that started moments ago (toy trials take about a second: one caught late may
     end before the caller acts on it) after one completed: its number, and the complete trials'
     values and attributes."""
@@ -101,7 +102,7 @@ def _wait_for_running_trial(url: str, name: str, timeout: float = 240) -> tuple[
                 t
                 for t in study.get_trials(states=(TrialState.RUNNING,))
                 if "config_key" in t.user_attrs
-                and datetime.now() - t.datetime_start < timedelta(seconds=0.5)
+                and datetime.now() - t.datetime_start < timedelta(seconds=fresh_s)
             ]
             if complete and running:
                 return running[0].number, {t.number: (t.values, t.user_attrs) for t in complete}
@@ -171,8 +172,16 @@ def test_a_failing_trial_is_stored_with_its_reason_and_the_study_goes_on(
     assert max(t.number for t in failed) < max(t.number for t in study.trials)
 
 
-def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(tmp_path: Path, toy_dir: Path):
-    url, run, victim, kept = _start_until_mid_trial(tmp_path, toy_dir, "interrupt", 6)
+def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(
+    tmp_path: Path, toy_dir: Path, monkeypatch
+):
+    # trials of seconds, so that the trial seen running is still running at the signal, on a
+    # loaded machine too
+    monkeypatch.setenv(SLOW_ENV, "0.01")
+    url = f"sqlite:///{tmp_path / 'interrupt.db'}"
+    spec = slow_toy_spec(toy_dir, tmp_path, "interrupt")
+    run = sweep_async("run", str(spec), "--trials", "6", "--storage", url, cwd=tmp_path)
+    victim, kept = _wait_for_running_trial(url, "interrupt", fresh_s=3)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=60) == 130
     log = (tmp_path / "sweep.log").read_text()
@@ -193,8 +202,7 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(tmp_path: Path, toy_d
     assert statuses[interrupted.user_attrs["config_key"]] == "failed"
 
     # the next run takes it up first, whatever the sampler (here random)
-    again = sweep("run", str(toy_spec(toy_dir, "interrupt")), "--trials", "1", "--storage", url,
-                  cwd=tmp_path)  # fmt: skip
+    again = sweep("run", str(spec), "--trials", "1", "--storage", url, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     study = optuna.load_study(study_name="interrupt", storage=url)
     redone = [t for t in study.trials[victim + 1 :] if t.state == TrialState.COMPLETE
@@ -279,38 +287,6 @@ def test_a_grid_study_ends_when_every_configuration_is_done(tmp_path: Path, toy_
     assert len(keys) == len(set(keys)) == 5
 
 
-SLOW_ENV = "TOY_SECONDS_PER_DOCUMENT"
-SLOW_SCORER = f"""\
-import os
-import time
-
-
-def process_results(doc, results):
-    time.sleep(float(os.environ.get("{SLOW_ENV}", "0")))
-    scores = [loglikelihood for loglikelihood, _ in results]
-    return {{"acc": float(scores.index(max(scores)) == doc["answer"])}}
-"""
-
-
-def _slow_spec(toy: Path, folder: Path, name: str) -> Path:
-    """The toy study on its task scored by a function that sleeps ``SLOW_ENV`` seconds per
-    document in a process given that variable: the same scores, longer trials; every trial has
-    the full evaluation."""
-    task = folder / "tasks" / "toy_recall"
-    shutil.copytree(toy / "tasks" / "toy_recall", task)
-    (task / "slow.py").write_text(SLOW_SCORER)
-    config = yaml.safe_load((task / "toy_recall.yaml").read_text())
-    config["dataset_kwargs"]["data_files"]["test"] = str(task / "test.jsonl")
-    text = yaml.safe_dump(config) + "process_results: !function slow.process_results\n"
-    (task / "toy_recall.yaml").write_text(text)
-    data = yaml.safe_load(toy_spec(toy, name).read_text())
-    data["evaluation"]["include_path"] = str(folder / "tasks")
-    data["evaluation"]["stages"] = {"mode": "off"}
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 def _running(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
     """The study's running trials that have chosen their configuration."""
     study = optuna.load_study(study_name=name, storage=url)
@@ -351,7 +327,7 @@ def test_a_dead_workers_trial_is_failed_in_time_while_another_works_and_sigterm_
     tmp_path: Path, toy_dir: Path, started: list[subprocess.Popen], monkeypatch
 ):
     url = f"sqlite:///{tmp_path / 'dead.db'}"
-    spec = _slow_spec(toy_dir, tmp_path, "dead")
+    spec = slow_toy_spec(toy_dir, tmp_path, "dead")
     # trials of seconds: one seen running is still running when the process is killed
     monkeypatch.setenv(SLOW_ENV, "0.01")
     first = sweep_async("run", str(spec), "--trials", "40", "--storage", url, cwd=tmp_path)

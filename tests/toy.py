@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -112,4 +113,36 @@ def toy_spec(folder: Path, name: str, seed: int = 0, **search) -> Path:
     }  # fmt: skip
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+SLOW_ENV = "TOY_SECONDS_PER_DOCUMENT"
+SLOW_SCORER = f"""\
+import os
+import time
+
+
+def process_results(doc, results):
+    time.sleep(float(os.environ.get("{SLOW_ENV}", "0")))
+    scores = [loglikelihood for loglikelihood, _ in results]
+    return {{"acc": float(scores.index(max(scores)) == doc["answer"])}}
+"""
+
+
+def slow_toy_spec(toy: Path, folder: Path, name: str, **overrides) -> Path:
+    """The toy study on its task scored by a function that sleeps ``SLOW_ENV`` seconds per
+    document in a process given that variable: the same scores, longer trials; every trial has
+    the full evaluation."""
+    task = folder / "tasks" / "toy_recall"
+    shutil.copytree(toy / "tasks" / "toy_recall", task)
+    (task / "slow.py").write_text(SLOW_SCORER)
+    config = yaml.safe_load((task / "toy_recall.yaml").read_text())
+    config["dataset_kwargs"]["data_files"]["test"] = str(task / "test.jsonl")
+    text = yaml.safe_dump(config) + "process_results: !function slow.process_results\n"
+    (task / "toy_recall.yaml").write_text(text)
+    data = yaml.safe_load(toy_spec(toy, name, **overrides).read_text())
+    data["evaluation"]["include_path"] = str(folder / "tasks")
+    data["evaluation"]["stages"] = {"mode": "off"}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
     return path
