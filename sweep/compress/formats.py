@@ -21,6 +21,7 @@ the weights. A group of zeros gets the smallest positive scale, so a pruned weig
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -74,16 +75,27 @@ FORMATS = {
 }
 
 
+@functools.cache
+def _e2m1_table(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every e2m1 value, negative to positive, and the boundaries between neighbours for
+    ``torch.bucketize`` (an entry goes to the bucket of the boundaries below it), on ``device``.
+    At a midpoint the tie goes to the even code: the larger magnitude at 0.75, 1.75 and 3.5, the
+    smaller at 0.25, 1.25, 2.5 and 5."""
+    positive = torch.tensor(E2M1_VALUES[1:])
+    values = torch.cat([-positive.flip(0), torch.zeros(1), positive])  # (15,)
+    mids = (values[1:] + values[:-1]) / 2  # (14,)
+    to_larger = torch.isin(mids.abs(), torch.tensor([0.75, 1.75, 3.5]))
+    # a tie x == mid goes up when the boundary sits just below mid, down when it is mid itself
+    goes_up = torch.where(mids > 0, to_larger, ~to_larger)
+    below = torch.nextafter(mids, torch.full_like(mids, -math.inf))
+    return values.to(device), torch.where(goes_up, below, mids).to(device)
+
+
 def round_e2m1(x: torch.Tensor) -> torch.Tensor:
     """Each entry of ``x`` (float32) rounded to the nearest e2m1 value, ties to the even code,
-    clamped to +-6. The grid's step is 0.5 up to 2, 1 up to 4, then 2."""
-    a = x.abs().clamp(max=E2M1_MAX)
-    q = torch.where(
-        a <= 2.0,
-        torch.round(a * 2.0) / 2.0,
-        torch.where(a <= 4.0, torch.round(a), torch.round(a / 2.0) * 2.0),
-    )  # torch.round rounds half to even, which is the even code at every tie here
-    return q.copysign(x)
+    clamped to +-6. One lookup (GPTQ calls this once per column)."""
+    values, boundaries = _e2m1_table(x.device)
+    return values.take(torch.bucketize(x, boundaries))
 
 
 def round_e4m3(x: torch.Tensor) -> torch.Tensor:
@@ -156,7 +168,7 @@ def as_decoded(weight: torch.Tensor, fmt: FloatFormat, dtype: torch.dtype) -> to
 
 def float_quantize(x: torch.Tensor, scale: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """``x`` rounded onto ``scale * element``: dequantized, float32."""
-    return round_element(x.float() / scale, fmt) * scale
+    return round_element(x.float() / scale, fmt).mul_(scale)  # a fresh tensor: in place
 
 
 @dataclass
