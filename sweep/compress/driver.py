@@ -35,8 +35,8 @@ from sweep.compress.calibration import (
     move_stats,
 )
 from sweep.compress.config import CompressionConfig
-from sweep.compress.formats import FORMATS, as_decoded
-from sweep.compress.fused import fused_groups
+from sweep.compress.formats import FORMATS, as_decoded, shared_tensor_scale
+from sweep.compress.fused import fused_groups, shared_input_groups
 from sweep.compress.layer import compress_weight, needed_stats, quant_spec
 from sweep.compress.profile import LayerProfile, empty_profile, layer_plan, measure_profile
 from sweep.compress.rounding import empty_grid
@@ -78,6 +78,7 @@ class _InPlaceCompressor:
         self.record_grids = record_grids
         self.storage_dtype = storage_dtype
         self.grids: dict[str, QuantGrid] = {}
+        self.tensor_scales: dict[str, float] = {}  # NVFP4's, by layer, for fused groups
 
     def compress(
         self, name: str, layer: nn.Linear, config: CompressionConfig, stats: LayerStats | None
@@ -88,7 +89,9 @@ class _InPlaceCompressor:
         if self.record_grids and config.quantizes:
             rows, cols = layer.weight.shape
             grid = empty_grid(rows, cols, quant_spec(config), layer.weight.device)
-        weight, keep = compress_weight(layer.weight.data, config, stats, grid)
+        weight, keep = compress_weight(
+            layer.weight.data, config, stats, grid, self.tensor_scales.get(name)
+        )
         if grid is not None:
             self.grids[name] = grid.to("cpu")
         if self.storage_dtype is not None and not config.quantizes:
@@ -270,6 +273,8 @@ def compress_model(
     """
     start = time.perf_counter()
     compressor = _InPlaceCompressor(record_grids, storage_dtype)
+    if config.quantizes and config.format != "int" and FORMATS[config.format].tensor_scale:
+        compressor.tensor_scales = fused_tensor_scales(model)
     need = needed_stats(config)
     if not need:
         linears = compressible_linears(model)
@@ -316,6 +321,20 @@ def compress_model(
         del stats
     calibration_s = plan_s + (0.0 if from_cache else source.seconds)
     return compressor.result(start, calibration_s, from_cache)
+
+
+def fused_tensor_scales(model: nn.Module) -> dict[str, float]:
+    """One NVFP4 tensor scale per group of layers that read the same input (q/k/v, gate/up),
+    fitted on their weights before any is compressed, by layer name: vLLM serves each such group
+    as one matrix with one tensor scale (the largest of the checkpoint's, were they to differ),
+    so they must share it for the weights served to be the ones evaluated."""
+    linears = compressible_linears(model)
+    return {
+        name: scale
+        for group in shared_input_groups(model)
+        for scale in [shared_tensor_scale([linears[n].weight for n in group])]
+        for name in group
+    }
 
 
 def _layer_plan(

@@ -131,6 +131,13 @@ def tensor_scale(w: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     return float(torch.tensor(E4M3_MAX * E2M1_MAX / amax, dtype=torch.float32))
 
 
+def shared_tensor_scale(weights: list[torch.Tensor]) -> float:
+    """One NVFP4 tensor scale for layers a runtime fuses into one (q/k/v, gate/up): the
+    smallest of theirs, ``448 * 6`` over the largest magnitude among them, so that no group of
+    any of them needs a scale above e4m3's largest."""
+    return min(tensor_scale(w) for w in weights)
+
+
 def float_scales(
     w: torch.Tensor,
     fmt: FloatFormat,
@@ -234,13 +241,17 @@ def rtn_float(
     fmt: FloatFormat,
     mask: torch.Tensor | None = None,
     grid: FloatGrid | None = None,
+    global_scale: float | None = None,
 ) -> torch.Tensor:
     """Round-to-nearest quantization of ``weight`` (out, in) in ``fmt``; returns dequantized
     weights in ``weight``'s dtype. With ``mask`` (Case B) scales are fitted on the kept weights
-    and pruned ones stay zero; with ``grid`` each group's scale is recorded in it."""
+    and pruned ones stay zero; with ``grid`` each group's scale is recorded in it. NVFP4's tensor
+    scale is ``global_scale`` when given (a fused group's), else fitted on the kept weights."""
     w = weight.float()
     cols = w.shape[1]
-    g = tensor_scale(w, mask) if fmt.tensor_scale else None
+    g = None
+    if fmt.tensor_scale:
+        g = global_scale if global_scale is not None else tensor_scale(w, mask)
     if grid is not None:
         grid.global_scale = g
     out = torch.empty_like(w)

@@ -31,10 +31,22 @@ class _Groups:
 def fused_groups(model: nn.Module) -> list[list[str]]:
     """The groups (of two or more) of compressible Linears that must share a scheme, each in
     the model's order, by full module name."""
+    return _groups(model, experts=True)
+
+
+@torch.no_grad()
+def shared_input_groups(model: nn.Module) -> list[list[str]]:
+    """The groups (of two or more) of compressible Linears that read the same input (q/k/v,
+    gate/up; within one expert, not across experts): what a runtime runs as one matrix."""
+    return _groups(model, experts=False)
+
+
+def _groups(model: nn.Module, experts: bool) -> list[list[str]]:
     linears = {name: layer for block in block_linears(model) for name, layer in block.items()}
     groups = _Groups(list(linears))
     _join_shared_inputs(model, linears, groups)
-    _join_experts(model, groups)
+    if experts:
+        _join_experts(model, groups)
     members: dict[str, list[str]] = {}
     for name in linears:
         members.setdefault(groups.find(name), []).append(name)

@@ -32,6 +32,7 @@ def gptq_quantize(
     damp: float = DAMPENING,
     grid: QuantGrid | FloatGrid | None = None,
     fmt: FloatFormat | None = None,
+    tensor_scale: float | None = None,
 ) -> torch.Tensor:
     """GPTQ-quantize ``weight`` (out, in) with the input Hessian ``hessian`` (in, in).
 
@@ -39,8 +40,9 @@ def gptq_quantize(
     fitted on the kept weights of its group, and a pruned weight's error is not fed forward (the
     updates it received are dropped). With ``grid`` (see ``QuantGrid.empty``) each group's scale
     and zero-point are recorded in it. With ``fmt`` the weight is rounded onto that float format
-    (``bits``, ``group_size`` and ``symmetric`` are the format's); NVFP4's tensor scale is fitted
-    on the weight before any update. Returns the dequantized weight, in ``weight``'s dtype.
+    (``bits``, ``group_size`` and ``symmetric`` are the format's); NVFP4's tensor scale is
+    ``tensor_scale`` (a fused group's) or fitted on the weight before any update. Returns the
+    dequantized weight, in ``weight``'s dtype.
     """
     w, h, _ = prepare(weight, hessian)  # (out, in), (in, in)
     cols = w.shape[1]
@@ -48,7 +50,7 @@ def gptq_quantize(
     w *= keep
     if fmt is not None:
         bits, group_size, symmetric = fmt.nominal_bits, fmt.group_size, True
-    spec = QuantSpec(bits, group_size, symmetric, "int" if fmt is None else fmt.name)
+    spec = QuantSpec(bits, group_size, symmetric, "int" if fmt is None else fmt.name, tensor_scale)
     grid_rounding = rounding(spec, w, keep, grid)
     fit, rounded = grid_rounding.fit, grid_rounding.round
     gs = cols if group_size is None else group_size

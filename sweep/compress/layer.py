@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
@@ -62,6 +63,7 @@ def compress_weight(
     config: CompressionConfig,
     stats: LayerStats | None = None,
     grid: QuantGrid | FloatGrid | None = None,
+    tensor_scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (compressed weight, keep-mask of the pruning step) for ``weight`` (out, in).
 
@@ -81,7 +83,8 @@ def compress_weight(
     ``stats`` carries calibration statistics for methods that need them (None for data-free ones).
     ``grid``, an out-parameter for quantizing configs (``QuantGrid.empty(rows, cols,
     quant_spec(config))``), receives the scale and zero-point of every group of the final weight;
-    it is left as it is when the config does not quantize.
+    it is left as it is when the config does not quantize. ``tensor_scale`` fixes NVFP4's tensor
+    scale (see ``QuantSpec``).
     """
     w = weight.float()  # (out, in)
     keep = torch.ones_like(w, dtype=torch.bool)
@@ -89,7 +92,8 @@ def compress_weight(
         return weight.clone(), keep
     prune = PRUNERS.get(config.prune_method)
     quantize = QUANTIZERS.get(config.quant_method)
-    target, spec = prune_target(config), quant_spec(config)
+    target = prune_target(config)
+    spec = dataclasses.replace(quant_spec(config), tensor_scale=tensor_scale)
     if grid is not None and config.quantizes and not grid.fits(*w.shape, spec):
         raise ValueError(f"grid does not fit a {tuple(w.shape)} weight quantized by {config}")
 

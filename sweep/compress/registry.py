@@ -136,7 +136,7 @@ def _rtn(
     grid: QuantGrid | None = None,
 ) -> torch.Tensor:
     if spec.format != "int":
-        return rtn_float(weight, FORMATS[spec.format], mask, grid=grid)
+        return rtn_float(weight, FORMATS[spec.format], mask, grid, spec.tensor_scale)
     return rtn_quantize(weight, spec.bits, spec.group_size, spec.symmetric, mask, grid=grid)
 
 
@@ -161,6 +161,7 @@ def _gptq(
         mask,
         grid=grid,
         fmt=None if spec.format == "int" else FORMATS[spec.format],
+        tensor_scale=spec.tensor_scale,
     )
 
 

@@ -32,7 +32,8 @@ def rounding(
     grid: QuantGrid | FloatGrid | None = None,
 ) -> Rounding:
     """The rounding ``spec`` asks for on ``weight`` (out, in). A float format with a tensor scale
-    (NVFP4) fits it now on the kept entries of ``weight`` and records it in ``grid``."""
+    (NVFP4) takes ``spec.tensor_scale`` or fits it now on the kept entries of ``weight``, and
+    records it in ``grid``."""
     if spec.format == "int":
         bits, symmetric = spec.bits, spec.symmetric
         return Rounding(
@@ -40,7 +41,9 @@ def rounding(
             lambda x, scale, zero: quantize(x, scale, zero, bits),
         )
     fmt = FORMATS[spec.format]
-    g = tensor_scale(weight, keep) if fmt.tensor_scale else None
+    g = None
+    if fmt.tensor_scale:
+        g = spec.tensor_scale if spec.tensor_scale is not None else tensor_scale(weight, keep)
     if isinstance(grid, FloatGrid):
         grid.global_scale = g
     no_zero = torch.zeros((1, 1))

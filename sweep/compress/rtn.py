@@ -14,12 +14,15 @@ SCALE_DTYPE = torch.bfloat16  # the precision at which scales are fitted, as the
 class QuantSpec:
     """The shape of a quantization grid: bit-width, group of input columns (None = the whole row,
     one scale per output channel), symmetric or not, and the format of its values: ``int``, or a
-    float format of ``sweep.compress.formats`` (which fixes the other three)."""
+    float format of ``sweep.compress.formats`` (which fixes the other three). ``tensor_scale``
+    fixes NVFP4's FP32 tensor scale (one for a fused group of layers, which vLLM serves with
+    one); None fits it on the weight."""
 
     bits: int
     group_size: int | None = None
     symmetric: bool = False
     format: str = "int"
+    tensor_scale: float | None = None
 
 
 @dataclass

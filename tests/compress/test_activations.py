@@ -15,7 +15,8 @@ def on_e4m3(x: torch.Tensor) -> bool:
 
 
 def test_fp8_per_token_puts_each_token_on_the_e4m3_grid_of_its_own_scale():
-    x = torch.randn(3, 5, 64) * torch.tensor([0.01, 1.0, 100.0])[:, None, None]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 64, generator=g) * torch.tensor([0.01, 1.0, 100.0])[:, None, None]
     x[0, 0] = 0.0
     q = fp8_per_token(x)
     scale = x.abs().amax(-1, keepdim=True) / 448
@@ -24,7 +25,8 @@ def test_fp8_per_token_puts_each_token_on_the_e4m3_grid_of_its_own_scale():
     assert torch.equal(q[0, 0], torch.zeros(64))
     largest = x.abs().argmax(-1, keepdim=True)
     assert torch.allclose(q.gather(-1, largest), x.gather(-1, largest), rtol=1e-6)  # 448 exact
-    assert ((q - x).abs() <= x.abs() * 2**-4 + 1e-12).all()  # e4m3: 3 mantissa bits
+    # e4m3: 3 mantissa bits; below 2^-6 (subnormal) a step of 2^-9, so half of it at most
+    assert ((q - x).abs() <= torch.maximum(x.abs() * 2**-4, scale * 2**-10) * (1 + 1e-6)).all()
 
 
 def test_quantized_activations_act_inside_the_block_only():

@@ -127,3 +127,45 @@ def test_fp8_with_dynamic_activations_reloads_to_the_logits_evaluated_with_them(
     assert not torch.allclose(reloaded, plain, atol=1e-4, rtol=0)  # the reload quantizes inputs
     assert torch.allclose(reloaded, evaluated, atol=1e-4, rtol=0)
     assert "FP8_DYNAMIC" in json.dumps(recipe(config))
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_layers_vllm_fuses_share_one_nvfp4_tensor_scale_and_others_keep_their_own(
+    tmp_path: Path, method: str
+):
+    from sweep.compress.fused import shared_input_groups
+
+    config = CompressionConfig(format="nvfp4", quant_method=method)
+    base, _ = load_model(MODEL_DIR, dtype="auto", device="cpu")
+    groups = shared_input_groups(base)
+    layers = base.config.num_hidden_layers
+    assert sorted(len(g) for g in groups) == [2] * layers + [3] * layers  # gate/up, q/k/v
+    amax = {n: float(layer.weight.abs().max()) for n, layer in compressible_linears(base).items()}
+    if method == "gptq":
+        from sweep.calibration_data import calibration_batches
+        from sweep.compress import Calibration
+        from sweep.demo import CALIBRATION_FILE
+        from sweep.spec import CalibrationSpec
+
+        _, tokenizer = load_model(MODEL_DIR, device="cpu")
+        ids = calibration_batches(CalibrationSpec(path=CALIBRATION_FILE, samples=4, seq_len=32),
+                                  tokenizer)  # fmt: skip
+        model, tok = load_model(MODEL_DIR, dtype="auto", device="cpu")
+        dtype = storage_dtype(model)
+        result = compress_model(model, config, False, calibration=Calibration(ids),
+                                record_grids=True, storage_dtype=dtype)  # fmt: skip
+        write_checkpoint(model, tok, config, result.grids, tmp_path, dtype)
+    else:
+        _compressed(config, tmp_path)
+
+    with safe_open(tmp_path / WEIGHTS_FILE, "pt") as f:
+        stored = {k.removesuffix(".weight_global_scale"): float(f.get_tensor(k))
+                  for k in f.keys() if k.endswith(".weight_global_scale")}  # fmt: skip  # noqa: SIM118
+    assert set(stored) == set(amax)
+    fused = {n for g in groups for n in g}
+    for group in groups:  # one scale, fitted on the group's largest weight
+        assert len({stored[n] for n in group}) == 1
+        assert stored[group[0]] == pytest.approx(448 * 6 / max(amax[n] for n in group))
+    alone = [n for n in amax if n not in fused]
+    assert alone and all(stored[n] == pytest.approx(448 * 6 / amax[n]) for n in alone)
+    assert len({stored[n] for n in amax}) > len(groups)  # not one scale for the whole model
