@@ -41,6 +41,7 @@ from torch import nn
 from sweep.compress import Calibration, CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.driver import compressible_linears, find_blocks
 from sweep.compress.hessian import BLOCK_SIZE, DAMPENING
+from sweep.compress.layer import requires_calibration
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "engine.json"
@@ -57,6 +58,7 @@ class Case:
     pattern: str = "unstructured"  # or "2:4"
     bits: int = 16  # GPTQ step: bit-width (16 = none)
     group: int = GROUP  # GPTQ step: group size
+    scheme: str | None = None  # the peer's preset scheme (FP8_DYNAMIC, NVFP4A16), if one
 
     def recipe(self, model: nn.Module) -> list[Any]:
         """The llm-compressor modifiers equivalent to ``self.ours`` for ``model``."""
@@ -76,13 +78,23 @@ class Case:
                     ignore=other_linears(model),
                 )
             )
-        if self.bits < 16:
+        if self.bits < 16 and self.ours.quant_method == "rtn":
+            from llmcompressor.modifiers.quantization import QuantizationModifier
+
+            modifiers.append(
+                QuantizationModifier(
+                    targets=["Linear"], scheme=self.scheme, ignore=other_linears(model)
+                )
+            )
+        elif self.bits < 16:
             common = {
                 "block_size": BLOCK_SIZE,
                 "dampening_frac": DAMPENING,
                 "ignore": other_linears(model),
             }
-            if self.bits == 4 and self.group == 128:  # the preset a user picks: W4A16
+            if self.scheme is not None:
+                modifiers.append(GPTQModifier(targets=["Linear"], scheme=self.scheme, **common))
+            elif self.bits == 4 and self.group == 128:  # the preset a user picks: W4A16
                 modifiers.append(GPTQModifier(targets=["Linear"], scheme="W4A16", **common))
             else:
                 groups = _int_groups(self.bits, self.group)
@@ -100,7 +112,7 @@ def _int_groups(bits: int, group: int) -> dict[str, Any]:
     return {"group_0": QuantizationScheme(targets=["Linear"], weights=weights)}
 
 
-def _gptq(bits: int, group: int, **prune: Any) -> CompressionConfig:
+def _gptq(bits: int, group: int, **more: Any) -> CompressionConfig:
     return CompressionConfig(
         bits=bits,
         group_size=group,
@@ -109,12 +121,34 @@ def _gptq(bits: int, group: int, **prune: Any) -> CompressionConfig:
         act_order=True,  # static groups, as llm-compressor's actorder="static"
         order="prune_first",
         case="A",  # llm-compressor's GPTQ does not keep a sparsity mask
-        **prune,
+        **more,
+    )
+
+
+def _float_cases() -> tuple[Case, ...]:
+    """The float formats against llm-compressor's presets: FP8_DYNAMIC (fp8 weights per channel,
+    activations per token at run time) and NVFP4A16, by RTN and by GPTQ."""
+    fp8 = {"format": "fp8", "activations": "fp8_dynamic"}
+    rtn = {"quant_method": "rtn", "order": "prune_first"}
+    return (
+        Case("rtn-fp8-dynamic", CompressionConfig(**fp8, **rtn), bits=8, scheme="FP8_DYNAMIC"),
+        Case("gptq-fp8-dynamic", _gptq(8, GROUP, **fp8), bits=8, scheme="FP8_DYNAMIC"),
+        Case(
+            "rtn-nvfp4a16",
+            CompressionConfig(format="nvfp4", **rtn),
+            bits=4,
+            group=16,
+            scheme="NVFP4A16",
+        ),  # fmt: skip
+        Case(
+            "gptq-nvfp4a16", _gptq(4, 16, format="nvfp4"), bits=4, group=16, scheme="NVFP4A16"
+        ),  # fmt: skip
     )
 
 
 def make_cases(group: int = GROUP) -> tuple[Case, ...]:
-    """The five benchmarked configs, quantized in groups of ``group``."""
+    """The benchmarked configs: integers in groups of ``group``, then the float formats (whose
+    groups are their own)."""
     return (
         Case(
             "sparsegpt-50%",
@@ -135,6 +169,7 @@ def make_cases(group: int = GROUP) -> tuple[Case, ...]:
             bits=4,
             group=group,
         ),
+        *_float_cases(),
     )
 
 
@@ -247,6 +282,52 @@ class PerplexityMeter:
             evaluator.close()
 
 
+def perplexity(evaluator: Any, model: nn.Module, case: Case) -> float:
+    """``evaluator``'s perplexity of our compressed ``model``, its activations quantized as
+    ``case`` asks (as a trial evaluates it)."""
+    from sweep.compress.activations import quantized_activations
+
+    with quantized_activations(model, case.ours.activations):
+        return evaluator.perplexity()
+
+
+def _run_ours(
+    work: nn.Module,
+    snapshot: Any,
+    evaluator: Any,
+    case: Case,
+    calibration: torch.Tensor,
+    batch_size: int,
+) -> tuple[dict[str, tuple[float, float, tuple[float, int]]], float | None]:
+    """Our engine on ``case``, each mode from the base weights (restored after): mode ->
+    (seconds, perplexity, weight stats), and the cold cache's seconds. A data-free case (RTN)
+    has one mode."""
+    ours: dict[str, tuple[float, float, tuple[float, int]]] = {}
+    if not requires_calibration(case.ours):
+        _, seconds = _timed(work, case.ours)
+        ours["data-free"] = (
+            seconds,
+            perplexity(evaluator, work, case),
+            weight_stats(work, case.group),
+        )
+        snapshot.restore()
+        return ours, None
+    cache = CalibrationCache()
+    cached_cal = Calibration(calibration, "cached", cache, batch_size)
+    _, cold_s = _timed(work, case.ours, calibration=cached_cal)
+    snapshot.restore()
+    cached, cached_s = _timed(work, case.ours, calibration=cached_cal)
+    if not cached.stats_from_cache:
+        raise RuntimeError("the warm CalibrationCache was not used")
+    ours["cached"] = (cached_s, perplexity(evaluator, work, case), weight_stats(work, case.group))
+    snapshot.restore()
+    sequential = Calibration(calibration, "sequential", None, batch_size)
+    _, seq_s = _timed(work, case.ours, calibration=sequential)
+    ours["sequential"] = (seq_s, perplexity(evaluator, work, case), weight_stats(work, case.group))
+    snapshot.restore()
+    return ours, cold_s
+
+
 def _timed(model: nn.Module, config: CompressionConfig, **kwargs: Any) -> tuple[Any, float]:
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -279,23 +360,7 @@ def run_engine_bench(
             log(f"base model: word perplexity {base_ppl:.4f}")
             for case in cases:
                 log(f"{case.name}: ours ({case.ours.key()}) ...")
-                cache = CalibrationCache()
-                cached_cal = Calibration(calibration, "cached", cache, batch_size)
-                _, cold_s = _timed(work, case.ours, calibration=cached_cal)
-                snapshot.restore()
-                cached, cached_s = _timed(work, case.ours, calibration=cached_cal)
-                if not cached.stats_from_cache:
-                    raise RuntimeError("the warm CalibrationCache was not used")
-                cached_stats = weight_stats(work, case.group)
-                ours = {"cached": (cached_s, ours_eval.perplexity(), cached_stats)}
-                snapshot.restore()
-                _, seq_s = _timed(
-                    work,
-                    case.ours,
-                    calibration=Calibration(calibration, "sequential", None, batch_size),
-                )
-                ours["sequential"] = (seq_s, ours_eval.perplexity(), weight_stats(work, case.group))
-                snapshot.restore()
+                ours, cold_s = _run_ours(work, snapshot, ours_eval, case, calibration, batch_size)
 
                 log(f"{case.name}: llm-compressor oneshot ...")
                 peer, peer_s = run_peer(
@@ -330,11 +395,12 @@ def run_engine_bench(
                             "threads": torch.get_num_threads(),
                         }
                     )
-                log(
-                    f"  ours cached {cached_s:.2f}s (cold {cold_s:.2f}s), sequential {seq_s:.2f}s;"
-                    f" peer {peer_s:.2f}s; ppl ours {ours['cached'][1]:.4f}/"
-                    f"{ours['sequential'][1]:.4f}, peer {peer_ppl:.4f}"
+                cold = {"cached": f" (cold {cold_s:.2f}s)"} if cold_s is not None else {}
+                times = ", ".join(
+                    f"{mode} {t:.2f}s{cold.get(mode, '')}" for mode, (t, _, _) in ours.items()
                 )
+                ppls = "/".join(f"{ppl:.4f}" for _, ppl, _ in ours.values())
+                log(f"  ours {times}; peer {peer_s:.2f}s; ppl ours {ppls}, peer {peer_ppl:.4f}")
         finally:
             ours_eval.close()
     return rows

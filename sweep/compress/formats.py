@@ -75,27 +75,40 @@ FORMATS = {
 }
 
 
+def _e4m3_magnitudes() -> torch.Tensor:
+    """e4m3's non-negative values in the order of their codes (bytes 0 to 0x7E; 0x7F is NaN)."""
+    return torch.arange(0x7F, dtype=torch.uint8).view(torch.float8_e4m3fn).float()
+
+
 @functools.cache
-def _e2m1_table(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every e2m1 value, negative to positive, and the boundaries between neighbours for
-    ``torch.bucketize`` (an entry goes to the bucket of the boundaries below it), on ``device``.
-    At a midpoint the tie goes to the even code: the larger magnitude at 0.75, 1.75 and 3.5, the
-    smaller at 0.25, 1.25, 2.5 and 5."""
-    positive = torch.tensor(E2M1_VALUES[1:])
-    values = torch.cat([-positive.flip(0), torch.zeros(1), positive])  # (15,)
-    mids = (values[1:] + values[:-1]) / 2  # (14,)
-    to_larger = torch.isin(mids.abs(), torch.tensor([0.75, 1.75, 3.5]))
-    # a tie x == mid goes up when the boundary sits just below mid, down when it is mid itself
-    goes_up = torch.where(mids > 0, to_larger, ~to_larger)
+def _rounding_table(element: str, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every value of ``element`` (e2m1 or e4m3), negative to positive, and the boundaries
+    between neighbours for ``torch.bucketize`` (an entry goes to the bucket of the boundaries
+    below it), on ``device``. A value's magnitude code is its index among the non-negative ones;
+    at a midpoint the tie goes to the even code, as a hardware cast rounds."""
+    positive = torch.tensor(E2M1_VALUES) if element == "e2m1" else _e4m3_magnitudes()
+    n = len(positive)
+    values = torch.cat([-positive[1:].flip(0), positive])  # (2n - 1,)
+    mids = (values[1:] + values[:-1]) / 2  # (2n - 2,), exact: few mantissa bits
+    code = torch.arange(n - 1)  # the smaller magnitude's code, beside each positive mid
+    # a positive mid goes up when the larger code is even; a negative one goes up (towards zero)
+    # when the smaller code is
+    goes_up = torch.cat([(code % 2 == 0).flip(0), (code + 1) % 2 == 0])
     below = torch.nextafter(mids, torch.full_like(mids, -math.inf))
     return values.to(device), torch.where(goes_up, below, mids).to(device)
 
 
+def _round_to_table(x: torch.Tensor, element: str) -> torch.Tensor:
+    """``x`` (float32) to the nearest ``element`` value, ties to the even code, beyond the
+    largest value to it: one lookup (GPTQ calls this once per column)."""
+    values, boundaries = _rounding_table(element, x.device)
+    return values.take(torch.bucketize(x, boundaries))
+
+
 def round_e2m1(x: torch.Tensor) -> torch.Tensor:
     """Each entry of ``x`` (float32) rounded to the nearest e2m1 value, ties to the even code,
-    clamped to +-6. One lookup (GPTQ calls this once per column)."""
-    values, boundaries = _e2m1_table(x.device)
-    return values.take(torch.bucketize(x, boundaries))
+    clamped to +-6."""
+    return _round_to_table(x, "e2m1")
 
 
 def round_e4m3(x: torch.Tensor) -> torch.Tensor:
@@ -163,7 +176,7 @@ def float_scales(
 
 def round_element(x: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:
     """``x`` (already divided by its scale) rounded onto the format's element grid."""
-    return round_e4m3(x) if fmt.element == "e4m3" else round_e2m1(x)
+    return _round_to_table(x, fmt.element)  # round_e4m3's values, in fewer operations
 
 
 def as_decoded(weight: torch.Tensor, fmt: FloatFormat, dtype: torch.dtype) -> torch.Tensor:

@@ -16,8 +16,23 @@ import torch
 
 from sweep.compress.formats import FloatFormat, FloatGrid
 from sweep.compress.hessian import DAMPENING, LAZY_BLOCK, inverse_hessian_cholesky, prepare
-from sweep.compress.rounding import rounding
+from sweep.compress.rounding import Fit, rounding
 from sweep.compress.rtn import QuantGrid, QuantSpec
+
+
+def fit_groups(
+    fit: Fit, w: torch.Tensor, keep: torch.Tensor, gs: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each group's grid (scale, zero), each (rows, 1), fitted on the weights as they are: one
+    call for all groups when they are whole (a fit reduces each row alone), else one per group."""
+    rows, cols = w.shape
+    if cols % gs:
+        return [fit(w[:, g : g + gs], keep[:, g : g + gs]) for g in range(0, cols, gs)]
+    n = cols // gs
+    scale, zero = fit(w.reshape(rows * n, gs), keep.reshape(rows * n, gs))  # row-major groups
+    scale = scale.reshape(rows, n)
+    zero = zero.reshape(rows, n) if zero.numel() == rows * n else zero.expand(rows, n)
+    return [(scale[:, g : g + 1], zero[:, g : g + 1]) for g in range(n)]
 
 
 def gptq_quantize(
@@ -58,7 +73,7 @@ def gptq_quantize(
     perm = None
     static: list[tuple[torch.Tensor, torch.Tensor]] = []
     if act_order:
-        static = [fit(w[:, g : g + gs], keep[:, g : g + gs]) for g in range(0, cols, gs)]
+        static = fit_groups(fit, w, keep, gs)
         if grid is not None:
             for g, (scale, zero) in zip(range(0, cols, gs), static, strict=True):
                 grid.put(g, cols, scale, zero)
