@@ -47,6 +47,9 @@ ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stor
 # how a mixed allocation spreads its widths: since version 2, one width per group of fused layers
 # (sweep.compress.fused); results of version 1 (one width per layer) are not found again
 MIXED_ALLOCATION_VERSION = 2
+# how a float format is computed, where it changed after it was released: nvfp4's tensor scale
+# is one per group of fused layers since version 2 (its results of version 1 are not found again)
+FORMAT_VERSIONS = {"nvfp4": 2}
 
 
 class InputsChangedError(UserError, ValueError):
@@ -166,5 +169,7 @@ class ResultContext:
         keyed: dict[str, Any] = {"context": self.fields, "config": config}
         if canonical.allocation == "mixed":
             keyed["allocation_version"] = MIXED_ALLOCATION_VERSION
+        if canonical.format in FORMAT_VERSIONS:
+            keyed["format_version"] = FORMAT_VERSIONS[canonical.format]
         blob = json.dumps(keyed, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()

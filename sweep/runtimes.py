@@ -161,6 +161,19 @@ RUNTIMES: dict[str, Runtime] = {
                     "nvfp4-pack-quantized; weights and activations (W4A4) need 10.0",
                 ),
                 WeightRule(
+                    format="nvfp4",
+                    bits=(4,),
+                    group_sizes=(16,),
+                    symmetric=(True,),
+                    min_capability="10.0",
+                    scheme="NVFP4 W4A4",
+                    source=f"{_CT}/schemes/compressed_tensors_w4a4_nvfp4.py: weights and "
+                    "activations in groups of 16 over calibrated global scales (the input's "
+                    "shared by the shards of a fused layer: their max), get_min_capability() "
+                    "returns 100 (Blackwell)",
+                    activations="nvfp4",
+                ),
+                WeightRule(
                     format="mxfp4",
                     bits=(4,),
                     group_sizes=(32,),

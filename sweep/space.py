@@ -9,7 +9,7 @@ import optuna
 
 from sweep.compress.config import INT, CompressionConfig
 from sweep.compress.formats import FORMATS
-from sweep.compress.variables import BY_NAME, DEFAULTS, VARIABLES, Variable, choose
+from sweep.compress.variables import BY_NAME, DEFAULTS, VARIABLES, Variable, choose, field_of
 from sweep.spec import SearchSpace, SpecError
 
 
@@ -18,10 +18,10 @@ def suggest_config(trial: optuna.Trial, space: SearchSpace) -> CompressionConfig
     order (``sweep.compress.variables``); a variable with one choice is fixed without a trial
     parameter, and one without effect is not asked."""
 
-    def ask(variable: Variable, choices: list[Any]) -> Any:
+    def ask(variable: Variable, choices: list[Any], param: str) -> Any:
         if len(choices) == 1:
             return choices[0]
-        return trial.suggest_categorical(variable.name, choices)
+        return trial.suggest_categorical(param, choices)
 
     return CompressionConfig(**choose(ask, space))
 
@@ -34,8 +34,8 @@ class _Answers:
         self.params: dict = {}
 
     def suggest_categorical(self, name: str, choices: list):
-        self.params[name] = self._values[name]
-        return self._values[name]
+        self.params[name] = self._values[field_of(name)]
+        return self.params[name]
 
 
 class _Given:
@@ -48,7 +48,8 @@ class _Given:
         self.asked: set[str] = set()
         self.where = where
 
-    def suggest_categorical(self, name: str, choices: list):
+    def suggest_categorical(self, param: str, choices: list):
+        name = field_of(param)
         self.asked.add(name)
         skipped = BY_NAME[name].skipped
         if name not in self.params and skipped is not None and skipped in choices:
@@ -99,13 +100,12 @@ def all_configs(space: SearchSpace) -> set[CompressionConfig]:
     that applies instead of one, so the work grows with the configurations, not with the
     product of every list."""
     configs: set[CompressionConfig] = set()
-    offered = {v.name: list(dict.fromkeys(v.choices(space))) for v in VARIABLES}
 
     def walk(fields: dict[str, Any], index: int) -> None:
         for i in range(index, len(VARIABLES)):
             variable = VARIABLES[i]
             if variable.applies(DEFAULTS | fields):
-                for value in offered[variable.name]:
+                for value in dict.fromkeys(variable.choices(space, DEFAULTS | fields)):
                     walk({**fields, variable.name: value}, i + 1)
                 return
         configs.add(CompressionConfig(**fields).canonical())

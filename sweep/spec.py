@@ -122,7 +122,7 @@ class SearchSpace(_Strict):
     # (sweep.compress.formats), which fixes its own bits, groups and symmetry
     formats: list[str] = ["int"]
     # activations quantized at run time, asked of a format that has them: none, fp8_dynamic
-    # (fp8 weights and activations, FP8 W8A8)
+    # (fp8 weights and activations, FP8 W8A8), nvfp4 (nvfp4 weights and activations, W4A4)
     activations: list[str] = ["none"]
     bits: list[int] = [4, 16]
     group_sizes: list[int | None] = [128]
@@ -170,6 +170,13 @@ class SearchSpace(_Strict):
                 f"a mixed allocation spreads an average of bits {acting} over the layers; add "
                 f"one of {acting} to bits, or uniform to allocations"
             )
+        for fmt in self.formats:
+            offered = ("none", *FORMATS_WITH_ACTIVATIONS.get(fmt, ()))
+            if fmt in FORMATS_WITH_ACTIVATIONS and not set(self.activations) & set(offered):
+                raise ValueError(
+                    f"activations {self.activations} give {fmt} weights no choice: {fmt} takes "
+                    f"{list(offered)}; add one of them to activations"
+                )
         size = self.size()
         if size > self.max_configurations:
             raise ValueError(

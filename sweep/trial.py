@@ -176,7 +176,7 @@ class TrialRunner:
         t = time.perf_counter()
         staged_scores = None
         # activations quantized as the runtime quantizes them, for every stage
-        with quantized_activations(self.loaded.model, config.activations):
+        with quantized_activations(self.loaded.model, config.activations, compressed.input_scales):
             if staged:
                 assert proxy is not None and stop is not None
                 model = self.loaded.model

@@ -188,6 +188,25 @@ def test_the_results_key_covers_the_content_of_every_input(toy_dir):
     assert ResultContext.of(moved, pins).key(config) == key
 
 
+def test_nvfp4_results_computed_before_fused_tensor_scales_are_not_found_again(toy_dir):
+    import hashlib
+    import json
+
+    spec = parse_spec(yaml.safe_load(toy_spec(toy_dir, "fmtkey", **GPTQ_ONLY).read_text()))
+    pins = Fingerprints(weights="w", tokenizer="t", calibration="c", documents="d", prompts="p")
+    context = ResultContext.of(spec, pins)
+
+    def as_before(config: CompressionConfig) -> str:  # the key of version 1, when there was none
+        fields = config.canonical().to_dict()
+        fields.pop("activations")
+        blob = json.dumps({"context": context.fields, "config": fields}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    nvfp4, mxfp4 = CompressionConfig(format="nvfp4"), CompressionConfig(format="mxfp4")
+    assert context.key(nvfp4) != as_before(nvfp4)
+    assert context.key(mxfp4) == as_before(mxfp4)  # unchanged formats keep their keys
+
+
 def test_specs_written_before_fingerprints_still_load(toy_dir):
     data = yaml.safe_load(toy_spec(toy_dir, "old").read_text())
     assert parse_spec({**data, "model_fingerprint": "f" * 64}).fingerprints.weights == "f" * 64

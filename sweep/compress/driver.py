@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from sweep.compress.activations import CALIBRATED, calibrate_input_scales
 from sweep.compress.blocks import block_linears, compressible_linears, find_blocks
 from sweep.compress.calibration import (
     Calibration,
@@ -35,7 +36,7 @@ from sweep.compress.calibration import (
     move_stats,
 )
 from sweep.compress.config import CompressionConfig
-from sweep.compress.formats import FORMATS, as_decoded, shared_tensor_scale
+from sweep.compress.formats import FORMATS, FloatGrid, as_decoded, shared_tensor_scale
 from sweep.compress.fused import fused_groups, shared_input_groups
 from sweep.compress.layer import compress_weight, needed_stats, quant_spec
 from sweep.compress.profile import LayerProfile, empty_profile, layer_plan, measure_profile
@@ -58,6 +59,8 @@ class CompressionResult:
     calibration_s: float = 0.0  # time spent on calibration forward passes and statistics
     stats_from_cache: bool = False  # statistics reused from a CalibrationCache (no forward pass)
     grids: dict[str, QuantGrid] = field(default_factory=dict)  # on the CPU
+    # calibrated activations' scale over each layer's inputs (sweep.compress.activations)
+    input_scales: dict[str, float] = field(default_factory=dict)
 
     def plan(self) -> dict[str, list[float]]:
         """What each layer got: module name -> [pruned fraction, bits]."""
@@ -270,7 +273,38 @@ def compress_model(
     it before it is copied into the model, so a float32 model evaluates exactly the values a
     16-bit checkpoint holds. A quantized weight is left as it is: its scales are already 16-bit
     and its values ``scale * (k - zero)`` are exactly what the checkpoint's codes decode to.
+
+    Activations with a calibrated scale (NVFP4's) are calibrated last, on the compressed model
+    (``CompressionResult.input_scales``).
     """
+    if config.activations in CALIBRATED and calibration is None:
+        raise ValueError(
+            f"{config.activations} activations are calibrated: pass calibration=Calibration(...)"
+        )
+    result = _compress_weights(model, config, progress, calibration, record_grids, storage_dtype)
+    if config.activations in CALIBRATED:
+        assert calibration is not None
+        t = time.perf_counter()
+        result.input_scales = calibrate_input_scales(
+            model, calibration.token_ids, calibration.batch_size
+        )
+        for name, grid in result.grids.items():
+            if isinstance(grid, FloatGrid):
+                grid.input_scale = result.input_scales[name]
+        spent = time.perf_counter() - t
+        result.calibration_s += spent
+        result.seconds += spent
+    return result
+
+
+def _compress_weights(
+    model: nn.Module,
+    config: CompressionConfig,
+    progress: bool,
+    calibration: Calibration | None,
+    record_grids: bool,
+    storage_dtype: torch.dtype | None,
+) -> CompressionResult:
     start = time.perf_counter()
     compressor = _InPlaceCompressor(record_grids, storage_dtype)
     if config.quantizes and config.format != "int" and FORMATS[config.format].tensor_scale:

@@ -194,11 +194,13 @@ def float_quantize(x: torch.Tensor, scale: torch.Tensor, fmt: FloatFormat) -> to
 @dataclass
 class FloatGrid:
     """The grid one weight (rows, cols) was rounded onto in a float format: each group's scale
-    as it divides the weights (for NVFP4, the stored e4m3 scale over ``global_scale``)."""
+    as it divides the weights (for NVFP4, the stored e4m3 scale over ``global_scale``), and, for
+    activations with a calibrated scale, the scale over the layer's inputs."""
 
     fmt: FloatFormat
     scale: torch.Tensor  # (rows, n_groups), float32
     global_scale: float | None = None
+    input_scale: float | None = None
 
     @property
     def bits(self) -> int:
@@ -229,7 +231,7 @@ class FloatGrid:
         self.scale[:, g] = scale[:, 0]
 
     def to(self, device: torch.device | str) -> FloatGrid:
-        return FloatGrid(self.fmt, self.scale.to(device), self.global_scale)
+        return FloatGrid(self.fmt, self.scale.to(device), self.global_scale, self.input_scale)
 
     def stored_scales(self) -> torch.Tensor:
         """The group scales as the checkpoint stores their values: NVFP4's e4m3 scale (this

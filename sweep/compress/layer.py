@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sweep.compress.activations import CALIBRATED
 from sweep.compress.config import CompressionConfig
 from sweep.compress.formats import FloatGrid
 from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, PruneTarget
@@ -44,8 +45,9 @@ def needed_stats(config: CompressionConfig) -> frozenset[str]:
 
 
 def requires_calibration(config: CompressionConfig) -> bool:
-    """Whether ``config`` needs calibration data (False for magnitude pruning and RTN)."""
-    return bool(needed_stats(config))
+    """Whether ``config`` needs calibration data (False for magnitude pruning and RTN, unless
+    its activations have a calibrated scale)."""
+    return bool(needed_stats(config)) or config.activations in CALIBRATED
 
 
 def quant_spec(config: CompressionConfig) -> QuantSpec:

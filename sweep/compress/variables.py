@@ -183,11 +183,36 @@ class Variable:
     default: Any
     check: Callable[[Any], str | None] = _any
     skipped: Any = None
+    # its choices depend on the weight format (each format has its own): they are narrowed to
+    # the format's, and asked as a parameter of its own per format, since Optuna keeps one set of
+    # choices per parameter
+    per_format: Callable[[str], Sequence[Any]] | None = None
 
-    def choices(self, space: Any) -> list[Any]:
-        """The choices ``space`` (a ``SearchSpace``) offers."""
+    def choices(self, space: Any, fields: dict[str, Any] | None = None) -> list[Any]:
+        """The choices ``space`` (a ``SearchSpace``) offers, for a configuration whose fields so
+        far are ``fields``."""
         offered = getattr(space, self.spec_list)
-        return offered.grid() if hasattr(offered, "grid") else list(offered)
+        offered = offered.grid() if hasattr(offered, "grid") else list(offered)
+        if self.per_format is None or fields is None:
+            return offered
+        allowed = self.per_format(fields.get("format", INT))
+        return [value for value in offered if value in allowed]
+
+    def param(self, fields: dict[str, Any]) -> str:
+        """The trial parameter that asks it, for a configuration whose fields so far are
+        ``fields``: its name, or ``name:format`` for a variable asked per format."""
+        if self.per_format is None:
+            return self.name
+        return f"{self.name}:{fields.get('format', INT)}"
+
+
+def field_of(param: str) -> str:
+    """The ``CompressionConfig`` field a trial parameter sets."""
+    return param.split(":", 1)[0]
+
+
+def _activations_of(fmt: str) -> tuple[str, ...]:
+    return ("none", *FORMATS_WITH_ACTIVATIONS.get(fmt, ()))
 
 
 # The order is the order of the sampler's questions (it decides which apply): do not reorder.
@@ -199,7 +224,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("bits", "bits", _integer, 16, _bits, skipped=16),
     # activations quantized at run time, where the format has them: none (weights alone)
     Variable("activations", "activations", _quantizes_activations, "none",
-             _one_of("activation quantization", ACTIVATIONS), skipped="none"),
+             _one_of("activation quantization", ACTIVATIONS), skipped="none",
+             per_format=_activations_of),
     Variable("prune_method", "prune_methods", prunes, "magnitude",
              _registered("pruning method", PRUNERS.names)),
     Variable("profile", "profiles", _spreads_sparsity, "uniform",
@@ -221,11 +247,15 @@ BY_NAME = {v.name: v for v in VARIABLES}
 DEFAULTS = {v.name: v.default for v in VARIABLES}
 
 
-def choose(ask: Callable[[Variable, list[Any]], Any], space: Any) -> dict[str, Any]:
+def choose(ask: Callable[[Variable, list[Any], str], Any], space: Any) -> dict[str, Any]:
     """The fields of one configuration: each variable that applies, in the table's order, gets
-    ``ask(variable, its choices in space)``; the others keep their default."""
+    ``ask(variable, its choices in space, its trial parameter)``; the others keep their
+    default."""
     fields: dict[str, Any] = {}
     for variable in VARIABLES:
-        if variable.applies(DEFAULTS | fields):
-            fields[variable.name] = ask(variable, variable.choices(space))
+        known = DEFAULTS | fields
+        if variable.applies(known):
+            fields[variable.name] = ask(
+                variable, variable.choices(space, known), variable.param(known)
+            )
     return fields

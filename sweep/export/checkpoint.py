@@ -35,6 +35,7 @@ from compressed_tensors.quantization import (
 from safetensors.torch import save_file
 from torch import nn
 
+from sweep.compress.activations import CALIBRATED, NVFP4_GROUP
 from sweep.compress.blocks import compressible_linears
 from sweep.compress.config import INT, MIXED_BITS, CompressionConfig
 from sweep.compress.formats import FloatGrid
@@ -83,9 +84,16 @@ def float_quantization_args(config: CompressionConfig) -> QuantizationArgs:
 
 def input_activation_args(config: CompressionConfig) -> QuantizationArgs | None:
     """How ``config`` quantizes a Linear's inputs at run time (FP8_DYNAMIC's: e4m3 per token,
-    scales computed on the fly); None when it does not."""
+    scales computed on the fly; NVFP4's: e2m1 in groups of 16, e4m3 scales computed on the fly
+    over a calibrated FP32 scale, ``input_global_scale``); None when it does not."""
     if config.activations == "none":
         return None
+    if config.activations == "nvfp4":
+        return QuantizationArgs(
+            num_bits=4, type="float", symmetric=True, dynamic="local",
+            strategy=QuantizationStrategy.TENSOR_GROUP, group_size=NVFP4_GROUP,
+            scale_dtype=torch.float8_e4m3fn, zp_dtype=torch.float8_e4m3fn,
+        )  # fmt: skip
     return QuantizationArgs(
         num_bits=8, type="float", symmetric=True, dynamic=True,
         strategy=QuantizationStrategy.TOKEN,
@@ -240,6 +248,13 @@ def checkpoint_tensors(
                 packed = pack_float_linear(name, value.detach().cpu(), grid, scheme, dtype)
                 prefix = key.removesuffix("weight")
                 tensors.update({prefix + k: v.contiguous() for k, v in packed.items()})
+                if config.activations in CALIBRATED:
+                    if grid.input_scale is None:
+                        raise ExportError(f"{name}: no calibrated input scale for "
+                                          f"{config.activations} activations")  # fmt: skip
+                    tensors[prefix + "input_global_scale"] = torch.tensor(
+                        [grid.input_scale], dtype=torch.float32
+                    )
                 continue
             if (grid.group_size, grid.symmetric) != (config.group_size, config.symmetric) or (
                 grid.bits != config.bits and not (mixed and grid.bits in MIXED_BITS)

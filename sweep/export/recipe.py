@@ -67,6 +67,8 @@ def _quant_stage(c: CompressionConfig, widths: dict[int, list[str]] | None) -> d
         what = {"targets": ["Linear"], "scheme": PRESETS[c.format]}
     if c.activations == "fp8_dynamic":  # FP8 weights per channel, FP8 activations per token
         what = {"targets": ["Linear"], "scheme": "FP8_DYNAMIC"}
+    if c.activations == "nvfp4":  # NVFP4 weights and activations, the latter calibrated
+        what = {"targets": ["Linear"], "scheme": "NVFP4"}
     if c.quant_method == "gptq":
         gptq = {"dampening_frac": DAMPENING, "block_size": BLOCK_SIZE}
         modifier = {"GPTQModifier": {**what, "ignore": list(IGNORE), **gptq}}

@@ -1,5 +1,6 @@
 """Activation quantization during evaluation: FP8 per token, on while the block runs, gone after."""
 
+import pytest
 import torch
 
 from sweep.compress.activations import fp8_per_token, quantized_activations
@@ -46,3 +47,57 @@ def test_quantized_activations_act_inside_the_block_only():
     assert not torch.equal(quantized, plain) and torch.equal(after, plain)
     scale = seen[0].abs().amax(-1, keepdim=True) / 448
     assert on_e4m3(seen[0] / scale)  # what the layer received: its input, rounded per token
+
+
+def test_nvfp4_per_group_puts_each_group_on_e2m1_under_its_e4m3_scale():
+    from sweep.compress.activations import nvfp4_per_group
+    from sweep.compress.formats import round_e2m1
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 64, generator=g) * torch.tensor([0.01, 1.0, 30.0])[None, :, None]
+    x[0, 0, :16] = 0.0  # a group of zeros
+    global_scale = 448 * 6 / float(x.abs().max())
+    q = nvfp4_per_group(x, global_scale)
+    groups, qg = x.reshape(2, 3, 4, 16), q.reshape(2, 3, 4, 16)
+    stored = groups.abs().amax(-1, keepdim=True) * global_scale / 6
+    assert torch.equal(round_e4m3(stored), round_e4m3(round_e4m3(stored)))  # e4m3 values
+    scale = round_e4m3(stored) / global_scale
+    nonzero = scale > 0
+    elements = torch.where(nonzero, qg / torch.where(nonzero, scale, 1.0), 0.0)
+    assert torch.allclose(elements, round_e2m1(elements), atol=1e-5)  # on the e2m1 grid
+    assert torch.equal(qg[0, 0, 0], torch.zeros(16))
+    # a group's largest input maps to at most 6 of its scale, and rounds within half a step
+    err = (qg - groups).abs()
+    assert (err <= torch.maximum(groups.abs() * 0.25, scale * 0.25) * (1 + 1e-5) + 1e-12).all()
+
+
+def test_nvfp4_input_scales_are_calibrated_on_the_largest_input_each_layer_sees():
+    from sweep.compress.activations import calibrate_input_scales
+
+    model = tiny_llama().eval()
+    ids = torch.randint(0, 96, (6, 12), generator=torch.Generator().manual_seed(1))
+    seen: dict[str, float] = {}
+    linears = compressible_linears(model)
+
+    def record(name):
+        def hook(module, args):
+            seen[name] = max(seen.get(name, 0.0), float(args[0].abs().max()))
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(record(n)) for n, layer in linears.items()]
+    with torch.no_grad():
+        model(ids)
+    for h in handles:
+        h.remove()
+    scales = calibrate_input_scales(model, ids, batch_size=4)  # two batches, one max
+    assert set(scales) == set(linears)
+    for name, amax in seen.items():
+        assert scales[name] == pytest.approx(448 * 6 / amax, rel=1e-6)
+    attention = [f"model.layers.0.self_attn.{p}_proj" for p in "qkv"]
+    assert len({scales[n] for n in attention}) == 1  # q, k and v read one input: one scale
+    with (
+        pytest.raises(ValueError, match="need every layer's input scale"),
+        quantized_activations(model, "nvfp4", {}),
+    ):
+        pass

@@ -44,7 +44,7 @@ def _suggested(space: SearchSpace) -> set[CompressionConfig]:
          "group_sizes": [32, None]},
         # a float format fixes its bits and grid, and takes no mixed allocation
         {"sparsity": {"values": [0.0, 0.5]}, "formats": ["int", "fp8", "nvfp4", "mxfp4"],
-         "activations": ["none", "fp8_dynamic"],
+         "activations": ["none", "fp8_dynamic", "nvfp4"],
          "bits": [3, 16], "group_sizes": [64, None], "allocations": ["uniform", "mixed"],
          "quant_methods": ["rtn", "gptq"], "orders": ["prune_first", "joint"],
          "prune_methods": ["sparsegpt"]},
@@ -124,3 +124,17 @@ def test_a_float_format_sets_its_own_bits_and_grid_and_names_itself():
     assert keys == ["rtn-fp8", "rtn-fp8-fp8_dynamic", "rtn-nvfp4"] and both.size() == 3
     with pytest.raises(ValueError, match="activations fp8_dynamic need a format that has them"):
         CompressionConfig(format="nvfp4", activations="fp8_dynamic")
+    # each format its own activations, asked as a parameter of its own (Optuna keeps one set of
+    # choices per parameter)
+    each = SearchSpace(sparsity={"values": [0.0]}, formats=["fp8", "nvfp4", "mxfp4"],
+                       activations=["fp8_dynamic", "nvfp4", "none"])  # fmt: skip
+    keys = sorted(c.key() for c in all_configs(each))
+    assert keys == ["rtn-fp8", "rtn-fp8-fp8_dynamic", "rtn-mxfp4", "rtn-nvfp4", "rtn-nvfp4-nvfp4"]
+    assert each.size() == 5
+    study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
+    study.optimize(lambda t: float(len(suggest_config(t, each).key())), n_trials=5)
+    params = sorted(sorted(t.params.items()) for t in study.trials)
+    assert [("activations:nvfp4", "nvfp4"), ("format", "nvfp4")] in params
+    assert [("activations:fp8", "none"), ("format", "fp8")] in params
+    with pytest.raises(ValueError, match="give fp8 weights no choice"):
+        SearchSpace(formats=["fp8", "nvfp4"], activations=["nvfp4"])

@@ -29,15 +29,30 @@ TENSORS = {
 }  # fmt: skip
 
 
-def _compressed(config: CompressionConfig, out: Path, dtype: torch.dtype | None = None):
+def _compressed(
+    config: CompressionConfig, out: Path, dtype: torch.dtype | None = None, calibration=None
+):
     model, tokenizer = load_model(MODEL_DIR, dtype="auto", device="cpu")
     dtype = dtype or storage_dtype(model)
     with torch.no_grad():  # as LoadedModel holds it: every weight at the checkpoint's precision
         for p in model.parameters():
             p.copy_(p.to(dtype).float())
-    result = compress_model(model, config, progress=False, record_grids=True, storage_dtype=dtype)
+    result = compress_model(model, config, progress=False, record_grids=True, storage_dtype=dtype,
+                            calibration=calibration)  # fmt: skip
     write_checkpoint(model, tokenizer, config, result.grids, out, dtype)
+    model.compressed = result
     return model
+
+
+def _calibration(samples: int = 4, seq_len: int = 32):
+    from sweep.calibration_data import calibration_batches
+    from sweep.compress import Calibration
+    from sweep.demo import CALIBRATION_FILE
+    from sweep.spec import CalibrationSpec
+
+    _, tokenizer = load_model(MODEL_DIR, device="cpu")
+    spec = CalibrationSpec(path=CALIBRATION_FILE, samples=samples, seq_len=seq_len)
+    return Calibration(calibration_batches(spec, tokenizer))
 
 
 def _reloaded(out: Path):
@@ -129,6 +144,36 @@ def test_fp8_with_dynamic_activations_reloads_to_the_logits_evaluated_with_them(
     assert "FP8_DYNAMIC" in json.dumps(recipe(config))
 
 
+def test_nvfp4_weights_and_activations_reload_to_the_logits_evaluated_with_them(tmp_path: Path):
+    from sweep.compress.activations import quantized_activations
+
+    config = CompressionConfig(format="nvfp4", activations="nvfp4")
+    with pytest.raises(ValueError, match="nvfp4 activations are calibrated"):
+        _compressed(config, tmp_path / "none")
+    model = _compressed(config, tmp_path, calibration=_calibration())
+    scales = model.compressed.input_scales
+    assert set(scales) == set(compressible_linears(model))
+    qconfig = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
+    acts = qconfig["config_groups"]["group_0"]["input_activations"]
+    assert (acts["type"], acts["num_bits"], acts["strategy"], acts["group_size"], acts["dynamic"]
+            ) == ("float", 4, "tensor_group", 16, "local")  # fmt: skip
+    with safe_open(tmp_path / WEIGHTS_FILE, "pt") as f:
+        for name in scales:
+            assert float(f.get_tensor(f"{name}.input_global_scale")) == pytest.approx(scales[name])
+    back = _reloaded(tmp_path)
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        reloaded = back(ids).logits
+        plain = model(ids).logits
+        with quantized_activations(model, "nvfp4", scales):
+            evaluated = model(ids).logits
+    assert not torch.allclose(reloaded, plain, atol=1e-3, rtol=0)  # the reload quantizes inputs
+    assert torch.allclose(reloaded, evaluated, atol=1e-4, rtol=0)
+    assert '"scheme": "NVFP4"' in json.dumps(recipe(config))
+
+
 @pytest.mark.parametrize("method", ["rtn", "gptq"])
 def test_layers_vllm_fuses_share_one_nvfp4_tensor_scale_and_others_keep_their_own(
     tmp_path: Path, method: str
@@ -141,22 +186,7 @@ def test_layers_vllm_fuses_share_one_nvfp4_tensor_scale_and_others_keep_their_ow
     layers = base.config.num_hidden_layers
     assert sorted(len(g) for g in groups) == [2] * layers + [3] * layers  # gate/up, q/k/v
     amax = {n: float(layer.weight.abs().max()) for n, layer in compressible_linears(base).items()}
-    if method == "gptq":
-        from sweep.calibration_data import calibration_batches
-        from sweep.compress import Calibration
-        from sweep.demo import CALIBRATION_FILE
-        from sweep.spec import CalibrationSpec
-
-        _, tokenizer = load_model(MODEL_DIR, device="cpu")
-        ids = calibration_batches(CalibrationSpec(path=CALIBRATION_FILE, samples=4, seq_len=32),
-                                  tokenizer)  # fmt: skip
-        model, tok = load_model(MODEL_DIR, dtype="auto", device="cpu")
-        dtype = storage_dtype(model)
-        result = compress_model(model, config, False, calibration=Calibration(ids),
-                                record_grids=True, storage_dtype=dtype)  # fmt: skip
-        write_checkpoint(model, tok, config, result.grids, tmp_path, dtype)
-    else:
-        _compressed(config, tmp_path)
+    _compressed(config, tmp_path, calibration=_calibration() if method == "gptq" else None)
 
     with safe_open(tmp_path / WEIGHTS_FILE, "pt") as f:
         stored = {k.removesuffix(".weight_global_scale"): float(f.get_tensor(k))
