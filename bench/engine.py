@@ -41,7 +41,7 @@ from torch import nn
 from sweep.compress import Calibration, CalibrationCache, CompressionConfig, compress_model
 from sweep.compress.driver import compressible_linears, find_blocks
 from sweep.compress.hessian import BLOCK_SIZE, DAMPENING
-from sweep.compress.layer import requires_calibration
+from sweep.compress.layer import needed_stats, requires_calibration
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench-results" / "engine.json"
@@ -127,22 +127,20 @@ def _gptq(bits: int, group: int, **more: Any) -> CompressionConfig:
 
 def _float_cases() -> tuple[Case, ...]:
     """The float formats against llm-compressor's presets: FP8_DYNAMIC (fp8 weights per channel,
-    activations per token at run time) and NVFP4A16, by RTN and by GPTQ."""
+    activations per token at run time), NVFP4A16 and NVFP4 (weights and activations, the
+    activations' scale calibrated), by RTN and by GPTQ."""
     fp8 = {"format": "fp8", "activations": "fp8_dynamic"}
     rtn = {"quant_method": "rtn", "order": "prune_first"}
+    w4a16 = {"format": "nvfp4"}
+    w4a4 = {"format": "nvfp4", "activations": "nvfp4"}
+    nvfp4 = {"bits": 4, "group": 16}
     return (
         Case("rtn-fp8-dynamic", CompressionConfig(**fp8, **rtn), bits=8, scheme="FP8_DYNAMIC"),
         Case("gptq-fp8-dynamic", _gptq(8, GROUP, **fp8), bits=8, scheme="FP8_DYNAMIC"),
-        Case(
-            "rtn-nvfp4a16",
-            CompressionConfig(format="nvfp4", **rtn),
-            bits=4,
-            group=16,
-            scheme="NVFP4A16",
-        ),  # fmt: skip
-        Case(
-            "gptq-nvfp4a16", _gptq(4, 16, format="nvfp4"), bits=4, group=16, scheme="NVFP4A16"
-        ),  # fmt: skip
+        Case("rtn-nvfp4a16", CompressionConfig(**w4a16, **rtn), **nvfp4, scheme="NVFP4A16"),
+        Case("gptq-nvfp4a16", _gptq(4, 16, **w4a16), **nvfp4, scheme="NVFP4A16"),
+        Case("rtn-nvfp4-w4a4", CompressionConfig(**w4a4, **rtn), **nvfp4, scheme="NVFP4"),
+        Case("gptq-nvfp4-w4a4", _gptq(4, 16, **w4a4), **nvfp4, scheme="NVFP4"),
     )
 
 
@@ -282,12 +280,12 @@ class PerplexityMeter:
             evaluator.close()
 
 
-def perplexity(evaluator: Any, model: nn.Module, case: Case) -> float:
-    """``evaluator``'s perplexity of our compressed ``model``, its activations quantized as
-    ``case`` asks (as a trial evaluates it)."""
+def perplexity(evaluator: Any, model: nn.Module, case: Case, result: Any) -> float:
+    """``evaluator``'s perplexity of our compressed ``model`` (``result`` of its compression),
+    its activations quantized as ``case`` asks (as a trial evaluates it)."""
     from sweep.compress.activations import quantized_activations
 
-    with quantized_activations(model, case.ours.activations):
+    with quantized_activations(model, case.ours.activations, result.input_scales):
         return evaluator.perplexity()
 
 
@@ -304,12 +302,9 @@ def _run_ours(
     has one mode."""
     ours: dict[str, tuple[float, float, tuple[float, int]]] = {}
     if not requires_calibration(case.ours):
-        _, seconds = _timed(work, case.ours)
-        ours["data-free"] = (
-            seconds,
-            perplexity(evaluator, work, case),
-            weight_stats(work, case.group),
-        )
+        result, seconds = _timed(work, case.ours)
+        stats = weight_stats(work, case.group)
+        ours["data-free"] = (seconds, perplexity(evaluator, work, case, result), stats)
         snapshot.restore()
         return ours, None
     cache = CalibrationCache()
@@ -317,13 +312,15 @@ def _run_ours(
     _, cold_s = _timed(work, case.ours, calibration=cached_cal)
     snapshot.restore()
     cached, cached_s = _timed(work, case.ours, calibration=cached_cal)
-    if not cached.stats_from_cache:
+    if needed_stats(case.ours) and not cached.stats_from_cache:
         raise RuntimeError("the warm CalibrationCache was not used")
-    ours["cached"] = (cached_s, perplexity(evaluator, work, case), weight_stats(work, case.group))
+    stats = weight_stats(work, case.group)
+    ours["cached"] = (cached_s, perplexity(evaluator, work, case, cached), stats)
     snapshot.restore()
     sequential = Calibration(calibration, "sequential", None, batch_size)
-    _, seq_s = _timed(work, case.ours, calibration=sequential)
-    ours["sequential"] = (seq_s, perplexity(evaluator, work, case), weight_stats(work, case.group))
+    result, seq_s = _timed(work, case.ours, calibration=sequential)
+    stats = weight_stats(work, case.group)
+    ours["sequential"] = (seq_s, perplexity(evaluator, work, case, result), stats)
     snapshot.restore()
     return ours, cold_s
 
