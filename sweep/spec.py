@@ -485,18 +485,22 @@ def _check_deploy(spec: StudySpec) -> None:
     ]  # fmt: skip
     if not served:
         gpu = f" on a GPU of compute capability {deploy.gpu}" if deploy.gpu else ""
-        wanted = set(search.formats)
         least = min(
-            (r.min_capability for r in runtime.weights if r.min_capability and r.format in wanted),
+            (
+                r.min_capability
+                for shape in shapes
+                if (r := runtime.rule(*shape)) is not None and r.min_capability
+            ),
             key=capability_value,
             default=None,
         )
-        hint = f" (its weights need {least} or above)" if least and deploy.gpu else ""
+        hint = f" (the least of them needs {least} or above)" if least and deploy.gpu else ""
         formats = "" if search.formats == ["int"] else f"formats {search.formats}, "
+        acts = "" if search.activations == ["none"] else f"activations {search.activations}, "
         raise ValueError(
-            f"{runtime.title} serves none of the search space's quantized forms ({formats}bits "
-            f"{search.bits}, group sizes {search.group_sizes}){gpu}{hint}; widen the space "
-            "(bits 16 is always served), or change deploy"
+            f"{runtime.title} serves none of the search space's quantized forms ({formats}"
+            f"{acts}bits {search.bits}, group sizes {search.group_sizes}){gpu}{hint}; widen the "
+            "space (bits 16 is always served), or change deploy"
         )
 
 

@@ -14,7 +14,7 @@ import torch
 
 from sweep.calibration_data import CalibrationError, calibration_batches
 from sweep.compress.calibration import Calibration, CalibrationCache
-from sweep.compress.layer import needed_stats
+from sweep.compress.layer import requires_calibration
 from sweep.evaluation.harness import Evaluator
 from sweep.events import Events
 from sweep.loaded_model import LoadedModel
@@ -29,8 +29,9 @@ STOP_GRACE_S = 15.0  # how long a stopped worker gets to store its running trial
 
 
 def calibrating_methods(spec: StudySpec) -> list[str]:
-    """The methods of the study's space that read calibration statistics, by config key."""
-    return sorted({c.key() for c in all_configs(spec.search) if needed_stats(c)})
+    """The configurations of the study's space that need calibration data (statistics, or a
+    calibrated activation scale), by key."""
+    return sorted({c.key() for c in all_configs(spec.search) if requires_calibration(c)})
 
 
 def prepare_runner(

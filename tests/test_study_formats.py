@@ -76,3 +76,58 @@ def test_a_study_of_the_float_formats_runs_measures_and_reports(toy_dir: Path, t
     config = json.loads((out / "config.json").read_text())["quantization_config"]
     assert config["format"] == stored
     assert stored in (out / "README.md").read_text()
+
+
+def test_nvfp4_activations_run_calibrated_are_judged_by_their_gpu_and_export(
+    toy_dir: Path, tmp_path: Path
+):
+    from safetensors import safe_open
+
+    spec_path = toy_spec(
+        toy_dir, "w4a4", formats=["nvfp4"], activations=["none", "nvfp4"], bits=[16],
+        sparsity={"values": [0.0]}, quant_methods=["rtn"],
+    )  # fmt: skip
+    spec = yaml.safe_load(spec_path.read_text())
+    spec.update(trials=2, sampler={"name": "grid", "seed": 0},
+                deploy={"runtime": "vllm", "gpu": "9.0"})  # fmt: skip
+    # first, so that no front stops it after its sample: it has its full evaluation to export
+    spec["search"]["first"] = [{"activations": "nvfp4"}]
+    spec_path.write_text(yaml.safe_dump(spec))
+    url = f"sqlite:///{tmp_path / 'w4a4.db'}"
+    done = sweep("run", str(spec_path), "--storage", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    trials = optuna.load_study(study_name="w4a4", storage=url).get_trials(
+        states=(TrialState.COMPLETE,)
+    )
+    by_acts = {t.user_attrs["config"]["activations"]: t for t in trials}
+    assert set(by_acts) == {"none", "nvfp4"}
+    w4a4 = by_acts["nvfp4"]
+    assert w4a4.params["activations:nvfp4"] == "nvfp4"
+    assert w4a4.user_attrs["config_key"] == "rtn-nvfp4-nvfp4"
+    assert w4a4.user_attrs["deployable"] is False and "10.0" in w4a4.user_attrs["deploy_reason"]
+    assert by_acts["none"].user_attrs["deployable"] is True
+    # the activations are calibrated (RTN alone needs no data) and evaluated: the W4A4 model's
+    # outputs are further from the base model's
+    assert w4a4.user_attrs["timings"]["calibration_s"] > 0
+    assert by_acts["none"].user_attrs["timings"]["calibration_s"] == 0
+    assert w4a4.user_attrs["kl"] > by_acts["none"].user_attrs["kl"]
+
+    out = tmp_path / "exported"
+    args = ("export", "--storage", url, "--study-name", "w4a4", "--trial", str(w4a4.number),
+            "--out", str(out))  # fmt: skip
+    refused = sweep(*args, cwd=tmp_path)  # the target GPU does not run it
+    assert refused.returncode == 2 and "needs compute capability 10.0" in refused.stderr
+    exported = sweep(*args, "--force", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    group = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
+    assert group["group_0"]["input_activations"]["group_size"] == 16
+    with safe_open(out / "model.safetensors", "pt") as f:
+        scales = [k for k in f.keys() if k.endswith("input_global_scale")]  # noqa: SIM118
+    assert len(scales) == 2 * 7  # every compressed Linear of the toy's two blocks
+
+    only = yaml.safe_load(spec_path.read_text())
+    only["search"]["activations"] = ["nvfp4"]
+    only["name"] = "w4a4-only"
+    spec_path.write_text(yaml.safe_dump(only))
+    refused = sweep("run", str(spec_path), "--storage", url, cwd=tmp_path)
+    assert refused.returncode == 2 and "the least of them needs 10.0" in refused.stderr
