@@ -494,7 +494,7 @@ def _check_deploy(spec: StudySpec) -> None:
             key=capability_value,
             default=None,
         )
-        hint = f" (the least of them needs {least} or above)" if least and deploy.gpu else ""
+        hint = f" (these forms need {least} or above)" if least and deploy.gpu else ""
         formats = "" if search.formats == ["int"] else f"formats {search.formats}, "
         acts = "" if search.activations == ["none"] else f"activations {search.activations}, "
         raise ValueError(
