@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -191,6 +192,19 @@ def as_decoded(weight: torch.Tensor, fmt: FloatFormat, dtype: torch.dtype) -> to
     ``weight``'s dtype: what a trial evaluates, so that what is evaluated is what is loaded."""
     decoded = weight.to(torch.bfloat16) if fmt.decodes_through_bf16 else weight
     return decoded.to(dtype).to(weight.dtype)
+
+
+def column_quantizer(
+    fmt: FloatFormat, device: torch.device
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``float_quantize`` for ``fmt`` on ``device`` with its table looked up once: what GPTQ
+    calls once per column, where each call's overhead counts."""
+    values, boundaries = _rounding_table(fmt.element, device)
+
+    def quantize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        return values.take(torch.bucketize(x / scale, boundaries)).mul_(scale)
+
+    return quantize
 
 
 def float_quantize(x: torch.Tensor, scale: torch.Tensor, fmt: FloatFormat) -> torch.Tensor:

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 import torch
 
-from sweep.compress.formats import FORMATS, FloatGrid, float_quantize, float_scales, tensor_scale
+from sweep.compress.formats import (
+    FORMATS,
+    FloatGrid,
+    column_quantizer,
+    float_scales,
+    tensor_scale,
+)
 from sweep.compress.rtn import QuantGrid, QuantSpec, quant_params, quantize
 
 Fit = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
@@ -47,9 +53,10 @@ def rounding(
     if isinstance(grid, FloatGrid):
         grid.global_scale = g
     no_zero = torch.zeros((1, 1))
+    quantize_column = column_quantizer(fmt, weight.device)
     return Rounding(
         lambda block, mask: (float_scales(block, fmt, mask, g), no_zero),
-        lambda x, scale, zero: float_quantize(x, scale, fmt),
+        lambda x, scale, zero: quantize_column(x, scale),
     )
 
 
