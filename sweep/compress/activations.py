@@ -70,9 +70,12 @@ def calibrate_input_scales(
 
     handles = [layer.register_forward_pre_hook(observe(n)) for n, layer in linears.items()]
     device = model.get_input_embeddings().weight.device
+    # the transformer without its head: the logits (batch x tokens x vocabulary) are not needed
+    # and would be the largest tensor of the pass
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
     try:
         for batch in token_ids.split(batch_size):
-            model(input_ids=batch.to(device), use_cache=False)
+            decoder(input_ids=batch.to(device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
