@@ -2,16 +2,20 @@
 
 For each config below both tools compress the same model with the same calibration token ids
 and an equivalent recipe (SparseGPT: dampening 0.01, block 128, unstructured or 2:4; GPTQ:
-symmetric, group 128, static activation ordering, dampening 0.01; the Linear layers inside the
-transformer blocks, lm_head left alone). Each row reports the wall-clock seconds of the
+symmetric, group 128, static activation ordering, dampening 0.01; the float formats as
+llm-compressor's presets FP8_DYNAMIC, NVFP4A16 and NVFP4, by RTN (``QuantizationModifier``) and
+GPTQ; the Linear layers inside the transformer blocks, lm_head left alone). Our perplexity is
+measured with the activations quantized as a trial evaluates them, the peer's as its own forward
+quantizes them. Each row reports the wall-clock seconds of the
 compression call alone (``compress_model`` / ``oneshot``; model loading and copying excluded),
 the speedup ``peer_s / ours_s``, and the word perplexity of both results on one lm-eval task.
 
 Our engine runs in two modes: ``cached`` with a ``CalibrationCache`` already warm for this model
 and calibration set (what every trial after a study's first sees; the cold first-trial time is
 the ``ours_cold_s`` field) and ``sequential`` (each block calibrated on the compressed blocks
-before it, as ``oneshot``'s sequential pipeline does). The peer runs once per config; both rows
-of a config share its numbers. Both tools run in one process with the same torch thread count
+before it, as ``oneshot``'s sequential pipeline does); a config that needs no calibration (RTN
+weights) has one mode, ``data-free``. The peer runs once per config; the rows of a config share
+its numbers. Both tools run in one process with the same torch thread count
 (``--threads``, default 1: steady timings on a shared CPU).
 
 Run: ``make bench-engine`` (the demo model; ``MODEL=smollm2-135m`` for the real small model, on
