@@ -13,10 +13,13 @@ A format rounds each weight onto its element grid after dividing by its group's 
   ``2 ** (floor(log2(max|w_group|)) - 2)``, the OCP MX rule that vLLM's reference follows (the
   largest element of a group may clip at 6).
 
-A stored e4m3 scale is rounded *up* (as integer scales are rounded up to bfloat16,
-``rtn.round_up_to_scale_dtype``), so a group's largest weight is never clipped by the scale's own
-rounding; the tensor scale is chosen so that no group's scale exceeds 448 before GPTQ updates
-the weights. A group of zeros gets the smallest positive scale, so a pruned weight stays zero.
+A stored e4m3 scale is rounded to the nearest e4m3 value, as compressed-tensors and vLLM round
+it: a group's largest weight may then clip at 6 by up to half of e4m3's step (6%), which costs
+less than rounding every scale up (as the integers' are rounded up to bfloat16, whose step is
+0.4%): with e4m3's step of 12.5%, rounding up coarsens every group's grid by 6% on average, and
+SmolLM2's RTN perplexity goes from 137.2 to 148.8. The tensor scale is chosen so that no group's
+scale exceeds 448 before GPTQ updates the weights. A group of zeros gets the smallest positive
+scale, so a pruned weight stays zero.
 """
 
 from __future__ import annotations
@@ -118,14 +121,6 @@ def round_e4m3(x: torch.Tensor) -> torch.Tensor:
     return x.float().clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn).float()
 
 
-def round_up_e4m3(x: torch.Tensor) -> torch.Tensor:
-    """Each entry of ``x`` (positive float32) rounded up to an e4m3 value, at least the smallest
-    positive one and at most 448, as float32. Positive e4m3 values are ordered as their bytes."""
-    y = x.clamp(min=E4M3_TINY, max=E4M3_MAX).to(torch.float8_e4m3fn)
-    below = (y.float() < x) & (y.float() < E4M3_MAX)
-    return (y.view(torch.uint8) + below.to(torch.uint8)).view(torch.float8_e4m3fn).float()
-
-
 def e8m0_scale(amax: torch.Tensor) -> torch.Tensor:
     """MXFP4's power-of-two scale for groups whose largest magnitude is ``amax``:
     ``2 ** (floor(log2(amax)) - 2)``, the exponent within e8m0's range, as float32."""
@@ -169,7 +164,7 @@ def float_scales(
         scale = round_up_to_scale_dtype(torch.where(scale > 0, scale, torch.ones_like(scale)))
     elif fmt.scale == "e4m3":
         g = torch.tensor(global_scale if global_scale is not None else 1.0, dtype=torch.float32)
-        scale = round_up_e4m3(g * (amax / fmt.element_max)) / g
+        scale = round_e4m3((g * (amax / fmt.element_max)).clamp(min=E4M3_TINY)) / g
     else:
         scale = e8m0_scale(torch.where(amax > 0, amax, torch.full_like(amax, 2.0**-125)))
     return scale.unsqueeze(1)

@@ -13,7 +13,6 @@ from sweep.compress.formats import (
     float_scales,
     round_e2m1,
     round_e4m3,
-    round_up_e4m3,
     rtn_float,
     tensor_scale,
 )
@@ -58,16 +57,24 @@ def test_e2m1_equals_compressed_tensors_rounding():
     assert torch.equal(round_e2m1(x), cast_to_fp4(x.clone()))
 
 
-def test_e4m3_scales_round_up_to_a_representable_value():
-    x = torch.rand(10000) * 500 + 1e-6
-    y = round_up_e4m3(x)
-    assert _on_e4m3(y)
-    inside = x <= 448
-    assert (y[inside] >= x[inside]).all() and (y[~inside] == 448).all()
-    nxt = E4M3_FINITE[E4M3_FINITE > 0].sort().values
-    below = torch.searchsorted(nxt, y[inside]) - 1  # the next smaller e4m3 value is below x
-    assert ((below < 0) | (nxt[below.clamp(min=0)] < x[inside])).all()
-    assert round_up_e4m3(torch.tensor([0.0])).item() == 2.0**-9
+def test_nvfp4_group_scales_round_to_the_nearest_e4m3_value_as_the_runtime_does():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 256, generator=g) * 0.02
+    w[0, :16] = 0.0  # a group of zeros: the smallest positive scale
+    gs = tensor_scale(w)
+    stored = float_scales(w.reshape(-1, 16), FORMATS["nvfp4"], None, gs) * gs  # (groups, 1)
+    assert _on_e4m3(stored) and stored[0].item() == 2.0**-9
+    wanted = w.reshape(-1, 16).abs().amax(dim=1, keepdim=True)[1:] * gs / 6
+    below, above = _e4m3_neighbours(wanted)
+    nearest = torch.where(wanted - below <= above - wanted, below, above)
+    assert torch.allclose(stored[1:], nearest, rtol=1e-6, atol=0)
+    assert stored.max().item() == 448.0  # the largest group at e4m3's largest value
+
+
+def _e4m3_neighbours(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    values = E4M3_FINITE[E4M3_FINITE >= 0].unique().sort().values
+    i = torch.searchsorted(values, x.clamp(max=448), right=True).clamp(max=len(values) - 1)
+    return values[(i - 1).clamp(min=0)], values[i]
 
 
 def test_e8m0_scales_are_powers_of_two_that_map_the_group_max_to_4_to_8():
