@@ -85,3 +85,24 @@ def test_a_trial_on_real_text_runs_exports_and_reports(smollm2, tmp_path):
                    "--out", str(tmp_path / "report"), cwd=tmp_path)  # fmt: skip
     assert report.returncode == 0, report.stdout + report.stderr
     assert (tmp_path / "report" / "pareto-srcr.html").exists()
+
+
+def test_each_float_format_reloads_to_the_logits_evaluated_on_smollm2(smollm2, tmp_path):
+    from sweep.compress import CompressionConfig
+    from sweep.compress.activations import quantized_activations
+
+    from .export.test_float_checkpoint import _calibration, _compressed, _reloaded
+
+    ids = torch.randint(0, 49152, (1, 16), generator=torch.Generator().manual_seed(0))
+    calibration = _calibration(2, 32, smollm2)
+    for fmt, acts in [("fp8", "none"), ("nvfp4", "none"), ("mxfp4", "none"), ("nvfp4", "nvfp4")]:
+        config = CompressionConfig(format=fmt, activations=acts)
+        out = tmp_path / f"{fmt}-{acts}"
+        model = _compressed(config, out, calibration=calibration, model_dir=smollm2)
+        back = _reloaded(out)
+        with torch.no_grad(), quantized_activations(model, acts, model.compressed.input_scales):
+            evaluated = model(ids).logits
+        with torch.no_grad():
+            reloaded = back(ids).logits
+        assert torch.allclose(reloaded, evaluated, atol=1e-3, rtol=0), (fmt, acts)
+        del model, back

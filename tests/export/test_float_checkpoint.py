@@ -30,9 +30,13 @@ TENSORS = {
 
 
 def _compressed(
-    config: CompressionConfig, out: Path, dtype: torch.dtype | None = None, calibration=None
+    config: CompressionConfig,
+    out: Path,
+    dtype: torch.dtype | None = None,
+    calibration=None,
+    model_dir: Path = MODEL_DIR,
 ):
-    model, tokenizer = load_model(MODEL_DIR, dtype="auto", device="cpu")
+    model, tokenizer = load_model(model_dir, dtype="auto", device="cpu")
     dtype = dtype or storage_dtype(model)
     with torch.no_grad():  # as LoadedModel holds it: every weight at the checkpoint's precision
         for p in model.parameters():
@@ -44,13 +48,13 @@ def _compressed(
     return model
 
 
-def _calibration(samples: int = 4, seq_len: int = 32):
+def _calibration(samples: int = 4, seq_len: int = 32, model_dir: Path = MODEL_DIR):
     from sweep.calibration_data import calibration_batches
     from sweep.compress import Calibration
     from sweep.demo import CALIBRATION_FILE
     from sweep.spec import CalibrationSpec
 
-    _, tokenizer = load_model(MODEL_DIR, device="cpu")
+    _, tokenizer = load_model(model_dir, device="cpu")
     spec = CalibrationSpec(path=CALIBRATION_FILE, samples=samples, seq_len=seq_len)
     return Calibration(calibration_batches(spec, tokenizer))
 
