@@ -47,8 +47,9 @@ ENGINE_VERSION = "3"  # bump when a change to the engine or metrics changes stor
 # how a mixed allocation spreads its widths: since version 2, one width per group of fused layers
 # (sweep.compress.fused); results of version 1 (one width per layer) are not found again
 MIXED_ALLOCATION_VERSION = 2
-# how a float format is computed, where it changed after it was released: nvfp4's tensor scale
-# is one per group of fused layers since version 2 (its results of version 1 are not found again)
+# how a float format is computed, where it changed after it was released: since nvfp4's version
+# 2, its tensor scale is one per group of fused layers and its group scales round to the nearest
+# e4m3 value, not up (its results of version 1 are not found again)
 FORMAT_VERSIONS = {"nvfp4": 2}
 
 
