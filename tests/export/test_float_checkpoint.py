@@ -70,6 +70,22 @@ def _reloaded(out: Path):
     return back
 
 
+def _logits(model, back, activations: str, input_scales=None):
+    """Logits on fixed ids of the reloaded checkpoint ``back``, and of ``model`` without and with
+    its activations quantized as a trial evaluates them."""
+    from sweep.compress.activations import quantized_activations
+
+    ids = torch.randint(
+        0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        reloaded = back(ids).logits
+        plain = model(ids).logits
+        with quantized_activations(model, activations, input_scales):
+            evaluated = model(ids).logits
+    return reloaded, plain, evaluated
+
+
 @pytest.mark.parametrize("fmt", ["fp8", "nvfp4", "mxfp4"])
 @pytest.mark.parametrize("sparsity", [0.0, 0.5])
 def test_a_float_checkpoint_holds_its_format_and_reloads_to_the_evaluated_logits(
@@ -125,7 +141,6 @@ def test_the_recipe_names_llm_compressors_schemes():
 
 
 def test_fp8_with_dynamic_activations_reloads_to_the_logits_evaluated_with_them(tmp_path: Path):
-    from sweep.compress.activations import quantized_activations
 
     config = CompressionConfig(format="fp8", activations="fp8_dynamic")
     model = _compressed(config, tmp_path)
@@ -134,22 +149,13 @@ def test_fp8_with_dynamic_activations_reloads_to_the_logits_evaluated_with_them(
     assert (acts["type"], acts["num_bits"], acts["strategy"], acts["dynamic"]) == (
         "float", 8, "token", True,
     )  # fmt: skip
-    back = _reloaded(tmp_path)
-    ids = torch.randint(
-        0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0)
-    )
-    with torch.no_grad():
-        reloaded = back(ids).logits
-        plain = model(ids).logits
-        with quantized_activations(model, "fp8_dynamic"):
-            evaluated = model(ids).logits
+    reloaded, plain, evaluated = _logits(model, _reloaded(tmp_path), "fp8_dynamic")
     assert not torch.allclose(reloaded, plain, atol=1e-4, rtol=0)  # the reload quantizes inputs
     assert torch.allclose(reloaded, evaluated, atol=1e-4, rtol=0)
     assert "FP8_DYNAMIC" in json.dumps(recipe(config))
 
 
 def test_nvfp4_weights_and_activations_reload_to_the_logits_evaluated_with_them(tmp_path: Path):
-    from sweep.compress.activations import quantized_activations
 
     config = CompressionConfig(format="nvfp4", activations="nvfp4")
     with pytest.raises(ValueError, match="nvfp4 activations are calibrated"):
@@ -164,15 +170,7 @@ def test_nvfp4_weights_and_activations_reload_to_the_logits_evaluated_with_them(
     with safe_open(tmp_path / WEIGHTS_FILE, "pt") as f:
         for name in scales:
             assert float(f.get_tensor(f"{name}.input_global_scale")) == pytest.approx(scales[name])
-    back = _reloaded(tmp_path)
-    ids = torch.randint(
-        0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0)
-    )
-    with torch.no_grad():
-        reloaded = back(ids).logits
-        plain = model(ids).logits
-        with quantized_activations(model, "nvfp4", scales):
-            evaluated = model(ids).logits
+    reloaded, plain, evaluated = _logits(model, _reloaded(tmp_path), "nvfp4", scales)
     assert not torch.allclose(reloaded, plain, atol=1e-3, rtol=0)  # the reload quantizes inputs
     assert torch.allclose(reloaded, evaluated, atol=1e-4, rtol=0)
     assert '"scheme": "NVFP4"' in json.dumps(recipe(config))
