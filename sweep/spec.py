@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from sweep.compress.activations import FORMATS_WITH_ACTIVATIONS
+from sweep.compress.activations import FORMATS_WITH_ACTIVATIONS, activations_of
 from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS, unknown_name_message
 from sweep.compress.variables import (
@@ -171,11 +171,10 @@ class SearchSpace(_Strict):
                 f"one of {acting} to bits, or uniform to allocations"
             )
         for fmt in self.formats:
-            offered = ("none", *FORMATS_WITH_ACTIVATIONS.get(fmt, ()))
-            if fmt in FORMATS_WITH_ACTIVATIONS and not set(self.activations) & set(offered):
+            if not self.activation_choices(fmt):
                 raise ValueError(
                     f"activations {self.activations} give {fmt} weights no choice: {fmt} takes "
-                    f"{list(offered)}; add one of them to activations"
+                    f"{list(activations_of(fmt))}; add one of them to activations"
                 )
         size = self.size()
         if size > self.max_configurations:
@@ -185,6 +184,13 @@ class SearchSpace(_Strict):
                 "lists), or raise max_configurations"
             )
         return self
+
+    def activation_choices(self, fmt: str) -> list[str]:
+        """The activations asked of ``fmt`` weights: the listed ones that format takes (``none``
+        alone, not asked, for a format without activations)."""
+        if fmt not in FORMATS_WITH_ACTIVATIONS:
+            return ["none"]
+        return [a for a in dict.fromkeys(self.activations) if a in activations_of(fmt)]
 
     def size(self) -> int:
         """How many distinct configurations the space holds (``sweep.space.all_configs``),
@@ -198,8 +204,7 @@ class SearchSpace(_Strict):
         widths = set(self.bits) if integer else set()
         quantized = sum(grids * _allocations_at(b, allocations) for b in widths if b < 16)
         for fmt in set(self.formats) - {"int"}:  # a float format: once per activation choice
-            offered = FORMATS_WITH_ACTIVATIONS.get(fmt)
-            quantized += len(set(self.activations) & {"none", *offered}) if offered else 1
+            quantized += len(self.activation_choices(fmt))
         unquantized = int(16 in widths)
         # quantization methods, GPTQ once per activation order
         orders_of = {"gptq": len(set(self.act_orders))}
@@ -473,11 +478,7 @@ def _check_deploy(spec: StudySpec) -> None:
     shapes += [
         (f.nominal_bits, f.group_size, True, f.name, a)
         for f in (FORMATS[name] for name in search.formats if name != "int")
-        for a in (
-            set(search.activations) & {"none", *FORMATS_WITH_ACTIVATIONS[f.name]}
-            if f.name in FORMATS_WITH_ACTIVATIONS
-            else {"none"}
-        )
+        for a in search.activation_choices(f.name)
     ]
     served = [
         shape for shape in shapes

@@ -29,6 +29,11 @@ CALIBRATED = ("nvfp4",)  # activations with a scale per layer fitted on calibrat
 NVFP4_GROUP = 16
 
 
+def activations_of(fmt: str) -> tuple[str, ...]:
+    """The activation choices weights of format ``fmt`` take (``none`` alone where it has none)."""
+    return (NONE, *FORMATS_WITH_ACTIVATIONS.get(fmt, ()))
+
+
 def fp8_per_token(x: torch.Tensor) -> torch.Tensor:
     """``x`` (..., features) rounded to e4m3 per token (its last dimension), scale
     max|x_token| / 448 (1 for a token of zeros); dequantized, in ``x``'s dtype."""

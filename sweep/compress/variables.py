@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sweep.compress.activations import ACTIVATIONS, FORMATS_WITH_ACTIVATIONS
+from sweep.compress.activations import ACTIVATIONS, FORMATS_WITH_ACTIVATIONS, activations_of
 from sweep.compress.formats import FORMATS
 from sweep.compress.registry import JOINT_PRUNERS, PRUNERS, QUANTIZERS, unknown_name_message
 
@@ -211,10 +211,6 @@ def field_of(param: str) -> str:
     return param.split(":", 1)[0]
 
 
-def _activations_of(fmt: str) -> tuple[str, ...]:
-    return ("none", *FORMATS_WITH_ACTIVATIONS.get(fmt, ()))
-
-
 # The order is the order of the sampler's questions (it decides which apply): do not reorder.
 VARIABLES: tuple[Variable, ...] = (
     Variable("pattern", "patterns", _always, UNSTRUCTURED, _pattern, skipped=UNSTRUCTURED),
@@ -225,7 +221,7 @@ VARIABLES: tuple[Variable, ...] = (
     # activations quantized at run time, where the format has them: none (weights alone)
     Variable("activations", "activations", _quantizes_activations, "none",
              _one_of("activation quantization", ACTIVATIONS), skipped="none",
-             per_format=_activations_of),
+             per_format=activations_of),
     Variable("prune_method", "prune_methods", prunes, "magnitude",
              _registered("pruning method", PRUNERS.names)),
     Variable("profile", "profiles", _spreads_sparsity, "uniform",
