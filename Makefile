@@ -32,7 +32,7 @@ WORKERS ?= 1
 SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $(TRIALS)) \
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
-.PHONY: install sweep test test-fast docs lint dashboard status report export chromium demo-model demo-criteria bench \
+.PHONY: install sweep test test-fast test-slurm docs lint dashboard status report export chromium demo-model demo-criteria bench \
         bench-engine bench-search bench-fidelity bench-memory bench-allocation bench-profile clean
 
 install: $(STAMP)
@@ -58,6 +58,12 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PYTEST) -m "not slow"
+
+# A one-node SLURM cluster on this machine (scripts/slurm-local: installs slurm-wlm and munge,
+# as root), then the tests that submit job arrays to it, alone.
+test-slurm: $(STAMP)
+	scripts/slurm-local
+	SWEEP_TEST_SLURM=1 $(VENV)/bin/pytest -q -m slurm
 
 # The documentation site (MkDocs, Material) into site/; --strict: a broken link or page fails.
 docs: $(STAMP)

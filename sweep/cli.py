@@ -1,6 +1,6 @@
-"""The command line: ``sweep run``, ``worker``, ``status``, ``report``, ``export``, ``compress``,
-``dashboard``. Each command turns its options into a request for a service and shows what
-comes back; the work is done in ``sweep.launch``, ``sweep.report`` and ``sweep.export``.
+"""The command line: ``sweep run``, ``worker``, ``submit``, ``status``, ``report``, ``export``,
+``compress``, ``dashboard``. Each command turns its options into a request for a service and
+shows what comes back; the work is done in ``sweep.launch``, ``sweep.report`` and ``sweep.export``.
 
 Each command imports its service when it runs: torch, transformers, compressed-tensors and
 optuna-dashboard take seconds to import, and ``sweep --help`` should not wait for all of them.
@@ -195,6 +195,52 @@ def worker(
     from sweep.launch import JoinRequest, join
 
     join(JoinRequest(storage, study, device, index, threads, _bars(progress)), ConsoleEvents())
+
+
+MAX_ARRAY = 1000  # tasks of one SLURM array (SLURM's default MaxArraySize is 1001)
+
+
+@command()
+def submit(
+    study: SpecArg = DEFAULT_STUDY,
+    slurm: Annotated[bool, typer.Option("--slurm", help="Submit to SLURM (sbatch).")] = False,
+    workers: Annotated[
+        int, typer.Option(min=1, max=MAX_ARRAY, help="Workers: tasks of the job array.")
+    ] = 1,
+    gpus_per_worker: Annotated[int, typer.Option(min=0, max=64, help="GPUs of each task.")] = 1,
+    cpus_per_worker: Annotated[
+        int | None, typer.Option(min=1, max=MAX_THREADS, help="CPUs of each task.")
+    ] = None,
+    partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
+    time: Annotated[
+        str | None, typer.Option(help="Time limit of each task (SLURM's --time, 04:00:00).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the batch script; submit nothing.")
+    ] = False,
+    model: ModelOpt = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="New configurations to compute (default: the spec's).")
+    ] = None,
+    storage: StorageOpt = None,
+    study_name: StudyNameOpt = None,
+) -> None:
+    """Run a study's workers as a SLURM job array, one `sweep worker` per task (one GPU each):
+    the storage URL reaches them in a file only you can read, and each task logs to
+    runs/<study>-slurm/."""
+    from sweep.submit import SubmitRequest, submit
+
+    if not slurm:
+        raise OptionError("say where to submit: --slurm (the scheduler sweep submits to)")
+    request = SubmitRequest(
+        study, workers, model, trials, storage, study_name, gpus_per_worker, cpus_per_worker,
+        partition, time, dry_run,
+    )  # fmt: skip
+    done = submit(request, ConsoleEvents())
+    if dry_run:
+        console.print(done.script, markup=False, highlight=False, end="")
+        return
+    console.print(f"logs: {done.folder}/{done.job_id}_<task>.log · progress: sweep status {study}")
 
 
 @command()

@@ -9,7 +9,9 @@ reaches its storage, reading the study's spec from the storage.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +46,7 @@ from sweep.study import (
 from sweep.trial import TrialRunner
 from sweep.workers import prepare_runner, worker_devices, worker_processes
 
-WAIT_FOR_BASE_S = 600.0  # a joining worker's wait for the launcher's base evaluation
+BASE_CLAIM = "base model"  # the results table's config_key of a study's base evaluation
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,9 @@ def launch(request: LaunchRequest, events: Events) -> RunOutcome:
         line = plan.prepare(study)  # before any worker starts, so that none races to fill it
         if line:
             events.note(line)
-        base = ensure_base(study, runner, events)
-        context = _context(spec, runner, base, url, run)
+        results = ResultsTable(url)
+        base = ensure_base(study, runner, events, results)
+        context = _context(spec, runner, base, results, run)
         with worker_processes(url, spec.name, devices[1:]):
             progress = run_trials(study, context, plan, events)
     return RunOutcome(spec, url, study, trials_frame(study), run, progress)
@@ -133,8 +136,9 @@ def join(request: JoinRequest, events: Events) -> RunProgress:
     with prepare_runner(spec, events, request.progress, request.device) as runner:
         check_inputs(study, spec, runner)
         run = current_run(study) or start_run(study, spec.trials)
-        base = ensure_base(study, runner, events, wait_s=WAIT_FOR_BASE_S)
-        context = _context(spec, runner, base, request.storage, run)
+        results = ResultsTable(request.storage)
+        base = ensure_base(study, runner, events, results)
+        context = _context(spec, runner, base, results, run)
         return run_trials(study, context, plan, events)
 
 
@@ -146,22 +150,15 @@ def check_inputs(study: optuna.Study, spec: StudySpec, runner: TrialRunner) -> N
 
 
 def ensure_base(
-    study: optuna.Study, runner: TrialRunner, events: Events, wait_s: float = 0.0
+    study: optuna.Study, runner: TrialRunner, events: Events, results: ResultsTable
 ) -> BaseReference:
-    """The study's stored base reference; a joining worker first waits ``wait_s`` for the
-    launcher to store it, then evaluates the base model itself."""
-    deadline = time.monotonic() + wait_s
+    """The study's stored base reference. The first worker to need it evaluates it, holding a
+    claim on it in the results table; the others wait for that claim's end (and take it over
+    if its worker dies), so that workers started together (a SLURM array) evaluate it once."""
     base = stored_base(study)
-    while base is None and time.monotonic() < deadline:
-        time.sleep(1.0)
-        base = stored_base(study)  # user attributes are read from the storage each time
     took = "stored with the study"
     if base is None:
-        start = time.perf_counter()
-        with events.busy("evaluating the base model (once per study)"):
-            base = runner.evaluate_base()
-        store_base(study, base)
-        took = f"evaluated in {time.perf_counter() - start:.0f}s"
+        base, took = _evaluate_base_once(study, runner, events, results)
     shown = [f"{t} {s:.3f}" for t, s in base.scores.items()]
     if base.perplexity is not None:
         shown.append(f"perplexity {base.perplexity:.2f}")
@@ -176,9 +173,45 @@ def ensure_base(
     return base
 
 
+def _evaluate_base_once(
+    study: optuna.Study, runner: TrialRunner, events: Events, results: ResultsTable
+) -> tuple[BaseReference, str]:
+    """Claim the base evaluation and run it, or wait for the worker that claimed it."""
+    key = base_claim_key(study)
+    claim = results.claim(
+        key, BASE_CLAIM, {}, study.study_name, -1,
+        on_wait=lambda owner: events.note(f"waiting for {owner} to evaluate the base model"),
+    )  # fmt: skip
+    base = stored_base(study)
+    if base is None:  # this worker's to evaluate (or done, in a study deleted and made again)
+        start = time.perf_counter()
+        beating = results.beating(key) if claim.owned else nullcontext()
+        try:
+            with beating, events.busy("evaluating the base model (once per study)"):
+                base = runner.evaluate_base()
+            store_base(study, base)
+        except BaseException as err:
+            if claim.owned:  # another worker takes it over at once
+                results.fail(key, f"{type(err).__name__}: {err}")
+            raise
+        took = f"evaluated in {time.perf_counter() - start:.0f}s"
+    else:
+        took = "stored with the study by another worker"
+    if claim.owned:
+        results.finish(key, {})
+    return base, took
+
+
+def base_claim_key(study: optuna.Study) -> str:
+    """The results table's key of a study's base evaluation (of this study: the same name in
+    another storage, or made again, is another)."""
+    where = f"base:{study.study_name}:{study._study_id}"
+    return hashlib.sha256(where.encode()).hexdigest()
+
+
 def _context(
-    spec: StudySpec, runner: TrialRunner, base: BaseReference, url: str, run: Run
+    spec: StudySpec, runner: TrialRunner, base: BaseReference, results: ResultsTable, run: Run
 ) -> WorkerContext:
     context = ResultContext.of(spec, runner.fingerprints)
     staged = base.samples is not None and runner.evaluator is not None
-    return WorkerContext(spec, runner, base, ResultsTable(url), context, run, staged)
+    return WorkerContext(spec, runner, base, results, context, run, staged)

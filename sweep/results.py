@@ -48,7 +48,20 @@ def _now() -> datetime:
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    """This worker's name in claims and trials: host, process and thread, after the SLURM array
+    task it runs as (``slurm 1234_2``), where it runs as one."""
+    local = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+    task = slurm_task()
+    return f"slurm {task} {local}" if task else local
+
+
+def slurm_task() -> str | None:
+    """The SLURM job (``1234``) or array task (``1234_2``) this process runs in, if any."""
+    env = os.environ
+    array, index = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array and index:
+        return f"{array}_{index}"
+    return env.get("SLURM_JOB_ID")
 
 
 @dataclass

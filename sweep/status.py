@@ -39,6 +39,7 @@ def print_status(study: optuna.Study, console: Console) -> None:
         "running",
         running,
         {
+            "worker": lambda r: worker_label(r.worker),
             "started": lambda r: _clock(started[r.number]),
             "heartbeat": lambda r: _heartbeat(ages.get(r.number)),
         },
@@ -86,6 +87,19 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
         rows = conn.execute(query).all()
     now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored beats are not
     return {number: (now - beat).total_seconds() for number, beat in rows}
+
+
+def worker_label(worker: str | None) -> str:
+    """A trial's worker as a user names it: ``slurm task 1234_2 on node7`` (scancel 1234_2
+    stops it), or ``node7 pid 4242``."""
+    if not worker:
+        return "?"
+    *task, local = worker.split(" ")
+    host, pid, *_ = [*local.split(":"), "", ""]
+    where = f"{host} pid {pid}" if pid else host
+    if len(task) == 2 and task[0] == "slurm":
+        return f"slurm task {task[1]} on {host}"
+    return where
 
 
 def _heartbeat(age: float | None) -> str:

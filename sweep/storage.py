@@ -21,7 +21,7 @@ from urllib.parse import unquote_plus
 
 import optuna
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
 from sweep.errors import UserError
 
@@ -135,12 +135,12 @@ def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage
 
 def creating_tables(make: Callable[[], T], attempts: int = 5) -> T:
     """``make()``, which creates tables when they are missing: several processes doing so on a
-    new PostgreSQL database at once race (one gets "duplicate key ... pg_type"), and the loser
-    only has to try again, finding the tables made."""
+    new PostgreSQL database at once race (one gets "duplicate key ... pg_type"; on SQLite "table
+    ... already exists"), and the loser only has to try again, finding the tables made."""
     for attempt in range(attempts):
         try:
             return make()
-        except (IntegrityError, ProgrammingError) as err:
+        except (IntegrityError, ProgrammingError, OperationalError) as err:
             raced = "duplicate key" in str(err) or "already exists" in str(err)
             if not raced or attempt == attempts - 1:
                 raise

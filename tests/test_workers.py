@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import yaml
 from optuna.trial import TrialState
 
+from sweep.launch import BASE_CLAIM
 from sweep.results import results_table
 from sweep.spec import load_spec
 from sweep.storage import DEAD_WORKER_S, STORAGE_ENV
@@ -52,7 +53,7 @@ def _computed_keys(url: str) -> list[str]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
     engine.dispose()
-    return [key for key, status in rows if status == "done"]
+    return [key for key, status in rows if status == "done" and key != BASE_CLAIM]
 
 
 def _check_three_workers(url: str, tmp: Path, toy: Path) -> None:
