@@ -94,7 +94,7 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
                 err_console.print(f"[bold red]error:[/] {display(disk_full_message(err))}")
                 raise typer.Exit(2) from None
 
-        return app.command(name=fn.__name__)(guarded)
+        return app.command(name=fn.__name__.replace("_", "-"))(guarded)
 
     return register
 
@@ -241,6 +241,48 @@ def submit(
         console.print(done.script, markup=False, highlight=False, end="")
         return
     console.print(f"logs: {done.folder}/{done.job_id}_<task>.log · progress: sweep status {study}")
+
+
+@command("storage proxy stopped")
+def storage_proxy(
+    storage: Annotated[
+        str,
+        typer.Option(
+            envvar=STORAGE_ENV,
+            show_envvar=True,
+            help="SQLAlchemy URL of the database the proxy serves.",
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")] = 13000,
+    pool: Annotated[
+        int, typer.Option(min=1, max=1000, help="Database connections of each of its 2 stores.")
+    ] = 8,
+    threads: Annotated[int, typer.Option(min=1, max=MAX_THREADS, help="Requests at once.")] = 64,
+) -> None:
+    """Serve a study's database to many workers over gRPC (Optuna's storage proxy, and sweep's
+    results table beside it): workers join with --storage grpc://HOST:PORT, and the database
+    sees the proxy's pool of connections, not one set per worker."""
+    import threading
+
+    from sweep.storage_proxy import ProxyRequest, describe, start_proxy
+
+    request = ProxyRequest(storage, host, port, pool, threads)
+    proxy = start_proxy(request)
+    try:
+        console.print(describe(request, proxy.port))
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            err_console.print(
+                "[yellow]the proxy has no authentication: whoever reaches this address can read "
+                "and change the study; keep it on a private network[/]"
+            )
+        console.print(
+            f"workers: SWEEP_STORAGE=grpc://{host}:{proxy.port} sweep worker --study NAME "
+            "(Ctrl-C stops the proxy)"
+        )
+        threading.Event().wait()
+    finally:
+        proxy.stop()
 
 
 @command()

@@ -73,8 +73,68 @@ class Claim:
     result: dict[str, Any] | None = None
 
 
+class SqlResults:
+    """The rows of ``sweep_results`` in a database, by SQLAlchemy: the five operations the
+    claims are made of, each one statement. ``pool`` bounds the connections (the storage
+    proxy, which serves many workers, holds one such store)."""
+
+    def __init__(self, url: str, pool: int | None = None) -> None:
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 60}
+        elif pool is not None:
+            kwargs.update(pool_size=pool, max_overflow=0)
+        self.engine = sa.create_engine(url, **kwargs)
+        creating_tables(lambda: metadata.create_all(self.engine, checkfirst=True))
+
+    def insert(self, values: dict[str, Any]) -> bool:
+        """Add a row; False when its key is taken."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(results_table.insert().values(**values))
+        except IntegrityError:
+            return False
+        return True
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(results_table).where(results_table.c.key == key)).first()
+        return None if row is None else row._asdict()
+
+    def swap(self, key: str, owner: str, heartbeat: datetime, values: dict[str, Any]) -> bool:
+        """Set ``values`` on the row if it is still as read (owner and last beat); True if so."""
+        t = results_table.c
+        where = (t.key == key, t.owner == owner, t.heartbeat == heartbeat)
+        with self.engine.begin() as conn:
+            done = conn.execute(results_table.update().where(*where).values(**values))
+        return done.rowcount == 1
+
+    def update_owned(self, key: str, owner: str, values: dict[str, Any]) -> None:
+        """Set ``values`` on the row if ``owner`` holds it."""
+        t = results_table.c
+        with self.engine.begin() as conn:
+            conn.execute(
+                results_table.update().where(t.key == key, t.owner == owner).values(**values)
+            )
+
+    def rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [r._asdict() for r in conn.execute(sa.select(results_table))]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def results_store(url: str) -> SqlResults:
+    """The rows of the study at ``url``: in its database, or through the storage proxy at a
+    ``grpc://`` URL."""
+    from sweep.proxy_client import GrpcResults, is_proxy_url
+
+    return GrpcResults(url) if is_proxy_url(url) else SqlResults(url)
+
+
 class ResultsTable:
-    """Claim, fill and read rows of ``sweep_results`` in the database at ``url``."""
+    """Claim, fill and read rows of ``sweep_results`` in the study's storage at ``url``."""
 
     def __init__(
         self,
@@ -83,19 +143,13 @@ class ResultsTable:
         poll_s: float = HEARTBEAT_S / 2,
         owner: str | None = None,
     ) -> None:
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"timeout": 60}
-        self.engine = sa.create_engine(url, **kwargs)
-        creating_tables(lambda: metadata.create_all(self.engine, checkfirst=True))
+        self.store = results_store(url)
         self.stale_after = timedelta(seconds=stale_after_s)
         self.poll_s = poll_s
         self.owner = owner or worker_id()
 
     def get(self, key: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(results_table).where(results_table.c.key == key)).first()
-        return None if row is None else row._asdict()
+        return self.store.get(key)
 
     def claim(
         self,
@@ -110,23 +164,12 @@ class ResultsTable:
         ``on_wait(owner)`` is called once when the claim is held by another live worker."""
         told = False
         while True:
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(
-                        results_table.insert().values(
-                            key=key,
-                            config_key=config_key,
-                            context=json.dumps(context),
-                            status="running",
-                            owner=self.owner,
-                            heartbeat=_now(),
-                            study=study,
-                            trial=trial,
-                        )
-                    )
+            row = dict(
+                key=key, config_key=config_key, context=json.dumps(context), status="running",
+                owner=self.owner, heartbeat=_now(), study=study, trial=trial,
+            )  # fmt: skip
+            if self.store.insert(row):
                 return Claim(key, owned=True)
-            except IntegrityError:
-                pass
             row = self.get(key)
             if row is None:
                 continue  # removed in between: try again
@@ -144,23 +187,9 @@ class ResultsTable:
 
     def _take_over(self, row: dict, study: str, trial: int) -> bool:
         """Compare-and-swap the claim from a dead or failed owner; True if this worker won."""
-        t = results_table.c
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                results_table.update()
-                .where(
-                    t.key == row["key"], t.owner == row["owner"], t.heartbeat == row["heartbeat"]
-                )
-                .values(
-                    status="running",
-                    owner=self.owner,
-                    heartbeat=_now(),
-                    study=study,
-                    trial=trial,
-                    reason=None,
-                )
-            )
-        return done.rowcount == 1
+        values = dict(status="running", owner=self.owner, heartbeat=_now(), study=study,
+                      trial=trial, reason=None)  # fmt: skip
+        return self.store.swap(row["key"], row["owner"], row["heartbeat"], values)
 
     def reopen(self, claim: Claim, study: str, trial: int) -> Claim:
         """Take back a computed row whose result falls short for this study (a trial that
@@ -174,13 +203,7 @@ class ResultsTable:
         return self.claim(claim.key, row["config_key"], json.loads(row["context"]), study, trial)
 
     def beat(self, key: str) -> None:
-        t = results_table.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                results_table.update()
-                .where(t.key == key, t.owner == self.owner)
-                .values(heartbeat=_now())
-            )
+        self.store.update_owned(key, self.owner, {"heartbeat": _now()})
 
     @contextmanager
     def beating(self, key: str, every_s: float = HEARTBEAT_S) -> Iterator[None]:
@@ -206,14 +229,10 @@ class ResultsTable:
         self._close(key, status="failed", reason=reason)
 
     def _close(self, key: str, **values: Any) -> None:
-        t = results_table.c
-        with self.engine.begin() as conn:
-            conn.execute(
-                results_table.update()
-                .where(t.key == key, t.owner == self.owner)
-                .values(heartbeat=_now(), **values)
-            )
+        self.store.update_owned(key, self.owner, {"heartbeat": _now(), **values})
 
     def rows(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
-            return [r._asdict() for r in conn.execute(sa.select(results_table))]
+        return self.store.rows()
+
+    def close(self) -> None:
+        self.store.close()

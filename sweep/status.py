@@ -8,8 +8,6 @@ from collections.abc import Callable
 from datetime import datetime
 
 import optuna
-import sqlalchemy as sa
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
@@ -19,6 +17,7 @@ from sweep.record import TrialRecord, trial_records
 from sweep.report import reuse_summary, trials_frame
 from sweep.run_loop import RunProgress, run_summary
 from sweep.storage import GRACE_S
+from sweep.storage import heartbeat_ages as stored_heartbeat_ages
 from sweep.study import current_run
 
 
@@ -71,35 +70,27 @@ def print_status(study: optuna.Study, console: Console) -> None:
 
 def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
     """Seconds since the last heartbeat of each running trial of ``study``, by trial number, on
-    the database's clock (the one Optuna stamps the beats with); empty when the storage is not a
-    database."""
+    the database's clock; empty when the storage keeps no heartbeats."""
+    from sweep.proxy_client import ProxyStorage
+
     storage = getattr(study._storage, "_backend", study._storage)  # under Optuna's cache
-    if not isinstance(storage, optuna.storages.RDBStorage):
-        return {}
-    trials, beats = models.TrialModel, models.TrialHeartbeatModel
-    query = (
-        sa.select(trials.number, beats.heartbeat)
-        .join(beats, beats.trial_id == trials.trial_id)
-        .where(trials.study_id == study._study_id, trials.state == TrialState.RUNNING)
-    )
-    with storage.engine.connect() as conn:
-        now = conn.execute(sa.select(sa.func.now())).scalar_one()
-        rows = conn.execute(query).all()
-    now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored beats are not
-    return {number: (now - beat).total_seconds() for number, beat in rows}
+    if isinstance(storage, ProxyStorage):
+        return storage.heartbeat_ages(study._study_id)
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return stored_heartbeat_ages(storage, study._study_id)
+    return {}
 
 
 def worker_label(worker: str | None) -> str:
-    """A trial's worker as a user names it: ``slurm task 1234_2 on node7`` (scancel 1234_2
-    stops it), or ``node7 pid 4242``."""
+    """A trial's worker as a user names it: ``slurm task 1234_2 on node7`` (``scancel
+    1234_2`` stops it), or ``node7 pid 4242``."""
     if not worker:
         return "?"
     *task, local = worker.split(" ")
     host, pid, *_ = [*local.split(":"), "", ""]
-    where = f"{host} pid {pid}" if pid else host
     if len(task) == 2 and task[0] == "slurm":
         return f"slurm task {task[1]} on {host}"
-    return where
+    return f"{host} pid {pid}" if pid else host
 
 
 def _heartbeat(age: float | None) -> str:

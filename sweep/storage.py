@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 from urllib.parse import unquote_plus
 
 import optuna
+import sqlalchemy as sa
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
 
@@ -32,6 +35,8 @@ STALE_CHECK_S = 2
 # what docs/scale-out.md promises: GRACE_S, a check, and 1 s of SQLite's clock (whole
 # seconds), with room
 DEAD_WORKER_S = GRACE_S + HEARTBEAT_S
+PROXY_SCHEME = "grpc://"  # a `sweep storage-proxy`'s address
+POOL_WAIT_S = 600  # how long a request waits for a pooled connection of the proxy
 STORAGE_ENV = "SWEEP_STORAGE"  # `sweep worker` reads its URL here: no password on a command line
 _SQLITE = "sqlite:///"
 
@@ -89,12 +94,18 @@ def sqlite_path(url: str) -> Path | None:
 def check_url(url: str) -> None:
     """Refuse URLs that cannot hold a study: unparsable ones, and in-memory SQLite (each
     process would see its own empty database, and nothing would be kept)."""
+    if url.startswith(PROXY_SCHEME):
+        from sweep.proxy_client import proxy_address
+
+        proxy_address(url)
+        return
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise StorageError(
-            f"storage {display(url)!r} is not a database URL: use sqlite:///path/to/file.db or "
-            "postgresql+psycopg2://user:password@host/database"
+            f"storage {display(url)!r} is not a database URL: use sqlite:///path/to/file.db, "
+            "postgresql+psycopg2://user:password@host/database or a storage proxy's "
+            "grpc://host:port"
         ) from None
     in_memory = parsed.get_backend_name() == "sqlite" and (
         parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.query)
@@ -106,15 +117,25 @@ def check_url(url: str) -> None:
         )
 
 
-def make_storage(url: str, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage on any SQLAlchemy URL, with heartbeats and retry of dead trials.
+def make_storage(
+    url: str, heartbeat: bool = True, pool: int | None = None
+) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage on any SQLAlchemy URL, with heartbeats and retry of dead trials; or,
+    at a ``grpc://`` URL, the storage proxy's (``sweep.proxy_client``).
 
     A SQLite file's folder is created and the file put in WAL mode with a long busy timeout, so
-    a few workers on one machine do not fail with "database is locked".
+    a few workers on one machine do not fail with "database is locked". ``pool`` bounds the
+    connections to another database (the proxy's, which serves many workers).
     """
     check_url(url)
+    if url.startswith(PROXY_SCHEME):
+        from sweep.proxy_client import ProxyStorage
+
+        return ProxyStorage(url, heartbeat)
     engine_kwargs: dict[str, Any] = {}
     path = sqlite_path(url)
+    if pool is not None and path is None:
+        engine_kwargs.update(pool_size=pool, max_overflow=0, pool_timeout=POOL_WAIT_S)
     try:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +177,23 @@ def require_database(url: str) -> None:
         raise StorageError(f"no study database at {display(url)}: run `make sweep` first")
 
 
-def existing_storage(url: str) -> optuna.storages.RDBStorage:
+def existing_storage(url: str) -> optuna.storages.BaseStorage:
     """The storage at ``url`` for reading (no heartbeat), without creating a SQLite file."""
     require_database(url)
     return make_storage(url, heartbeat=False)
+
+
+def heartbeat_ages(storage: optuna.storages.RDBStorage, study_id: int) -> dict[int, float]:
+    """Seconds since the last heartbeat of each running trial of the study, by trial number, on
+    the database's clock (the one Optuna stamps the beats with)."""
+    trials, beats = models.TrialModel, models.TrialHeartbeatModel
+    query = (
+        sa.select(trials.number, beats.heartbeat)
+        .join(beats, beats.trial_id == trials.trial_id)
+        .where(trials.study_id == study_id, trials.state == TrialState.RUNNING)
+    )
+    with storage.engine.connect() as conn:
+        now = conn.execute(sa.select(sa.func.now())).scalar_one()
+        rows = conn.execute(query).all()
+    now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored beats are not
+    return {number: (now - beat).total_seconds() for number, beat in rows}

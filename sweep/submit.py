@@ -85,7 +85,7 @@ def submit(request: SubmitRequest, events: Events) -> Submitted:
             "locks; for many nodes use PostgreSQL (--storage) or `sweep storage-proxy`"
         )
     study = open_study(spec, url)
-    ResultsTable(url).engine.dispose()  # its table made now, not raced by the tasks starting
+    ResultsTable(url).close()  # its table made now, not raced by the tasks starting
     run = start_run(study, request.trials or spec.trials)
     line = make_plan(spec, worker=0, trials_before=len(study.trials)).prepare(study)
     if line:

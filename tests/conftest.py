@@ -32,6 +32,30 @@ def toy_dir(tmp_path_factory) -> Path:
     return build_toy(tmp_path_factory.mktemp("toy"))
 
 
+PG_URL = os.environ.get("SWEEP_TEST_POSTGRES")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for one test (CI starts the server: see .ci/run)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("CI must provide PostgreSQL through SWEEP_TEST_POSTGRES")
+        pytest.skip("no PostgreSQL: set SWEEP_TEST_POSTGRES (see .ci/run)")
+    name = f"sweep_test_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
 @pytest.fixture
 def one_thread():
     """Small ops in Python loops run faster on one thread than with two fighting a shared CPU."""

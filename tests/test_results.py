@@ -1,6 +1,6 @@
 """The results table on its own: two tables (two workers) on one SQLite file, each with its own
-connection. A configuration is claimed once; a waiting worker gets the result, or takes over a
-claim whose owner failed or stopped beating."""
+connection, and the same through the storage proxy. A configuration is claimed once; a waiting
+worker gets the result, or takes over a claim whose owner failed or stopped beating."""
 
 from __future__ import annotations
 
@@ -12,14 +12,22 @@ import pytest
 
 from sweep.results import ResultsTable
 from sweep.storage import GRACE_S
+from sweep.storage_proxy import ProxyRequest, start_proxy
 
 CONTEXT = {"model": "m"}
 RESULT = {"sr": 0.9, "srcr": 2.0}
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'results.db'}"
+@pytest.fixture(params=["database", "proxy"])
+def url(request, tmp_path: Path):
+    """The table's URL: the database's, or a storage proxy's in front of it."""
+    database = f"sqlite:///{tmp_path / 'results.db'}"
+    if request.param == "database":
+        yield database
+        return
+    proxy = start_proxy(ProxyRequest(database, port=0))
+    yield f"grpc://127.0.0.1:{proxy.port}"
+    proxy.stop()
 
 
 def _table(url: str, owner: str, stale_after_s: float = 60.0) -> ResultsTable:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from sweep.launch import BASE_CLAIM
 from sweep.results import results_table
 from sweep.spec import load_spec
 from sweep.storage import DEAD_WORKER_S, STORAGE_ENV
+from sweep.storage_proxy import ProxyRequest, start_proxy
 from sweep.study import open_study
 
 from .helpers import SWEEP, env, sweep, sweep_async
@@ -28,27 +28,9 @@ from .toy import SLOW_ENV, slow_toy_spec, toy_spec
 
 pytestmark = pytest.mark.slow  # whole studies through the CLI
 
-PG_URL = os.environ.get("SWEEP_TEST_POSTGRES")
-
-
-@pytest.fixture
-def postgres_url():
-    """A fresh PostgreSQL database for one test (CI starts the server: see .ci/run)."""
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("CI must provide PostgreSQL through SWEEP_TEST_POSTGRES")
-        pytest.skip("no PostgreSQL: set SWEEP_TEST_POSTGRES (see .ci/run)")
-    name = f"sweep_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    admin.dispose()
-
 
 def _computed_keys(url: str) -> list[str]:
+    """The configurations the results table at database ``url`` holds as computed."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
@@ -56,7 +38,9 @@ def _computed_keys(url: str) -> list[str]:
     return [key for key, status in rows if status == "done" and key != BASE_CLAIM]
 
 
-def _check_three_workers(url: str, tmp: Path, toy: Path) -> None:
+def _check_three_workers(url: str, tmp: Path, toy: Path, database: str | None = None) -> None:
+    """Three workers on ``url``; ``database``: the one behind it, where ``url`` is a proxy's."""
+    database = database or url
     spec = toy_spec(toy, f"multi-{uuid.uuid4().hex[:6]}")
     data = yaml.safe_load(spec.read_text())
     data["evaluation"]["stages"] = {"mode": "off"}  # trials long enough that the workers overlap
@@ -64,13 +48,13 @@ def _check_three_workers(url: str, tmp: Path, toy: Path) -> None:
     name = spec.stem
     result = sweep("run", str(spec), "--workers", "3", "--trials", "9", "--storage", url, cwd=tmp)
     assert result.returncode == 0, result.stdout + result.stderr
-    study = optuna.load_study(study_name=name, storage=url)
+    study = optuna.load_study(study_name=name, storage=database)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     computed = [t for t in complete if not t.user_attrs.get("reused")]
     keys = [t.user_attrs["config_key"] for t in computed]
     assert len(keys) == 9, "--trials 9 asks for 9 new configurations"
     assert len(keys) == len(set(keys)), "a configuration was computed twice"
-    assert sorted(_computed_keys(url)) == sorted(keys)
+    assert sorted(_computed_keys(database)) == sorted(keys)
     distinct = len({t.user_attrs["config_key"] for t in complete})
     reused = len(complete) - len(computed)
     assert f"9 of 9 new configurations computed; {reused} trial" in result.stdout
@@ -86,6 +70,15 @@ def test_three_workers_on_sqlite(tmp_path: Path, toy_dir: Path):
 
 def test_three_workers_on_postgres(tmp_path: Path, postgres_url: str, toy_dir: Path):
     _check_three_workers(postgres_url, tmp_path, toy_dir)
+
+
+def test_three_workers_through_the_storage_proxy(tmp_path: Path, toy_dir: Path):
+    database = f"sqlite:///{tmp_path / 'multi.db'}"
+    proxy = start_proxy(ProxyRequest(database, port=0))
+    try:
+        _check_three_workers(f"grpc://127.0.0.1:{proxy.port}", tmp_path, toy_dir, database)
+    finally:
+        proxy.stop()
 
 
 def _wait_for_running_trial(
