@@ -33,7 +33,7 @@ SWEEP_ARGS := $(STUDY) $(if $(MODEL),--model $(MODEL)) $(if $(TRIALS),--trials $
               $(if $(STORAGE),--storage $(STORAGE)) --workers $(WORKERS)
 
 .PHONY: install sweep test test-fast test-slurm docs lint dashboard status report export chromium demo-model demo-criteria bench \
-        bench-engine bench-search bench-fidelity bench-memory bench-allocation bench-profile clean
+        bench-engine bench-scale bench-search bench-fidelity bench-memory bench-allocation bench-profile clean
 
 install: $(STAMP)
 
@@ -111,6 +111,11 @@ bench-search: $(STAMP)
 GRIDS ?= demo
 bench-fidelity: $(STAMP)
 	$(PY) -m bench.fidelity --grids $(GRIDS)
+
+# 8, 32 and 64 simulated workers on PostgreSQL, directly and through `sweep storage-proxy`
+# (scripts/postgres-local starts the local server, as root; or give POSTGRES=url).
+bench-scale: $(STAMP)
+	$(PY) -m bench.scale --postgres $(or $(POSTGRES),$$(scripts/postgres-local))
 
 bench-allocation: $(STAMP)
 	$(PY) -m bench.allocation $(if $(MODELS),--models $(MODELS))

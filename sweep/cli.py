@@ -204,6 +204,9 @@ MAX_ARRAY = 1000  # tasks of one SLURM array (SLURM's default MaxArraySize is 10
 def submit(
     study: SpecArg = DEFAULT_STUDY,
     slurm: Annotated[bool, typer.Option("--slurm", help="Submit to SLURM (sbatch).")] = False,
+    kubernetes: Annotated[
+        bool, typer.Option("--kubernetes", help="Write a Kubernetes Job to kubectl apply.")
+    ] = False,
     workers: Annotated[
         int, typer.Option(min=1, max=MAX_ARRAY, help="Workers: tasks of the job array.")
     ] = 1,
@@ -225,22 +228,28 @@ def submit(
     storage: StorageOpt = None,
     study_name: StudyNameOpt = None,
 ) -> None:
-    """Run a study's workers as a SLURM job array, one `sweep worker` per task (one GPU each):
-    the storage URL reaches them in a file only you can read, and each task logs to
-    runs/<study>-slurm/."""
+    """Run a study's workers on a cluster, one `sweep worker` per GPU: a SLURM job array
+    (--slurm; the storage URL reaches the tasks in a file only you can read, each task logs to
+    runs/<study>-slurm/), or a Kubernetes Job to apply (--kubernetes; the URL in a Secret).
+    The study and its run are made here; no model is loaded."""
     from sweep.submit import SubmitRequest, submit
 
-    if not slurm:
-        raise OptionError("say where to submit: --slurm (the scheduler sweep submits to)")
+    if slurm == kubernetes:
+        raise OptionError("say where to submit: --slurm or --kubernetes (one of them)")
+    scheduler = "slurm" if slurm else "kubernetes"
     request = SubmitRequest(
-        study, workers, model, trials, storage, study_name, gpus_per_worker, cpus_per_worker,
-        partition, time, dry_run,
+        study, scheduler, workers, model, trials, storage, study_name, gpus_per_worker,
+        cpus_per_worker, partition, time, dry_run,
     )  # fmt: skip
     done = submit(request, ConsoleEvents())
     if dry_run:
         console.print(done.script, markup=False, highlight=False, end="")
         return
-    console.print(f"logs: {done.folder}/{done.job_id}_<task>.log · progress: sweep status {study}")
+    if slurm:
+        logs = f"{done.folder}/{done.job_id}_<task>.log"
+        console.print(f"logs: {logs} · progress: sweep status {study}")
+    else:
+        console.print(f"kubectl apply -f {done.file}  · progress: sweep status {study}")
 
 
 @command("storage proxy stopped")

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from sweep.storage import GRACE_S, HEARTBEAT_S, creating_tables
+from sweep.storage import GRACE_S, HEARTBEAT_S, creating_tables, pooling
 
 metadata = sa.MetaData()
 results_table = sa.Table(
@@ -82,8 +82,8 @@ class SqlResults:
         kwargs: dict[str, Any] = {}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 60}
-        elif pool is not None:
-            kwargs.update(pool_size=pool, max_overflow=0)
+        else:
+            kwargs.update(pooling(pool))
         self.engine = sa.create_engine(url, **kwargs)
         creating_tables(lambda: metadata.create_all(self.engine, checkfirst=True))
 

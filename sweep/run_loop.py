@@ -10,10 +10,7 @@ after ``REPEAT_LIMIT``. Every live worker fails the trials of dead ones every fe
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import optuna
@@ -25,7 +22,7 @@ from sweep.interrupts import InterruptGuard
 from sweep.objective import Objective, WorkerContext, in_run
 from sweep.plan import SearchPlan, Step
 from sweep.record import trial_records
-from sweep.storage import STALE_CHECK_S
+from sweep.storage import failing_stale_trials
 from sweep.study import Run
 
 REPEAT_LIMIT = 30  # proposals in a row already computed: the sampler has little left to offer
@@ -67,27 +64,6 @@ def run_trials(
     configurations or the plan has nothing left; returns where the run stands."""
     with InterruptGuard() as guard, failing_stale_trials(study):
         return _loop(study, context, plan, events, poll_s, guard)
-
-
-@contextmanager
-def failing_stale_trials(study: optuna.Study, every_s: float = STALE_CHECK_S) -> Iterator[None]:
-    """While the block runs, fail the study's trials whose worker stopped beating (and queue
-    their configurations again), checking every ``every_s`` seconds. Optuna checks only when a
-    worker starts a trial, which on a large model can be an hour after another worker died."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            with suppress(Exception):  # a busy database: the next round checks again
-                optuna.storages.fail_stale_trials(study)
-
-    thread = threading.Thread(target=loop, name="fail-stale-trials", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=every_s)  # a check held up by a busy database is not waited for
 
 
 def _loop(

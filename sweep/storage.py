@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote_plus
@@ -25,6 +27,7 @@ from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.pool import NullPool
 
 from sweep.errors import UserError
 
@@ -117,6 +120,16 @@ def check_url(url: str) -> None:
         )
 
 
+def pooling(pool: int | None) -> dict[str, Any]:
+    """SQLAlchemy's pool settings for a database server (not SQLite): ``pool`` connections at
+    most, kept open (the storage proxy's); or none kept open (a worker's), so that a server's
+    connection slots bound the operations running at once rather than the workers alive. A
+    worker opens one per operation: a few milliseconds against trials of minutes."""
+    if pool is None:
+        return {"poolclass": NullPool}
+    return {"pool_size": pool, "max_overflow": 0, "pool_timeout": POOL_WAIT_S}
+
+
 def make_storage(
     url: str, heartbeat: bool = True, pool: int | None = None
 ) -> optuna.storages.BaseStorage:
@@ -134,8 +147,8 @@ def make_storage(
         return ProxyStorage(url, heartbeat)
     engine_kwargs: dict[str, Any] = {}
     path = sqlite_path(url)
-    if pool is not None and path is None:
-        engine_kwargs.update(pool_size=pool, max_overflow=0, pool_timeout=POOL_WAIT_S)
+    if path is None:
+        engine_kwargs.update(pooling(pool))
     try:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,3 +210,24 @@ def heartbeat_ages(storage: optuna.storages.RDBStorage, study_id: int) -> dict[i
         rows = conn.execute(query).all()
     now = now.replace(tzinfo=None)  # PostgreSQL's is aware, the stored beats are not
     return {number: (now - beat).total_seconds() for number, beat in rows}
+
+
+@contextmanager
+def failing_stale_trials(study: optuna.Study, every_s: float = STALE_CHECK_S) -> Iterator[None]:
+    """While the block runs, fail the study's trials whose worker stopped beating (and queue
+    their configurations again), checking every ``every_s`` seconds. Optuna checks only when a
+    worker starts a trial, which on a large model can be an hour after another worker died."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            with suppress(Exception):  # a busy database: the next round checks again
+                optuna.storages.fail_stale_trials(study)
+
+    thread = threading.Thread(target=loop, name="fail-stale-trials", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=every_s)  # a check held up by a busy database is not waited for
