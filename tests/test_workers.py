@@ -81,12 +81,21 @@ def test_three_workers_through_the_storage_proxy(tmp_path: Path, toy_dir: Path):
         proxy.stop()
 
 
+def _claimed(url: str) -> set[str]:
+    """The configurations whose claim a running trial holds."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
+    engine.dispose()
+    return {key for key, status in rows if status == "running"}
+
+
 def _wait_for_running_trial(
-    url: str, name: str, timeout: float = 240, fresh_s: float = 0.5
+    url: str, name: str, timeout: float = 240, fresh_s: float = 0.5, claimed: bool = False
 ) -> tuple[int, dict]:
     """A trial that started moments ago (toy trials take about a second: one caught late may
-    end before the caller acts on it) after one completed: its number, and the complete trials'
-    values and attributes."""
+    end before the caller acts on it) after one completed, and with ``claimed`` one that holds
+    its configuration's claim: its number, and the complete trials' values and attributes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -98,6 +107,9 @@ def _wait_for_running_trial(
                 if "config_key" in t.user_attrs
                 and datetime.now() - t.datetime_start < timedelta(seconds=fresh_s)
             ]
+            if claimed and running:
+                held = _claimed(url)
+                running = [t for t in running if t.user_attrs["config_key"] in held]
             if complete and running:
                 return running[0].number, {t.number: (t.values, t.user_attrs) for t in complete}
         except (KeyError, sa.exc.OperationalError):
@@ -175,7 +187,7 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(
     url = f"sqlite:///{tmp_path / 'interrupt.db'}"
     spec = slow_toy_spec(toy_dir, tmp_path, "interrupt")
     run = sweep_async("run", str(spec), "--trials", "6", "--storage", url, cwd=tmp_path)
-    victim, kept = _wait_for_running_trial(url, "interrupt", fresh_s=3)
+    victim, kept = _wait_for_running_trial(url, "interrupt", fresh_s=3, claimed=True)
     run.send_signal(signal.SIGINT)
     assert run.wait(timeout=60) == 130
     log = (tmp_path / "sweep.log").read_text()
