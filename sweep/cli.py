@@ -89,14 +89,25 @@ def command(interrupted: str = "interrupted") -> Callable[[Callable[..., Any]], 
                 err_console.print(f"[yellow]{interrupted}{' (SIGTERM)' if terminated else ''}[/]")
                 raise typer.Exit(143 if terminated else 130) from None
             except Exception as err:
-                if not disk_full(err):
+                message = disk_full_message(err) if disk_full(err) else _lost_proxy(err)
+                if message is None:
                     raise
-                err_console.print(f"[bold red]error:[/] {display(disk_full_message(err))}")
+                err_console.print(f"[bold red]error:[/] {display(message)}")
                 raise typer.Exit(2) from None
 
         return app.command(name=fn.__name__.replace("_", "-"))(guarded)
 
     return register
+
+
+def _lost_proxy(err: BaseException) -> str | None:
+    """The message for a worker that lost its storage proxy (only a process that spoke gRPC
+    can have)."""
+    if "grpc" not in sys.modules:
+        return None
+    from sweep.proxy_client import lost_proxy
+
+    return lost_proxy(err)
 
 
 def _quiet_imported_libraries() -> None:

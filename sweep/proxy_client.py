@@ -19,6 +19,8 @@ from typing import Any
 import grpc
 import optuna
 from optuna.storages import GrpcStorageProxy
+from optuna.storages._grpc.auto_generated import api_pb2_grpc
+from optuna.storages._grpc.client import GrpcClientCache
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial
 
@@ -27,6 +29,9 @@ from sweep.storage import HEARTBEAT_S, StorageError
 SCHEME = "grpc://"
 SERVICE = "sweep.Side"
 CONNECT_TIMEOUT_S = 15.0
+# A call waits this long for an unreachable proxy (restarted, moved) before it fails: a proxy
+# back within it costs the workers a pause, not their trials.
+PROXY_WAIT_S = 300
 _ADDRESS = re.compile(r"^grpc://(?P<host>\[[0-9a-fA-F:]+\]|[\w.-]+):(?P<port>\d{1,5})/?$")
 _DATETIME = "__datetime__"
 
@@ -66,12 +71,35 @@ def decode(data: bytes) -> dict[str, Any]:
     return json.loads(data, object_hook=_hook)
 
 
+def proxy_channel(host: str, port: int, wait_s: float = PROXY_WAIT_S) -> grpc.Channel:
+    """A channel to the proxy on which every call, Optuna's and sweep's, waits up to ``wait_s``
+    for the proxy to be reachable instead of failing at once."""
+    config = {"methodConfig": [{"name": [{}], "waitForReady": True, "timeout": f"{wait_s:g}s"}]}
+    options = [("grpc.max_receive_message_length", -1), ("grpc.service_config", json.dumps(config))]
+    return grpc.insecure_channel(f"{host}:{port}", options=options)
+
+
+def lost_proxy(err: BaseException) -> str | None:
+    """What to tell the user when ``err`` (or an error it arose from) is a failed call to the
+    proxy; None for other errors."""
+    seen: BaseException | None = err
+    while seen is not None and not isinstance(seen, grpc.RpcError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    detail = seen.details() if hasattr(seen, "details") else str(seen)  # type: ignore[attr-defined]
+    return (
+        f"lost the storage proxy ({detail}); this worker stops. Its running trial is failed and "
+        "queued again once a worker reaches the proxy; start it again and rerun the worker"
+    )
+
+
 class SideChannel:
     """Calls to the proxy's ``sweep.Side`` service."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, wait_s: float = PROXY_WAIT_S) -> None:
         self.where = f"{host}:{port}"
-        self.channel = grpc.insecure_channel(self.where)
+        self.channel = proxy_channel(host, port, wait_s)
         self._methods: dict[str, Callable[..., Any]] = {}
 
     def call(self, method: str, argument: Any = None) -> Any:
@@ -95,9 +123,14 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
     database."""
 
     def __init__(
-        self, url: str, heartbeat: bool = True, connect_timeout_s: float = CONNECT_TIMEOUT_S
+        self,
+        url: str,
+        heartbeat: bool = True,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        wait_s: float = PROXY_WAIT_S,
     ) -> None:
         host, port = proxy_address(url)
+        self.wait_s = wait_s
         super().__init__(host=host, port=port)
         try:
             self.wait_server_ready(timeout=connect_timeout_s)
@@ -106,10 +139,17 @@ class ProxyStorage(GrpcStorageProxy, BaseHeartbeat):
                 f"no storage proxy answers at {host}:{port} (after {connect_timeout_s:.0f} s): "
                 "start one with `sweep storage-proxy --storage URL`"
             ) from None
-        self.side = SideChannel(host, port)
+        self.side = SideChannel(host, port, wait_s)
         self._heartbeat = heartbeat
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)
         self._callback = retry if heartbeat else None
+
+    def _setup(self) -> None:
+        super()._setup()
+        self._channel.close()  # Optuna's, replaced by one whose calls wait for the proxy
+        self._channel = proxy_channel(self._host, self._port, self.wait_s)
+        self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
+        self._cache = GrpcClientCache(self._stub)
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.side.call("record_heartbeat", trial_id)

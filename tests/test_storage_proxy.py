@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import grpc
 import optuna
 import pytest
 import sqlalchemy as sa
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from sweep.proxy_client import ProxyStorage, proxy_address
+from sweep.proxy_client import ProxyStorage, lost_proxy, proxy_address
 from sweep.status import heartbeat_ages
 from sweep.storage import GRACE_S, StorageError, check_url, make_storage
 from sweep.storage_proxy import ProxyRequest, start_proxy
@@ -120,3 +122,29 @@ def test_the_proxy_refuses_to_serve_a_proxy_and_a_taken_port(proxied):
     port = int(url.rsplit(":", 1)[1])
     with pytest.raises(StorageError, match=f"cannot listen on 127.0.0.1:{port}"):
         start_proxy(ProxyRequest(database, port=port))
+
+
+def test_workers_wait_for_a_restarted_proxy_and_say_so_when_it_stays_away(tmp_path: Path):
+    database = f"sqlite:///{tmp_path / 'study.db'}"
+    proxy = start_proxy(ProxyRequest(database, port=0))
+    port = proxy.port
+    storage = ProxyStorage(f"grpc://127.0.0.1:{port}", wait_s=60)
+    optuna.create_study(study_name="kept", storage=storage)
+    impatient = ProxyStorage(f"grpc://127.0.0.1:{port}", wait_s=1)
+    proxy.stop()
+    restarted: list = []
+    timer = threading.Timer(
+        2.0, lambda: restarted.append(start_proxy(ProxyRequest(database, port=port)))
+    )
+    timer.start()
+    try:
+        with pytest.raises(grpc.RpcError) as lost:  # waits 1 s: the proxy is still away
+            impatient.get_all_studies()
+        message = lost_proxy(lost.value)
+        assert message.startswith("lost the storage proxy") and "queued again" in message
+        assert lost_proxy(ValueError("other")) is None
+        # a call made while the proxy is down waits for it, instead of failing
+        assert [s.study_name for s in storage.get_all_studies()] == ["kept"]
+    finally:
+        timer.join()
+        restarted[0].stop()
