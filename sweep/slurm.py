@@ -125,6 +125,11 @@ def sbatch(script: Path) -> str:
         [sbatch_path(), "--parsable", str(script)], capture_output=True, text=True
     )
     if done.returncode != 0:
-        reason = (done.stderr or done.stdout).strip().splitlines()
-        raise SlurmError(f"sbatch refused the array: {reason[-1] if reason else done.returncode}")
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        reason = lines[-1] if lines else f"exit code {done.returncode}"
+        hint = ""
+        if "gres" in reason.lower() or "gpu" in reason.lower():
+            hint = "; this partition has no GPUs to give: name one that has (--partition), or "
+            hint += "--gpus-per-worker 0 for CPU workers"
+        raise SlurmError(f"sbatch refused the array ({script}): {reason}{hint}")
     return done.stdout.strip().split(";")[0]  # "id" or "id;cluster"

@@ -223,3 +223,14 @@ def test_a_job_array_runs_the_study_and_a_cancelled_task_loses_nothing(
     assert logs == [f"{job}_0.log", f"{job}_1.log", f"{job}_2.log"]
     assert "complete ones are kept (SIGTERM)" in (folder / f"{task}.log").read_text()
     assert "hunter2" not in (folder / "workers.sbatch").read_text()
+
+
+@pytest.mark.slurm
+def test_a_refused_array_says_why_and_where_the_script_is(tmp_path: Path, slurm_cluster):
+    spec = tmp_path / "demo.yaml"
+    spec.write_text(yaml.safe_dump(spec_data(REPO / "studies/demo.yaml")))
+    args = ("submit", str(spec), "--slurm", "--gpus-per-worker", "0", "--partition", "nosuch")
+    done = sweep(*args, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "sbatch refused the array (runs/demo-slurm/workers.sbatch)" in done.stderr
+    assert "partition" in done.stderr.lower()
