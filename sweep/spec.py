@@ -312,7 +312,8 @@ class StagesSpec(_Strict):
     """
 
     mode: Literal["auto", "on", "off"] = "auto"
-    sample: float = Field(0.2, gt=0.0, lt=1.0)  # fraction of each task's documents in stage 1
+    # each task's sample in stage 1: a fraction of its documents (0.2), or a number of them (200)
+    sample: int | float = 0.2
     min_docs: int = Field(50, gt=0)  # at least this many documents of each task in stage 1
     z: float = Field(2.5, gt=0.0)  # stage 1's interval: estimate +/- z standard errors
     seed: int = 0  # draws the sample; the same sample for every trial of a study
@@ -326,6 +327,17 @@ class StagesSpec(_Strict):
     def _yaml_booleans(cls, v: object) -> object:
         # YAML 1.1 reads an unquoted on/off as a boolean
         return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    @field_validator("sample", mode="before")
+    @classmethod
+    def _sample(cls, v: object) -> object:
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if not number or v <= 0 or (isinstance(v, float) and v >= 1):  # type: ignore[operator]
+            raise ValueError(
+                f"sample must be a fraction of each task's documents, above 0 and below 1 (0.2), "
+                f"or a whole number of them (200), got {v!r}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_sequence(self) -> StagesSpec:

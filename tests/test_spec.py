@@ -154,8 +154,12 @@ def test_stages_read_yaml_booleans_and_name_what_is_allowed():
         assert spec.evaluation.stages.mode == mode
     msg = _error(evaluation={"tasks": ["t"], "stages": {"mode": "sometimes"}})
     assert "evaluation.stages.mode" in msg and "'auto', 'on' or 'off'" in msg
-    msg = _error(evaluation={"tasks": ["t"], "stages": {"sample": 1.5}})
-    assert "evaluation.stages.sample" in msg and "less than 1" in msg
+    for bad in (1.5, 1.0, 0, -3, True):
+        msg = _error(evaluation={"tasks": ["t"], "stages": {"sample": bad}})
+        assert "evaluation.stages.sample" in msg and "(0.2), or a whole number" in msg
+    for good in (200, 0.25):
+        stages = _spec(evaluation={"tasks": ["t"], "stages": {"sample": good}}).evaluation.stages
+        assert stages.sample == good and type(stages.sample) is type(good)
     for paper in ("demo-paper", "smollm2-paper"):  # a paper table needs every point in full
         assert load_spec(REPO / f"studies/{paper}.yaml").evaluation.stages.mode == "off"
 

@@ -67,9 +67,19 @@ class TaskSample:
         return cls({name: LeafSample(**leaf) for name, leaf in data.items()})
 
 
-def sample_size(population: int, fraction: float, min_docs: int) -> int:
-    """Documents to sample from ``population``: ``fraction`` of them, at least ``min_docs``."""
-    return min(population, max(min_docs, math.ceil(fraction * population)))
+def sample_size(population: int, sample: int | float, min_docs: int) -> int:
+    """Documents to sample from ``population``: a ``sample`` of them (a fraction, or a number
+    of documents when it is an int), at least ``min_docs``, at most all."""
+    wanted = sample if isinstance(sample, int) else math.ceil(sample * population)
+    return min(population, max(min_docs, wanted))
+
+
+def sample_fraction(population: int, sample: int | float) -> float:
+    """The fraction of ``population`` that ``sample`` (a fraction, or an int of documents)
+    takes."""
+    if not isinstance(sample, int):
+        return sample
+    return min(1.0, sample / population) if population else 1.0
 
 
 def draw_ids(population: int, n: int, seed: int, name: str) -> list[int]:
@@ -79,11 +89,13 @@ def draw_ids(population: int, n: int, seed: int, name: str) -> list[int]:
 
 
 def draw_sample(
-    per_doc_base: Mapping[str, Mapping[int, float]], fraction: float, min_docs: int, seed: int
+    per_doc_base: Mapping[str, Mapping[int, float]], sample: int | float, min_docs: int, seed: int
 ) -> TaskSample:
-    """A task's sample from the base model's score on every document of each leaf."""
+    """A task's sample from the base model's score on every document of each leaf: ``sample``
+    a fraction of its documents, or (an int) a number of them, at least ``min_docs``."""
     leaves = {}
     population = sum(len(docs) for docs in per_doc_base.values())
+    fraction = sample_fraction(population, sample)
     for name, docs in sorted(per_doc_base.items()):
         # each leaf at the same fraction; a group's min_docs is shared by its leaves' sizes
         share = len(docs) / population if population else 0.0

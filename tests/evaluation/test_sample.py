@@ -32,9 +32,21 @@ def test_sample_size_takes_the_fraction_or_the_minimum():
     assert sample_size(30, 0.2, 50) == 30
 
 
+def test_a_sample_counted_in_documents_is_that_many_of_any_task():
+    assert sample_size(12_000, 200, 50) == 200  # a leaderboard-sized task: 1.7%, not 20%
+    assert sample_size(399, 200, 50) == 200
+    assert sample_size(150, 200, 50) == 150  # all of a smaller one
+    assert sample_size(1000, 20, 50) == 50  # never under the floor
+    base = {"a": _population(3000, 0.8, 0), "b": _population(1000, 0.6, 1)}
+    sample = draw_sample(base, sample=200, min_docs=50, seed=0)
+    # leaves of a group at the same fraction, 200 documents in all
+    assert {k: len(v.ids) for k, v in sample.leaves.items()} == {"a": 150, "b": 50}
+    assert draw_sample(base, sample=0.05, min_docs=50, seed=0) == sample  # 200 of 4000
+
+
 def test_a_sample_of_everything_is_exact():
     base = {"t": _population(80, 0.7, 0)}
-    sample = draw_sample(base, fraction=0.5, min_docs=100, seed=0)
+    sample = draw_sample(base, sample=0.5, min_docs=100, seed=0)
     assert sample.size == 80
     compressed = {"t": _population(80, 0.4, 1)}
     est = estimate(sample, compressed)
@@ -45,7 +57,7 @@ def test_a_sample_of_everything_is_exact():
 def test_sample_and_rest_give_the_exact_pooled_score_over_leaves():
     base = {"a": _population(300, 0.8, 0), "b": _population(100, 0.6, 1)}
     compressed = {"a": _population(300, 0.5, 2), "b": _population(100, 0.3, 3)}
-    sample = draw_sample(base, fraction=0.2, min_docs=10, seed=0)
+    sample = draw_sample(base, sample=0.2, min_docs=10, seed=0)
     assert {k: len(v.ids) for k, v in sample.leaves.items()} == {"a": 60, "b": 20}
     inside = {k: {i: compressed[k][i] for i in ids} for k, ids in sample.indices().items()}
     rest = {k: {i: compressed[k][i] for i in ids} for k, ids in sample.complement().items()}
@@ -59,7 +71,7 @@ def test_the_interval_covers_the_full_score_as_often_as_it_claims():
     """Over many compressed models that each flip some of the base model's answers, the
     z = 2.5 interval (about 98.8% two-sided) covers the true full-set score at least 97%."""
     base = {"t": _population(400, 0.85, 0)}
-    sample = draw_sample(base, fraction=0.2, min_docs=50, seed=0)
+    sample = draw_sample(base, sample=0.2, min_docs=50, seed=0)
     rng = random.Random(1)
     covered = 0
     trials = 400
@@ -74,7 +86,7 @@ def test_the_interval_covers_the_full_score_as_often_as_it_claims():
 
 def test_pairing_narrows_the_interval_of_a_model_close_to_its_base():
     base = {"t": _population(1000, 0.6, 0)}
-    sample = draw_sample(base, fraction=0.1, min_docs=50, seed=0)
+    sample = draw_sample(base, sample=0.1, min_docs=50, seed=0)
     rng = random.Random(5)
     close = {i: (1.0 - v if rng.random() < 0.02 else v) for i, v in base["t"].items()}
     est = estimate(sample, {"t": close})
