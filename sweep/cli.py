@@ -283,7 +283,7 @@ def storage_proxy(
     """Serve a study's database to many workers over gRPC (Optuna's storage proxy, and sweep's
     results table beside it): workers join with --storage grpc://HOST:PORT, and the database
     sees the proxy's pool of connections, not one set per worker."""
-    import threading
+    import time
 
     from sweep.storage_proxy import ProxyRequest, describe, start_proxy
 
@@ -300,7 +300,8 @@ def storage_proxy(
             f"workers: SWEEP_STORAGE=grpc://{host}:{proxy.port} sweep worker --study NAME "
             "(Ctrl-C stops the proxy)"
         )
-        threading.Event().wait()
+        while True:  # in steps: SIGTERM may reach one of gRPC's threads, which does not wake
+            time.sleep(0.5)  # a main thread blocked for good; a step's end runs its handler
     finally:
         proxy.stop()
 

@@ -6,6 +6,11 @@ the tasks (``sweep/realtext/tasks``), so no one else's text is copied into the r
 
 - ``realtext_cloze``: a sentence of the reference with its last word left out, and four
   candidate words: the right one and three others that end other sentences of it (chance 0.25).
+- ``realtext_nextword``: a task of realistic size (about 4,000 questions), for measuring
+  staged evaluation where it matters: the same reference half and the docstrings of other
+  standard library modules than the calibration's, each sentence cut before up to two of its
+  words (LAMBADA's question, at any word from the seventh on); four candidate words (chance 0.25).
+  Docstrings differ between Python versions, and so does this task (a study pins its documents).
 - ``realtext_perplexity``: word perplexity on paragraphs of the reference that no cloze
   question comes from.
 """
@@ -21,11 +26,14 @@ from pathlib import Path
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 CLOZE_QUESTIONS = 400
+NEXTWORD_CUTS = 2  # questions cut from one sentence at most
+NEXTWORD_FIRST_CUT = 6  # at least this many words of context
 PERPLEXITY_PARAGRAPHS = 100
 SEED = 0
 _HEADING = re.compile(r"[*=\-~^]+")
 _LAST_WORD = re.compile(r"[a-z]{4,}")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_PUNCTUATION = ".,;:"
 # standard library modules whose docstrings make the calibration text
 CALIBRATION_MODULES = (
     "argparse", "collections", "contextlib", "csv", "dataclasses", "datetime", "decimal",
@@ -79,6 +87,46 @@ def cloze_questions(n: int = CLOZE_QUESTIONS, seed: int = SEED) -> list[dict]:
     return questions
 
 
+# standard library modules whose docstrings the next-word task reads: none of the calibration's
+NEXTWORD_MODULES = (
+    "abc", "ast", "asyncio", "base64", "bisect", "bz2", "calendar", "cmd", "codecs",
+    "concurrent.futures", "configparser", "copy", "dis", "doctest", "email.utils", "enum",
+    "filecmp", "fileinput", "fnmatch", "ftplib", "getopt", "gettext", "glob", "gzip", "hashlib",
+    "hmac", "html.parser", "http.cookiejar", "http.server", "imaplib", "importlib", "io",
+    "locale", "lzma", "mailbox", "mimetypes", "multiprocessing", "numbers", "operator",
+    "optparse", "os", "pdb", "pickletools", "platform", "plistlib", "poplib", "pprint",
+    "profile", "pstats", "queue", "re", "reprlib", "sched", "secrets", "selectors", "shelve",
+    "shlex", "signal", "smtplib", "socket", "socketserver", "ssl", "stat", "struct", "symtable",
+    "sysconfig", "tempfile", "timeit", "tokenize", "trace", "traceback", "tracemalloc", "types",
+    "unittest.mock", "urllib.request", "warnings", "wave", "weakref", "xml.dom.minidom",
+    "xml.etree.ElementTree", "zipimport", "zoneinfo",
+)  # fmt: skip
+
+
+def nextword_questions(seed: int = SEED) -> list[dict]:
+    """Every question ``{context, choices, answer}`` of the next-word task, in a fixed order."""
+    texts = [p for p in paragraphs() if not _half(p)] + docstrings(NEXTWORD_MODULES, own=True)
+    rng = random.Random(seed)
+    cuts, seen = [], set()
+    for text in texts:
+        for sentence in _SENTENCE_END.split(text):
+            words = sentence.split()
+            if len(words) < 10 or sentence in seen:
+                continue
+            seen.add(sentence)
+            at = [k for k in range(NEXTWORD_FIRST_CUT, len(words))
+                  if _LAST_WORD.fullmatch(words[k].rstrip(_PUNCTUATION))]  # fmt: skip
+            for k in sorted(rng.sample(at, min(NEXTWORD_CUTS, len(at)))):
+                cuts.append((" ".join(words[:k]), words[k].rstrip(_PUNCTUATION)))
+    vocabulary = sorted({word for _, word in cuts})
+    questions = []
+    for context, word in cuts:
+        choices = [word, *rng.sample([w for w in vocabulary if w != word], 3)]
+        rng.shuffle(choices)
+        questions.append({"context": context, "choices": choices, "answer": choices.index(word)})
+    return questions
+
+
 def perplexity_paragraphs(n: int = PERPLEXITY_PARAGRAPHS) -> list[dict]:
     """``n`` paragraphs ``{text}`` of the other half."""
     return [{"text": p} for p in paragraphs() if _half(p)][:n]
@@ -87,11 +135,20 @@ def perplexity_paragraphs(n: int = PERPLEXITY_PARAGRAPHS) -> list[dict]:
 def calibration_texts() -> list[str]:
     """Docstrings of standard library modules, their classes and functions, in a fixed order:
     another text than the evaluation's (for ``calibration: {source: function}``)."""
+    return docstrings(CALIBRATION_MODULES)
+
+
+def docstrings(modules: tuple[str, ...], own: bool = False) -> list[str]:
+    """The docstrings of ``modules``, their classes and functions (with ``own``, only those
+    defined in the module), of 20 words or more, one line each, in a fixed order."""
     texts = []
-    for name in CALIBRATION_MODULES:
+    for name in modules:
         module = importlib.import_module(name)
-        members = [module] + [obj for _, obj in sorted(vars(module).items())
-                              if inspect.isclass(obj) or inspect.isfunction(obj)]  # fmt: skip
+        defined = [obj for _, obj in sorted(vars(module).items())
+                   if inspect.isclass(obj) or inspect.isfunction(obj)]  # fmt: skip
+        if own:
+            defined = [obj for obj in defined if getattr(obj, "__module__", None) == name]
+        members = [module, *defined]
         for obj in members:
             doc = inspect.getdoc(obj)
             if doc and len(doc.split()) >= 20:

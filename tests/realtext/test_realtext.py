@@ -3,8 +3,11 @@ with one right answer among four; perplexity paragraphs and calibration text apa
 
 from sweep.calibration_data import calibration_batches
 from sweep.realtext import (
+    CALIBRATION_MODULES,
+    NEXTWORD_MODULES,
     calibration_texts,
     cloze_questions,
+    nextword_questions,
     paragraphs,
     perplexity_paragraphs,
 )
@@ -23,6 +26,22 @@ def test_cloze_questions_are_deterministic_and_well_formed():
         assert any(sentence in p for p in text), sentence
     answers = [q["answer"] for q in questions]
     assert all(answers.count(i) > len(answers) / 8 for i in range(4))  # no position favoured
+
+
+def test_the_next_word_task_is_large_deterministic_and_apart_from_calibration_and_perplexity():
+    questions = nextword_questions()
+    assert questions == nextword_questions()
+    assert len(questions) >= 3000  # a task of the size users run, for staged evaluation's bench
+    assert not set(NEXTWORD_MODULES) & set(CALIBRATION_MODULES)
+    for q in questions:
+        assert len(q["choices"]) == len(set(q["choices"])) == 4
+        assert len(q["context"].split()) >= 6
+    answers = [q["answer"] for q in questions]
+    assert all(answers.count(i) > len(answers) / 5 for i in range(4))  # no position favoured
+    calibration = " ".join(calibration_texts())
+    perplexity = " ".join(p["text"] for p in perplexity_paragraphs())
+    sampled = questions[::40]  # a hundred of them: substring search over the whole is slow
+    assert not any(q["context"] in calibration or q["context"] in perplexity for q in sampled)
 
 
 def test_perplexity_paragraphs_and_calibration_text_are_apart_from_the_questions():
