@@ -10,7 +10,6 @@ read (mode 0600), read into ``SWEEP_STORAGE`` by the script: never on a command 
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -92,20 +91,6 @@ def batch_script(request: ArrayRequest, workdir: Path, python: str = sys.executa
         f"--index $((SLURM_ARRAY_TASK_ID + {request.first_index})) $threads --no-progress",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, readable and writable by its owner only, from the first byte
-    (an existing file is made private before it is written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink():
-        raise SlurmError(f"{path} is a symbolic link: sweep will not write a secret through it")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def sbatch_path() -> str:

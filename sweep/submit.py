@@ -19,6 +19,7 @@ from pathlib import Path
 from sweep.errors import UserError
 from sweep.events import Events
 from sweep.kubernetes import WORKERS_FILE, worker_job
+from sweep.no_follow import PRIVATE, refuse_links, write_text
 from sweep.plan import make_plan
 from sweep.results import ResultsTable
 from sweep.slurm import (
@@ -28,7 +29,6 @@ from sweep.slurm import (
     batch_script,
     sbatch,
     sbatch_path,
-    write_private,
 )
 from sweep.space import first_configs
 from sweep.spec import RUNS, StudySpec, load_spec, with_overrides
@@ -36,9 +36,6 @@ from sweep.storage import display, sqlite_path
 from sweep.study import Run, open_study, preflight, start_run
 
 JOB_FILE = "job.json"
-
-
-SCHEDULERS = ("slurm", "kubernetes")
 
 
 class SubmitError(UserError):
@@ -50,7 +47,7 @@ class SubmitRequest:
     """`sweep submit`'s arguments."""
 
     spec_path: Path
-    scheduler: str  # one of SCHEDULERS
+    scheduler: str  # "slurm" or "kubernetes"
     workers: int
     model: str | None = None
     trials: int | None = None
@@ -81,6 +78,8 @@ def absolute_url(url: str) -> str:
 
 
 def submit(request: SubmitRequest, events: Events) -> Submitted:
+    """Prepare the study and hand its workers to the scheduler (or, on a dry run, only show
+    what would be submitted)."""
     spec = with_overrides(load_spec(request.spec_path), request.model, request.study_name)
     first_configs(spec.search)
     url = absolute_url(request.storage or spec.storage_url())
@@ -95,17 +94,18 @@ def submit(request: SubmitRequest, events: Events) -> Submitted:
     if request.dry_run:
         return Submitted(script, folder, None)
     sbatch_path()  # before anything is written
+    refuse_links(folder, *(folder / name for name in (URL_FILE, SCRIPT_FILE, JOB_FILE)))
     if sqlite_path(url) is not None:
         events.note(
             "the study is a SQLite file: every node must see it on a filesystem with working "
             "locks; for many nodes use PostgreSQL (--storage) or `sweep storage-proxy`"
         )
     run = _prepare(spec, url, request.trials or spec.trials, events)
-    write_private(folder / URL_FILE, url)
-    (folder / SCRIPT_FILE).write_text(script)
+    write_text(folder / URL_FILE, url, PRIVATE)
+    write_text(folder / SCRIPT_FILE, script)
     job_id = sbatch(folder / SCRIPT_FILE)
     job = {"job_id": job_id, "study": spec.name, "run": run.id, "workers": request.workers}
-    (folder / JOB_FILE).write_text(json.dumps(job, indent=2) + "\n")
+    write_text(folder / JOB_FILE, json.dumps(job, indent=2) + "\n")
     events.note(
         f"study [bold]{spec.name}[/] on {display(url)}: run {run.id} computes {run.budget} new "
         f"configurations; SLURM job array {job_id}, {request.workers} workers"
@@ -128,9 +128,9 @@ def _kubernetes(request: SubmitRequest, spec: StudySpec, url: str, events: Event
     manifest = worker_job(spec.name, request.workers, request.gpus_per_worker)
     if request.dry_run:
         return Submitted(manifest, folder, None)
+    refuse_links(folder, folder / WORKERS_FILE)
     run = _prepare(spec, url, request.trials or spec.trials, events)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / WORKERS_FILE).write_text(manifest)
+    write_text(folder / WORKERS_FILE, manifest)
     events.note(
         f"study [bold]{spec.name}[/] on {display(url)}: run {run.id} computes {run.budget} new "
         f"configurations; its {request.workers} workers start with kubectl apply -f "

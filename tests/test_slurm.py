@@ -18,9 +18,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from sweep.no_follow import PRIVATE, LinkRefused, write_text
 from sweep.record import TrialRecord
 from sweep.results import slurm_task, worker_id
-from sweep.slurm import URL_FILE, ArrayRequest, SlurmError, batch_script, write_private
+from sweep.slurm import URL_FILE, ArrayRequest, SlurmError, batch_script
 from sweep.status import worker_label
 
 from .helpers import REPO, SWEEP, env, spec_data, sweep
@@ -73,17 +74,32 @@ def test_a_bad_time_or_partition_is_refused_saying_what_is_allowed(tmp_path, fie
 
 def test_the_url_file_is_private_from_its_first_byte_and_not_written_through_a_link(tmp_path):
     path = tmp_path / "slurm" / URL_FILE
-    write_private(path, SECRET_URL)
+    write_text(path, SECRET_URL, PRIVATE)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == SECRET_URL
     path.chmod(0o644)  # an old file, readable by all: made private again
-    write_private(path, "sqlite:////x.db")
+    write_text(path, "sqlite:////x.db", PRIVATE)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_text() == "sqlite:////x.db"
     elsewhere = tmp_path / "elsewhere"
-    link = tmp_path / "link"
-    link.symlink_to(elsewhere)
-    with pytest.raises(SlurmError, match="symbolic link"):
-        write_private(link, SECRET_URL)
-    assert not elsewhere.exists()
+    elsewhere.mkdir()
+    (tmp_path / "link").symlink_to(elsewhere / "file")
+    (tmp_path / "folder-link").symlink_to(elsewhere)
+    for target in (tmp_path / "link", tmp_path / "folder-link" / URL_FILE):
+        with pytest.raises(LinkRefused, match="symbolic link"):
+            write_text(target, SECRET_URL, PRIVATE)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_submit_writes_nothing_through_a_planted_link(tmp_path: Path):
+    spec = tmp_path / "demo.yaml"
+    spec.write_text(yaml.safe_dump(spec_data(REPO / "studies/demo.yaml")))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "demo-kubernetes").symlink_to(elsewhere)
+    url = "postgresql+psycopg2://u:p@127.0.0.1:1/x"  # refused before the study is touched
+    done = sweep("submit", str(spec), "--kubernetes", "--storage", url, cwd=tmp_path)
+    assert done.returncode == 2 and "demo-kubernetes is a symbolic link" in done.stderr
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_dry_run_prints_the_script_and_writes_nothing(tmp_path: Path):
