@@ -1,6 +1,7 @@
-"""The command line: ``sweep run``, ``worker``, ``submit``, ``status``, ``report``, ``export``,
-``compress``, ``dashboard``. Each command turns its options into a request for a service and
-shows what comes back; the work is done in ``sweep.launch``, ``sweep.report`` and ``sweep.export``.
+"""The command line: ``sweep run``, ``worker``, ``submit``, ``storage-proxy``, ``status``,
+``report``, ``export``, ``compress``, ``dashboard``. Each command turns its options into a
+request for a service and shows what comes back; the work is done in ``sweep.launch``,
+``sweep.submit``, ``sweep.report``, ``sweep.export`` and the others.
 
 Each command imports its service when it runs: torch, transformers, compressed-tensors and
 optuna-dashboard take seconds to import, and ``sweep --help`` should not wait for all of them.
@@ -219,18 +220,18 @@ def submit(
         bool, typer.Option("--kubernetes", help="Write a Kubernetes Job to kubectl apply.")
     ] = False,
     workers: Annotated[
-        int, typer.Option(min=1, max=MAX_ARRAY, help="Workers: tasks of the job array.")
+        int, typer.Option(min=1, max=MAX_ARRAY, help="Workers: the array's tasks, or the pods.")
     ] = 1,
-    gpus_per_worker: Annotated[int, typer.Option(min=0, max=64, help="GPUs of each task.")] = 1,
+    gpus_per_worker: Annotated[int, typer.Option(min=0, max=64, help="GPUs of each worker.")] = 1,
     cpus_per_worker: Annotated[
-        int | None, typer.Option(min=1, max=MAX_THREADS, help="CPUs of each task.")
+        int | None, typer.Option(min=1, max=MAX_THREADS, help="CPUs of each task (SLURM).")
     ] = None,
-    partition: Annotated[str | None, typer.Option(help="SLURM partition.")] = None,
+    partition: Annotated[str | None, typer.Option(help="Partition (SLURM).")] = None,
     time: Annotated[
-        str | None, typer.Option(help="Time limit of each task (SLURM's --time, 04:00:00).")
+        str | None, typer.Option(help="Time limit of each task (SLURM's --time: 04:00:00).")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the batch script; submit nothing.")
+        bool, typer.Option("--dry-run", help="Print the script or the Job; change nothing.")
     ] = False,
     model: ModelOpt = None,
     trials: Annotated[
