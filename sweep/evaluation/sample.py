@@ -74,14 +74,6 @@ def sample_size(population: int, sample: int | float, min_docs: int) -> int:
     return min(population, max(min_docs, wanted))
 
 
-def sample_fraction(population: int, sample: int | float) -> float:
-    """The fraction of ``population`` that ``sample`` (a fraction, or an int of documents)
-    takes."""
-    if not isinstance(sample, int):
-        return sample
-    return min(1.0, sample / population) if population else 1.0
-
-
 def draw_ids(population: int, n: int, seed: int, name: str) -> list[int]:
     """``n`` distinct document indices of ``range(population)``, sorted; the same for the same
     seed and leaf name on any machine (a string seed is hashed with SHA-512 by ``random``)."""
@@ -95,11 +87,12 @@ def draw_sample(
     a fraction of its documents, or (an int) a number of them, at least ``min_docs``."""
     leaves = {}
     population = sum(len(docs) for docs in per_doc_base.values())
-    fraction = sample_fraction(population, sample)
     for name, docs in sorted(per_doc_base.items()):
-        # each leaf at the same fraction; a group's min_docs is shared by its leaves' sizes
+        # each leaf at the same fraction; a group's count and min_docs are shared by its leaves'
+        # sizes (a count in whole numbers: 100 / 176 * 176 is 100.00000000000001 in floats)
         share = len(docs) / population if population else 0.0
-        n = sample_size(len(docs), fraction, math.ceil(min_docs * share))
+        part = -(-sample * len(docs) // population) if isinstance(sample, int) else sample
+        n = sample_size(len(docs), part, math.ceil(min_docs * share))
         ids = draw_ids(len(docs), n, seed, name)
         leaves[name] = LeafSample(
             population=len(docs),

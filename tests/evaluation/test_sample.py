@@ -42,6 +42,9 @@ def test_a_sample_counted_in_documents_is_that_many_of_any_task():
     # leaves of a group at the same fraction, 200 documents in all
     assert {k: len(v.ids) for k, v in sample.leaves.items()} == {"a": 150, "b": 50}
     assert draw_sample(base, sample=0.05, min_docs=50, seed=0) == sample  # 200 of 4000
+    for n, population in ((100, 176), (200, 302), (150, 596)):  # where n / p * p is not n
+        one = {"t": _population(population, 0.7, 2)}
+        assert draw_sample(one, sample=n, min_docs=10, seed=0).size == n
 
 
 def test_a_sample_of_everything_is_exact():
