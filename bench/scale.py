@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -243,8 +244,6 @@ def main() -> None:
         sys.exit(
             "bench-scale needs PostgreSQL: --postgres URL or SWEEP_TEST_POSTGRES (see .ci/run)"
         )
-    import tempfile
-
     from rich.console import Console
     from rich.table import Table
 

@@ -26,7 +26,6 @@ from optuna.trial import FrozenTrial
 
 from sweep.storage import HEARTBEAT_S, StorageError
 
-SCHEME = "grpc://"
 SERVICE = "sweep.Side"
 CONNECT_TIMEOUT_S = 15.0
 # A call waits this long for an unreachable proxy (restarted, moved) before it fails: a proxy
@@ -34,10 +33,6 @@ CONNECT_TIMEOUT_S = 15.0
 PROXY_WAIT_S = 300
 _ADDRESS = re.compile(r"^grpc://(?P<host>\[[0-9a-fA-F:]+\]|[\w.-]+):(?P<port>\d{1,5})/?$")
 _DATETIME = "__datetime__"
-
-
-def is_proxy_url(url: str) -> bool:
-    return url.startswith(SCHEME)
 
 
 def proxy_address(url: str) -> tuple[str, int]:
@@ -79,6 +74,10 @@ def proxy_channel(host: str, port: int, wait_s: float = PROXY_WAIT_S) -> grpc.Ch
     return grpc.insecure_channel(f"{host}:{port}", options=options)
 
 
+def _detail(err: grpc.RpcError) -> str:
+    return err.details() if hasattr(err, "details") else str(err)  # type: ignore[attr-defined]
+
+
 def lost_proxy(err: BaseException) -> str | None:
     """What to tell the user when ``err`` (or an error it arose from) is a failed call to the
     proxy; None for other errors."""
@@ -87,10 +86,10 @@ def lost_proxy(err: BaseException) -> str | None:
         seen = seen.__cause__ or seen.__context__
     if seen is None:
         return None
-    detail = seen.details() if hasattr(seen, "details") else str(seen)  # type: ignore[attr-defined]
     return (
-        f"lost the storage proxy ({detail}); this worker stops. Its running trial is failed and "
-        "queued again once a worker reaches the proxy; start it again and rerun the worker"
+        f"lost the storage proxy ({_detail(seen)}); this worker stops. Its running trial is "
+        "failed and queued again once a worker reaches the proxy; start it again and rerun the "
+        "worker"
     )
 
 
@@ -110,8 +109,7 @@ class SideChannel:
         try:
             return self._methods[method](argument)["value"]
         except grpc.RpcError as err:
-            detail = err.details() if hasattr(err, "details") else str(err)  # type: ignore[attr-defined]
-            raise StorageError(f"storage proxy at {self.where}: {method}: {detail}") from None
+            raise StorageError(f"storage proxy at {self.where}: {method}: {_detail(err)}") from None
 
     def close(self) -> None:
         self.channel.close()

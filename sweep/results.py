@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from sweep.storage import GRACE_S, HEARTBEAT_S, creating_tables, pooling
+from sweep.storage import GRACE_S, HEARTBEAT_S, creating_tables, is_proxy_url, pooling
 
 metadata = sa.MetaData()
 results_table = sa.Table(
@@ -128,9 +128,11 @@ class SqlResults:
 def results_store(url: str) -> SqlResults:
     """The rows of the study at ``url``: in its database, or through the storage proxy at a
     ``grpc://`` URL."""
-    from sweep.proxy_client import GrpcResults, is_proxy_url
+    if not is_proxy_url(url):
+        return SqlResults(url)
+    from sweep.proxy_client import GrpcResults
 
-    return GrpcResults(url) if is_proxy_url(url) else SqlResults(url)
+    return GrpcResults(url)
 
 
 class ResultsTable:

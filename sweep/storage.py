@@ -89,6 +89,11 @@ def _mask_secret_parameter(match: re.Match[str]) -> str:
     return f"{match['name']}={MASK}{after}"
 
 
+def is_proxy_url(url: str) -> bool:
+    """Whether ``url`` is a storage proxy's (``sweep storage-proxy``), not a database's."""
+    return url.startswith(PROXY_SCHEME)
+
+
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL; None for other databases."""
     return Path(url.removeprefix(_SQLITE)) if url.startswith(_SQLITE) else None
@@ -97,7 +102,7 @@ def sqlite_path(url: str) -> Path | None:
 def check_url(url: str) -> None:
     """Refuse URLs that cannot hold a study: unparsable ones, and in-memory SQLite (each
     process would see its own empty database, and nothing would be kept)."""
-    if url.startswith(PROXY_SCHEME):
+    if is_proxy_url(url):
         from sweep.proxy_client import proxy_address
 
         proxy_address(url)
@@ -141,7 +146,7 @@ def make_storage(
     connections to another database (the proxy's, which serves many workers).
     """
     check_url(url)
-    if url.startswith(PROXY_SCHEME):
+    if is_proxy_url(url):
         from sweep.proxy_client import ProxyStorage
 
         return ProxyStorage(url, heartbeat)

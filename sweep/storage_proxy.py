@@ -20,9 +20,9 @@ from optuna.storages._grpc.auto_generated.api_pb2_grpc import (
 )
 from optuna.storages._grpc.servicer import OptunaStorageProxyService
 
-from sweep.proxy_client import SERVICE, decode, encode, is_proxy_url
+from sweep.proxy_client import SERVICE, decode, encode
 from sweep.results import SqlResults
-from sweep.storage import StorageError, display, heartbeat_ages, make_storage
+from sweep.storage import StorageError, display, heartbeat_ages, is_proxy_url, make_storage
 
 DEFAULT_PORT = 13000
 DEFAULT_POOL = 8  # connections of each store; requests beyond wait for one
@@ -94,13 +94,15 @@ def start_proxy(request: ProxyRequest) -> RunningProxy:
         port = server.add_insecure_port(f"{request.host}:{request.port}")
     except RuntimeError:
         port = 0
+    closers = [results.close, rdb.engine.dispose]
     if port == 0:
+        for close in closers:
+            close()
         raise StorageError(
             f"cannot listen on {request.host}:{request.port}: the port is taken or the address "
             "is not this machine's (--port 0 takes a free one)"
         )
     server.start()
-    closers = [results.close, rdb.engine.dispose]
     return RunningProxy(server, port, closers)
 
 

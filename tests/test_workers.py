@@ -29,13 +29,18 @@ from .toy import SLOW_ENV, slow_toy_spec, toy_spec
 pytestmark = pytest.mark.slow  # whole studies through the CLI
 
 
-def _computed_keys(url: str) -> list[str]:
-    """The configurations the results table at database ``url`` holds as computed."""
+def _statuses(url: str) -> list[tuple[str, str]]:
+    """(configuration, status) of each row of the results table at database ``url``."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
     engine.dispose()
-    return [key for key, status in rows if status == "done" and key != BASE_CLAIM]
+    return [tuple(row) for row in rows]
+
+
+def _computed_keys(url: str) -> list[str]:
+    """The configurations the results table at database ``url`` holds as computed."""
+    return [key for key, status in _statuses(url) if status == "done" and key != BASE_CLAIM]
 
 
 def _check_three_workers(url: str, tmp: Path, toy: Path, database: str | None = None) -> None:
@@ -83,11 +88,7 @@ def test_three_workers_through_the_storage_proxy(tmp_path: Path, toy_dir: Path):
 
 def _claimed(url: str) -> set[str]:
     """The configurations whose claim a running trial holds."""
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
-    engine.dispose()
-    return {key for key, status in rows if status == "running"}
+    return {key for key, status in _statuses(url) if status == "running"}
 
 
 def _wait_for_running_trial(
@@ -199,11 +200,7 @@ def test_ctrl_c_fails_the_running_trial_and_keeps_the_rest(
     assert interrupted.user_attrs["fail_reason"].startswith("KeyboardInterrupt")
     assert not study.get_trials(states=(TrialState.RUNNING,))
     _assert_intact(study, kept)
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(results_table.c.config_key, results_table.c.status)).all()
-    engine.dispose()
-    statuses = dict(rows)
+    statuses = dict(_statuses(url))
     # its claim is released (a later trial of that configuration computes it again)
     assert statuses[interrupted.user_attrs["config_key"]] == "failed"
 
