@@ -92,6 +92,13 @@ def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
     shown = [f"{METRICS[k].label} {METRICS[k].show(m.value(k))}" for k in ("sr", "srcr", "tcr")]
     if m.stage == Stage.SAMPLE:
         shown[0] = f"Sr ~{m.sr:.3f} [{m.sr_low:.3f}, {m.sr_high:.3f}]"
+    elif m.sr_low is not None and m.sr_high is not None:  # its 95% interval
+        shown[0] = f"Sr {m.sr:.3f} [{m.sr_low:.3f}, {m.sr_high:.3f}]"
+    agreements = m.task_agreement()
+    if agreements:
+        scored = sum(a.documents for a in agreements.values())
+        recovery = " ".join(f"{a.recovery:.1%}" for a in agreements.values())
+        shown.insert(1, f"recovery {recovery} flips {m.flips}/{scored}")
     shown.append(f"ratio {METRICS['real_ratio'].show(m.real_ratio)}")
     if m.perplexity is not None:
         shown.append(f"ppl {m.perplexity:.2f}")
@@ -124,8 +131,16 @@ def metrics_table(config: CompressionConfig, m: Measurement) -> Table:
             table.add_row(metric.label, metric.show(value))
     if m.deployable is not None:
         table.add_row("deployable", f"{'yes' if m.deployable else 'no'}: {m.deploy_reason}")
+    agreements = m.task_agreement()
+    if m.sr_low is not None and m.sr_high is not None:
+        which = "stage 1's interval" if m.stage == Stage.SAMPLE else "95% interval"
+        table.add_row(f"Sr, {which}", f"{m.sr_low:.3f} to {m.sr_high:.3f}")
     for task, score in m.task_scores.items():
         table.add_row(task, f"{score:.4f}")
+        if task in agreements:
+            a = agreements[task]
+            table.add_row(f"  {task}: recovery", f"{a.recovery:.1%}")
+            table.add_row(f"  {task}: flips", f"{a.flips} of {a.documents} ({a.flip_rate:.1%})")
     return table
 
 

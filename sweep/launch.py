@@ -165,10 +165,15 @@ def ensure_base(
     events.note(f"base model: {', '.join(shown)} ({took})")
     if base.samples is not None:
         samples = base.task_samples() or {}
-        sizes = ", ".join(f"{t} {s.size} of {s.population}" for t, s in samples.items())
+        sizes = ", ".join(
+            f"{t} {', '.join(str(n) for n in s.step_sizes())} of {s.population}"
+            for t, s in samples.items()
+        )
+        growing = any(s.steps > 1 for s in samples.values())
         events.note(
-            f"staged evaluation: KL proxy, then a sample of each task ({sizes} documents); "
-            "a trial whose best case the front dominates stops there"
+            f"staged evaluation: KL proxy, then a sample of each task ({sizes} documents"
+            f"{', step by step' if growing else ''}); a trial whose best case the front "
+            "dominates stops there"
         )
     return base
 

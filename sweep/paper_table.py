@@ -36,8 +36,11 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
     (estimates) are left out, those stopped before their perplexity (Sr exact) kept. Columns:
     ``tcr``, then for ``quant`` (the best quantization-only trial at that TCr) and ``joint``
     (the best trial that prunes and quantizes with TCr in [tcr, tcr + 1/16)): ``<side>_config``,
-    ``<side>_tcr``, ``<side>_sr``, ``<side>_deploy_ratio`` (what the study's deploy runtime
-    holds; NaN without one) and ``<side>_sr:<task>``; and
+    ``<side>_tcr``, ``<side>_sr`` with its 95% interval (``<side>_sr_low``, ``<side>_sr_high``)
+    and the share of documents whose answer changed against the base model's
+    (``<side>_flip_rate``; NaN for results stored without per-document scores),
+    ``<side>_deploy_ratio`` (what the study's deploy runtime holds; NaN without one) and
+    ``<side>_sr:<task>``; and
     ``rel_diff = joint_sr / quant_sr - 1`` (the paper reports about +20% on 7-8B models). A point
     with no joint trial in its band has NaN joint columns.
     """
@@ -60,15 +63,16 @@ def paper_table(df: pd.DataFrame, base: BaseReference) -> pd.DataFrame:
         band = joint[(joint["tcr"] >= point - 1e-9) & (joint["tcr"] < point + TCR_BAND - 1e-9)]
         for side, best in (("quant", quant), ("joint", _best(band))):
             row[f"{side}_config"] = None if best is None else best["config"]
-            for name in ("tcr", "sr", "deploy_ratio", *tasks):
+            for name in ("tcr", "sr", "sr_low", "sr_high", "flip_rate", "deploy_ratio", *tasks):
                 value = None if best is None else best.get(name)
                 row[f"{side}_{name}"] = float("nan") if value is None else float(value)
         row["rel_diff"] = row["joint_sr"] / row["quant_sr"] - 1 if row["quant_sr"] else None
         rows.append(row)
     table = pd.DataFrame(rows)
     ordered = ["tcr", "quant_config", "quant_tcr", "quant_deploy_ratio", "quant_sr",
-               *(f"quant_{t}" for t in tasks), "joint_config", "joint_tcr",
-               "joint_deploy_ratio", "joint_sr", *(f"joint_{t}" for t in tasks),
+               "quant_sr_low", "quant_sr_high", "quant_flip_rate", *(f"quant_{t}" for t in tasks),
+               "joint_config", "joint_tcr", "joint_deploy_ratio", "joint_sr", "joint_sr_low",
+               "joint_sr_high", "joint_flip_rate", *(f"joint_{t}" for t in tasks),
                "rel_diff"]  # fmt: skip
     return table[ordered]
 
@@ -100,23 +104,38 @@ def _num(x: object) -> str:
     return "–" if x is None or pd.isna(x) else f"{float(x):.3f}"
 
 
+def _sr(r: pd.Series, side: str) -> str:
+    """Sr with its 95% interval where the study has one."""
+    low, high = r.get(f"{side}_sr_low"), r.get(f"{side}_sr_high")
+    if low is None or pd.isna(low) or high is None or pd.isna(high):
+        return _num(r[f"{side}_sr"])
+    return f"{_num(r[f'{side}_sr'])} ({float(low):.3f}-{float(high):.3f})"
+
+
+def _flips(r: pd.Series, side: str) -> str:
+    rate = r.get(f"{side}_flip_rate")
+    return "–" if rate is None or pd.isna(rate) else f"{float(rate):.1%}"
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    """The table as GitHub markdown: one row per TCr point, Sr per task for both sides."""
+    """The table as GitHub markdown: one row per TCr point, Sr per task for both sides, Sr
+    with its 95% interval, and the share of answers flipped against the base model."""
     tasks = [c.removeprefix("quant_sr:") for c in table.columns if c.startswith("quant_sr:")]
     per_task = [f"Sr {t}" for t in short_names(tasks)]
     deploy = has_deploy_ratio(table)
     ratio_head = ["deploy ratio"] if deploy else []
-    head = ["TCr", "quantization only", *ratio_head, *per_task, "Sr",
-            "joint (prune + quantize)", "TCr", *ratio_head, *per_task, "Sr", "Δ Sr"]  # fmt: skip
+    head = ["TCr", "quantization only", *ratio_head, *per_task, "Sr (95%)", "flips",
+            "joint (prune + quantize)", "TCr", *ratio_head, *per_task, "Sr (95%)", "flips",
+            "Δ Sr"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = [_pct(r["tcr"]), f"`{r['quant_config']}`"]
         cells += [_ratio(r["quant_deploy_ratio"])] if deploy else []
-        cells += [_num(r[f"quant_sr:{t}"]) for t in tasks] + [_num(r["quant_sr"])]
+        cells += [_num(r[f"quant_sr:{t}"]) for t in tasks] + [_sr(r, "quant"), _flips(r, "quant")]
         joint = r["joint_config"]
         cells += [f"`{joint}`" if isinstance(joint, str) else "–", _pct(r["joint_tcr"])]
         cells += [_ratio(r["joint_deploy_ratio"])] if deploy else []
-        cells += [_num(r[f"joint_sr:{t}"]) for t in tasks] + [_num(r["joint_sr"])]
+        cells += [_num(r[f"joint_sr:{t}"]) for t in tasks] + [_sr(r, "joint"), _flips(r, "joint")]
         diff = r["rel_diff"]
         cells.append("–" if diff is None or pd.isna(diff) else f"{float(diff):+.1%}")
         lines.append("| " + " | ".join(cells) + " |")

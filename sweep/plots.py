@@ -1,5 +1,6 @@
-"""The Pareto plots: every trial coloured by ordering and pattern, the front highlighted, the full
-configuration on hover; written as self-contained HTML and, where Chromium is installed, PNG."""
+"""The Pareto plots: every trial coloured by ordering and pattern, the front highlighted with the
+95% intervals of its Sr, the full configuration on hover; written as self-contained HTML and,
+where Chromium is installed, PNG."""
 
 from __future__ import annotations
 
@@ -56,10 +57,30 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
         lines.append(f"{verdict}, {show('deploy_ratio')}: {row['deploy_reason']}")
     if row.get("stage") == Stage.SAMPLE:
         lines.append(f"{Stage.SAMPLE.stopped}: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
+    elif pd.notna(row.get("sr_low")):
+        lines.append(f"Sr's 95% interval: [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
+    if pd.notna(row.get("flips")):
+        lines.append(f"flips against the base model: {row['flips']:.0f} ({row['flip_rate']:.1%})")
     elif row.get("stage") == Stage.TASKS:
         lines.append(f"{Stage.TASKS.stopped}: the study's front dominated it on its objectives")
-    lines += [f"{t.removeprefix('score:')}: {row[t]:.3f}" for t in tasks]
+    for column in tasks:
+        task = column.removeprefix("score:")
+        recovery = row.get(f"recovery:{task}")
+        kept = f" (recovery {recovery:.1%})" if pd.notna(recovery) else ""
+        lines.append(f"{task}: {row[column]:.3f}{kept}")
     return "<br>".join(lines)
+
+
+def error_bars(df: pd.DataFrame, y: str) -> dict | None:
+    """Plotly's asymmetric error bars of Sr's interval on ``y`` (Sr, or SrCr: Sr over the
+    capacity kept, so its interval scales with it); None on another axis or without intervals."""
+    if y not in ("sr", "srcr") or "sr_low" not in df or df["sr_low"].isna().all():
+        return None
+    scale = (df[y] / df["sr"]).where(df["sr"] > 0, 0.0)
+    high = ((df["sr_high"] - df["sr"]) * scale).fillna(0.0)
+    low = ((df["sr"] - df["sr_low"]) * scale).fillna(0.0)
+    return {"type": "data", "symmetric": False, "array": list(high), "arrayminus": list(low),
+            "thickness": 1.2, "width": 4}  # fmt: skip
 
 
 def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: str = ""):
@@ -89,6 +110,7 @@ def pareto_figure(df: pd.DataFrame, x: str, y: str, front: pd.DataFrame, title: 
         go.Scatter(
             x=best[x], y=best[y], text=best.get("hover"), mode="lines+markers",
             name="Pareto front", hovertemplate="%{text}<extra></extra>",
+            error_y=error_bars(best, y) if not best.empty else None,
             line={"color": "black", "width": 1.5, "dash": "dot"},
             marker={"size": 16, "symbol": "circle-open", "color": "black", "line": {"width": 2}},
         )

@@ -14,7 +14,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from sweep.errors import UserError
-from sweep.evaluation.measurement import Stage
+from sweep.evaluation.measurement import Measurement, Stage
 from sweep.evaluation.stages import dominated_by
 from sweep.metrics import METRICS
 from sweep.owned_folder import OwnedFolder
@@ -67,8 +67,30 @@ def _row(r: TrialRecord) -> dict[str, object]:
         row.update({f"score:{task}": score for task, score in m.task_scores.items()})
         row.update(m.timings)
         row.update(stage=m.stage, sr_low=m.sr_low, sr_high=m.sr_high, layers=m.layer_summary)
+        row.update(agreement_columns(m))
         row.update(deployable=m.deployable, deploy_reason=m.deploy_reason)
     row.update(feasible=r.feasible, reused=r.reused, worker=r.worker, fail_reason=r.fail_reason)
+    return row
+
+
+def agreement_columns(m: Measurement) -> dict[str, float | int]:
+    """A trial's agreement with the base model as columns: its flips over every task
+    (``flips``, and ``flip_rate`` of the documents scored), and per task its flips, recovery
+    and retention's 95% interval (``flips:<task>``, ``recovery:<task>``,
+    ``retention_low:<task>``, ``retention_high:<task>``). None for results stored before."""
+    agreements = m.task_agreement()
+    if not agreements:
+        return {}
+    documents = sum(a.documents for a in agreements.values())
+    row: dict[str, float | int] = {
+        "flips": sum(a.flips for a in agreements.values()),
+        "flip_rate": sum(a.flips for a in agreements.values()) / documents if documents else 0.0,
+    }
+    for task, a in agreements.items():
+        row[f"flips:{task}"] = a.flips
+        row[f"recovery:{task}"] = a.recovery
+        row[f"retention_low:{task}"] = a.retention_low
+        row[f"retention_high:{task}"] = a.retention_high
     return row
 
 

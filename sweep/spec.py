@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -312,8 +313,10 @@ class StagesSpec(_Strict):
     """
 
     mode: Literal["auto", "on", "off"] = "auto"
-    # each task's sample in stage 1: a fraction of its documents (0.2), or a number of them (200)
-    sample: int | float = 0.2
+    # each task's sample in stage 1: a fraction of its documents (0.2), or a number of them
+    # (200); a list of increasing sizes races ([100, 200, 400]): the sample grows step by step,
+    # and a trial stops at the first step where its best case is dominated
+    sample: int | float | list[int | float] = 0.2
     min_docs: int = Field(50, gt=0)  # at least this many documents of each task in stage 1
     z: float = Field(2.5, gt=0.0)  # stage 1's interval: estimate +/- z standard errors
     seed: int = 0  # draws the sample; the same sample for every trial of a study
@@ -331,13 +334,21 @@ class StagesSpec(_Strict):
     @field_validator("sample", mode="before")
     @classmethod
     def _sample(cls, v: object) -> object:
-        number = isinstance(v, int | float) and not isinstance(v, bool)
-        if not number or v <= 0 or (isinstance(v, float) and v >= 1):  # type: ignore[operator]
-            raise ValueError(
-                f"sample must be a fraction of each task's documents, above 0 and below 1 (0.2), "
-                f"or a whole number of them (200), got {v!r}"
-            )
-        return v
+        sizes = v if isinstance(v, list) else [v]
+        allowed = (
+            "sample must be a fraction of each task's documents, above 0 and below 1 (0.2), a "
+            "whole number of them (200), or a list of increasing sizes of one kind, the steps "
+            "of a sample that grows ([100, 200, 400])"
+        )
+        for size in sizes:
+            number = isinstance(size, int | float) and not isinstance(size, bool)
+            if not number or size <= 0 or (isinstance(size, float) and size >= 1):
+                raise ValueError(allowed)
+        kinds = {type(size) for size in sizes}
+        increasing = all(a < b for a, b in itertools.pairwise(sizes))
+        if not sizes or len(kinds) > 1 or not increasing:
+            raise ValueError(allowed)
+        return sizes[0] if len(sizes) == 1 else sizes
 
     @model_validator(mode="after")
     def _one_sequence(self) -> StagesSpec:

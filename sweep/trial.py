@@ -13,8 +13,8 @@ from sweep.compress.driver import CompressionResult
 from sweep.compress.layer import requires_calibration
 from sweep.compress.rtn import QuantGrid
 from sweep.errors import TrialError
-from sweep.evaluation.harness import Evaluator, Scores, TaskError
-from sweep.evaluation.measurement import BaseReference, Measurement, measure
+from sweep.evaluation.harness import Evaluator, Scores, TaskError, leaf_lists
+from sweep.evaluation.measurement import BaseReference, Measurement, measure, with_agreement
 from sweep.evaluation.proxy import BaseDistribution, base_distribution, held_out_tokens
 from sweep.evaluation.sample import draw_sample
 from sweep.evaluation.stages import StopRule, evaluate_in_stages
@@ -82,18 +82,14 @@ class TrialRunner:
         With staged evaluation on, also draw each task's sample of documents."""
         evaluator = self._evaluator()
         self.loaded.restore()
+        scores, documents = evaluator.score_documents()
         samples = None
         if evaluator.staged():
             stages = evaluator.spec.stages
-            tasks, samples = {}, {}
-            for task in evaluator.spec.tasks:
-                tasks[task.name], per_doc = evaluator.documents(task)
-                sample = draw_sample(per_doc, stages.sample, stages.min_docs, stages.seed)
-                samples[task.name] = sample.to_dict()
-            ppl = evaluator.perplexity() if evaluator.spec.perplexity_task else None
-            scores = Scores(tasks, ppl)
-        else:
-            scores = evaluator.score()
+            samples = {
+                task: draw_sample(docs, stages.sample, stages.min_docs, stages.seed).to_dict()
+                for task, docs in documents.items()
+            }
         random = dict(evaluator.random_scores)
         at_chance = {t: s for t, s in scores.tasks.items() if s <= random[t]}
         if at_chance:
@@ -102,7 +98,8 @@ class TrialRunner:
                 f"the base model is at or below chance on: {shown}; semantic retention is "
                 "undefined there, so drop these tasks from the study"
             )
-        return BaseReference(scores.tasks, random, scores.perplexity, samples)
+        in_order = {task: leaf_lists(docs) for task, docs in documents.items()}
+        return BaseReference(scores.tasks, random, scores.perplexity, samples, in_order)
 
     def proxy_base(self) -> BaseDistribution:
         """The base model's next-token distributions on the KL proxy's held-out tokens,
@@ -185,12 +182,14 @@ class TrialRunner:
                 )
                 scores = staged_scores.scores
                 timings.update(staged_scores.timings)
+                documents = staged_scores.documents
             else:
                 on_phase("evaluate")
-                scores = evaluator.score()
+                scores, documents = evaluator.score_documents()
         timings["evaluate_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - start
         measurement = measure(config, compressed, scores, base, inventory, timings)
         if staged_scores is not None:
             measurement = staged_scores.into(measurement)
+        measurement = with_agreement(measurement, documents, base)
         return TrialResult(config, measurement, compressed.grids)

@@ -65,6 +65,18 @@ def test_report_writes_plots_table_and_csv(report):
         assert row["real_ratio"] == pytest.approx(attrs["real_ratio"])
         for task, score in attrs["task_scores"].items():
             assert row[f"score:{task}"] == pytest.approx(score)
+        # flips, recovery and the 95% intervals, against the stored base reference
+        agreement = attrs["agreement"]
+        assert row["flips"] == sum(a["flips"] for a in agreement.values())
+        assert row["sr_low"] <= row["sr"] <= row["sr_high"] and row["sr_low"] < row["sr_high"]
+        for task, a in agreement.items():
+            assert a["documents"] == 60  # the study's limit: every document scored
+            assert row[f"recovery:{task}"] == pytest.approx(a["recovery"])
+            assert row[f"retention_low:{task}"] <= row[f"retention_high:{task}"]
+        if row["config"] == "base":
+            assert row["flips"] == 0 and all(a["recovery"] == 1 for a in agreement.values())
+    for stem in ("pareto-srcr", "pareto-sr"):  # the front drawn with its intervals
+        assert '"error_y"' in (out / f"{stem}.html").read_text()
 
 
 def test_paper_table_matches_the_stored_trials(report, demo_grid_study):
@@ -90,7 +102,11 @@ def test_paper_table_matches_the_stored_trials(report, demo_grid_study):
         assert high[f"joint_sr:{task}"] == pytest.approx(_retention(joint, base, task))
     markdown = (out / "paper-table.md").read_text()
     assert markdown.count("\n") == 2 + len(table)
-    assert f"{joint['sr']:.3f}" in markdown
+    assert f"{joint['sr']:.3f} ({joint['sr_low']:.3f}-{joint['sr_high']:.3f})" in markdown
+    flipped = sum(a["flips"] for a in joint["agreement"].values())
+    scored = sum(a["documents"] for a in joint["agreement"].values())
+    assert high["joint_flip_rate"] == pytest.approx(flipped / scored)
+    assert f"{flipped / scored:.1%}" in markdown and "flips" in markdown
 
 
 def test_report_on_a_missing_study_says_so(tmp_path):

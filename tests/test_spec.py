@@ -154,9 +154,16 @@ def test_stages_read_yaml_booleans_and_name_what_is_allowed():
         assert spec.evaluation.stages.mode == mode
     msg = _error(evaluation={"tasks": ["t"], "stages": {"mode": "sometimes"}})
     assert "evaluation.stages.mode" in msg and "'auto', 'on' or 'off'" in msg
-    for bad in (1.5, 1.0, 0, -3, True):
+    for bad in (1.5, 1.0, 0, -3, True, [], [200, 100], [100, 0.5], [100, 100], [0.1, 1.2]):
         msg = _error(evaluation={"tasks": ["t"], "stages": {"sample": bad}})
-        assert "evaluation.stages.sample" in msg and "(0.2), or a whole number" in msg
+        assert "evaluation.stages.sample" in msg and "(0.2), a whole number" in msg
+        assert "list of increasing sizes" in msg
+    assert (
+        _spec(evaluation={"tasks": ["t"], "stages": {"sample": [200]}}).evaluation.stages.sample
+        == 200
+    )
+    racing = _spec(evaluation={"tasks": ["t"], "stages": {"sample": [100, 200, 400]}})
+    assert racing.evaluation.stages.sample == [100, 200, 400]
     for good in (200, 0.25):
         stages = _spec(evaluation={"tasks": ["t"], "stages": {"sample": good}}).evaluation.stages
         assert stages.sample == good and type(stages.sample) is type(good)

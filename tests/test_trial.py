@@ -92,7 +92,56 @@ def test_a_stopped_trial_keeps_an_interval_holding_its_full_sr(staged_runner):
     assert stopped.sr_low <= full.sr <= stopped.sr_high
     assert stopped.tcr == full.tcr and stopped.real_ratio == full.real_ratio
     (estimated,) = asked
-    assert replace(estimated, timings=stopped.timings) == stopped
+    assert replace(estimated, timings=stopped.timings, agreement=stopped.agreement) == stopped
+    for agreement in stopped.task_agreement().values():  # flips on the sample it scored
+        assert (agreement.documents, agreement.population) == (40, LIMIT)
+        assert 0 <= agreement.flips <= agreement.documents
+
+
+def test_a_full_trial_counts_its_flips_against_every_base_document(staged_runner):
+    runner, base = staged_runner
+    full = runner.run(TWO_BIT, base).measurement
+    evaluator = runner.evaluator  # the model still holds the compressed weights
+    for task in evaluator.spec.tasks:
+        compressed = evaluator.documents(task)[1][task.name]
+        before = base.documents[task.name][task.name]
+        agreement = full.task_agreement()[task.name]
+        changed = sum(compressed[i] != before[i] for i in range(LIMIT))
+        assert agreement.flips == changed > 0  # 2 bits changes answers
+        assert agreement.documents == LIMIT
+        assert agreement.recovery == pytest.approx(
+            full.task_scores[task.name] / base.scores[task.name]
+        )
+        assert agreement.retention_low <= agreement.retention <= agreement.retention_high
+        assert agreement.retention_low < agreement.retention_high  # retention clips at 0
+    assert full.sr_low <= full.sr < full.sr_high  # an error bar, though every document was scored
+    assert full.flips == sum(a.flips for a in full.task_agreement().values())
+
+
+def test_a_racing_sample_scores_only_the_steps_it_reaches(staged_runner):
+    runner, base = staged_runner
+    evaluator = runner.evaluator
+    runner.loaded.restore()
+    racing = {
+        t.name: draw_sample({t.name: dict(enumerate(base.documents[t.name][t.name]))},
+                            [20, 40], 10, seed=0).to_dict()
+        for t in evaluator.spec.tasks
+    }  # fmt: skip
+    asked = []
+
+    def stop_at_second_step(m):
+        asked.append(m)
+        return len(asked) == 2
+
+    at_two = runner.run(TWO_BIT, replace(base, samples=racing), stop=stop_at_second_step)
+    first, second = asked
+    assert first.stage == second.stage == Stage.SAMPLE
+    assert second.sr_high - second.sr_low < first.sr_high - first.sr_low  # twice the documents
+    assert {a.documents for a in at_two.measurement.task_agreement().values()} == {40}
+    asked.clear()
+    at_one = runner.run(TWO_BIT, replace(base, samples=racing), stop=lambda m: not asked.append(m))
+    assert len(asked) == 1
+    assert {a.documents for a in at_one.measurement.task_agreement().values()} == {20}
 
 
 def test_a_sample_of_every_document_is_the_full_evaluation(staged_runner):

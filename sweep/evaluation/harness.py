@@ -99,6 +99,11 @@ def quiet() -> Iterator[None]:
 DocScores = dict[str, dict[int, float]]  # per leaf task, per document index: its score
 
 
+def leaf_lists(docs: DocScores) -> dict[str, list[float]]:
+    """Each leaf's per-document scores as a list in document order (every document scored)."""
+    return {leaf: [scores[i] for i in range(len(scores))] for leaf, scores in docs.items()}
+
+
 @dataclass
 class Scores:
     """One evaluation: a score per task (for Sr), and perplexity when the study asks for it."""
@@ -293,6 +298,16 @@ class Evaluator:
         tasks = {t.name: self.task_score(t) for t in self.spec.tasks}
         ppl = self.perplexity() if self.spec.perplexity_task else None
         return Scores(tasks=tasks, perplexity=ppl)
+
+    def score_documents(self) -> tuple[Scores, dict[str, DocScores]]:
+        """``score``'s scores, and every task's per-document scores beside them (for flips and
+        error bars: ``sweep.evaluation.agreement``)."""
+        tasks, documents = {}, {}
+        for task in self.spec.tasks:
+            score, documents[task.name] = self.documents(task)
+            tasks[task.name] = score if score is not None else self.task_score(task)
+        ppl = self.perplexity() if self.spec.perplexity_task else None
+        return Scores(tasks=tasks, perplexity=ppl), documents
 
     def task_score(self, task: TaskSpec) -> float:
         """lm-eval's score of one task on all its documents (within ``limit``)."""

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
 from sweep.compress.config import CompressionConfig
 from sweep.compress.driver import CompressionResult
 from sweep.errors import TrialError
-from sweep.evaluation.harness import Scores
+from sweep.evaluation.agreement import TaskAgreement, sr_interval, task_agreement
+from sweep.evaluation.harness import DocScores, Scores
 from sweep.evaluation.sample import TaskSample
 from sweep.metrics import (
     LayerShare,
@@ -66,6 +67,9 @@ class BaseReference:
     # staged evaluation: each task's sample of documents with the base model's scores on them
     # (``TaskSample.to_dict``); None when the study evaluates in full only
     samples: dict[str, dict[str, Any]] | None = None
+    # every document's score, per task and leaf, in document order: what a trial's flips and
+    # error bars compare with (``sweep.evaluation.agreement``); None in results stored before
+    documents: dict[str, dict[str, list[float]]] | None = None
 
     def task_samples(self) -> dict[str, TaskSample] | None:
         if self.samples is None:
@@ -108,6 +112,10 @@ class Measurement:
     deployable: bool | None = None
     deploy_reason: str | None = None
     deploy_ratio: float | None = None
+    # per task, against the base model: flips, recovery, retention and its 95% interval
+    # (``sweep.evaluation.agreement.TaskAgreement.to_dict``); None where the base reference
+    # holds no per-document scores (results stored before)
+    agreement: dict[str, dict[str, float]] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage", Stage(self.stage))
@@ -116,6 +124,14 @@ class Measurement:
     def layer_summary(self) -> str:
         """The plan in a few words: share of layers per bit-width, range of sparsity."""
         return summarise_layers(self.layers) if self.layers else ""
+
+    def task_agreement(self) -> dict[str, TaskAgreement]:
+        return {t: TaskAgreement.from_dict(a) for t, a in (self.agreement or {}).items()}
+
+    @property
+    def flips(self) -> int | None:
+        """Documents whose answer changed against the base model's, over every task."""
+        return sum(a.flips for a in self.task_agreement().values()) if self.agreement else None
 
     @property
     def full(self) -> bool:
@@ -195,3 +211,27 @@ def measure(
         capacity=capacity,
         layers=layers,
     )
+
+
+def with_agreement(
+    m: Measurement, documents: dict[str, DocScores], base: BaseReference
+) -> Measurement:
+    """``m`` with each task's agreement with the base model, from the documents it scored (all
+    of them, or a sample's); an exact Sr also gets its 95% interval (a trial stopped after its
+    sample keeps the interval its stop was decided on). ``m`` as it is when the base reference
+    holds no per-document scores."""
+    if base.documents is None:
+        return m
+    agreements = {
+        task: task_agreement(
+            documents[task],
+            base.documents[task],
+            score,
+            base.scores[task],
+            base.random_scores[task],
+        )
+        for task, score in m.task_scores.items()
+    }
+    low, high = (m.sr_low, m.sr_high) if m.stage == Stage.SAMPLE else sr_interval(agreements)
+    stored = {task: a.to_dict() for task, a in agreements.items()}
+    return replace(m, agreement=stored, sr_low=low, sr_high=high)

@@ -12,26 +12,41 @@ on most documents has a small variance of ``c_i - b_i``, and a far tighter inter
 sampled accuracy alone would give. Leaves of a task group are strata: each is sampled at the
 same fraction and the estimate is the document-weighted (pooled) mean, with the finite
 population correction.
+
+The sample can grow in steps (``sample: [100, 200, 400]``, racing): each step's documents are
+the first ones of one seeded random draw, so every step is itself a simple random sample and
+holds the steps before it; a trial that is not yet dominated scores only the step's new
+documents.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
 class LeafSample:
-    """One lm-eval task (a leaf) of a study's task: how many documents it has, the sorted
-    indices of those sampled, the base model's per-document score on them, and its total over
-    all documents."""
+    """One lm-eval task (a leaf) of a study's task: how many documents it has, the indices of
+    those sampled (sorted within each step), the base model's per-document score on them, its
+    total over all documents, and how many of ``ids`` each step has seen (``steps``; one step
+    of all of them when absent, as samples stored before racing)."""
 
     population: int
     ids: list[int]
     base: list[float]
     base_total: float
+    steps: list[int] | None = None
+
+    def step_sizes(self) -> list[int]:
+        return self.steps or [len(self.ids)]
+
+    def first(self, n: int) -> LeafSample:
+        """The sample of this leaf's first ``n`` documents (a step's)."""
+        return LeafSample(self.population, self.ids[:n], self.base[:n], self.base_total)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,33 @@ class TaskSample:
     def indices(self) -> dict[str, list[int]]:
         return {name: leaf.ids for name, leaf in self.leaves.items()}
 
+    @property
+    def steps(self) -> int:
+        return max(len(leaf.step_sizes()) for leaf in self.leaves.values())
+
+    def step_sizes(self) -> list[int]:
+        """The documents the sample holds after each of its steps."""
+        return [self.step(k).size for k in range(self.steps)]
+
+    def step(self, k: int) -> TaskSample:
+        """The sample as it stands after step ``k`` (0-based): every leaf's documents so far."""
+        return TaskSample(
+            {
+                name: leaf.first(leaf.step_sizes()[min(k, len(leaf.step_sizes()) - 1)])
+                for name, leaf in self.leaves.items()
+            }
+        )
+
+    def new_in_step(self, k: int) -> dict[str, list[int]]:
+        """Per leaf, the documents step ``k`` adds to the steps before it (none for a leaf
+        whose steps ended earlier)."""
+        out = {}
+        for name, leaf in self.leaves.items():
+            sizes = [0, *leaf.step_sizes()]
+            if k + 1 < len(sizes):
+                out[name] = leaf.ids[sizes[k] : sizes[k + 1]]
+        return {name: ids for name, ids in out.items() if ids}
+
     def complement(self) -> dict[str, list[int]]:
         """Per leaf, the documents not in the sample (for the rest of a full evaluation)."""
         out = {}
@@ -67,38 +109,56 @@ class TaskSample:
         return cls({name: LeafSample(**leaf) for name, leaf in data.items()})
 
 
-def sample_size(population: int, sample: int | float, min_docs: int) -> int:
+SampleSize = int | float  # a number of documents, or a fraction of them
+
+
+def sample_size(population: int, sample: SampleSize, min_docs: int) -> int:
     """Documents to sample from ``population``: a ``sample`` of them (a fraction, or a number
     of documents when it is an int), at least ``min_docs``, at most all."""
     wanted = sample if isinstance(sample, int) else math.ceil(sample * population)
     return min(population, max(min_docs, wanted))
 
 
-def draw_ids(population: int, n: int, seed: int, name: str) -> list[int]:
-    """``n`` distinct document indices of ``range(population)``, sorted; the same for the same
-    seed and leaf name on any machine (a string seed is hashed with SHA-512 by ``random``)."""
-    return sorted(random.Random(f"{seed}:{name}").sample(range(population), n))
+def draw_ids(population: int, n: int, seed: int, name: str, steps: Sequence[int] = ()) -> list[int]:
+    """``n`` distinct document indices of ``range(population)``, the same for the same seed
+    and leaf name on any machine (a string seed is hashed with SHA-512 by ``random``): in the
+    order drawn, so that the first ``k`` are a random sample too, and sorted within each of
+    ``steps`` (cumulative sizes; sorted whole without them)."""
+    drawn = random.Random(f"{seed}:{name}").sample(range(population), n)
+    bounds = [0, *(k for k in steps if k < n), n]
+    return [i for a, b in itertools.pairwise(bounds) for i in sorted(drawn[a:b])]
 
 
 def draw_sample(
-    per_doc_base: Mapping[str, Mapping[int, float]], sample: int | float, min_docs: int, seed: int
+    per_doc_base: Mapping[str, Mapping[int, float]],
+    sample: SampleSize | Sequence[SampleSize],
+    min_docs: int,
+    seed: int,
 ) -> TaskSample:
     """A task's sample from the base model's score on every document of each leaf: ``sample``
-    a fraction of its documents, or (an int) a number of them, at least ``min_docs``."""
+    a fraction of its documents, or (an int) a number of them, at least ``min_docs``; a list of
+    sizes draws a sample that grows in those steps (racing)."""
+    sizes = list(sample) if isinstance(sample, Sequence) else [sample]
     leaves = {}
     population = sum(len(docs) for docs in per_doc_base.values())
     for name, docs in sorted(per_doc_base.items()):
         # each leaf at the same fraction; a group's count and min_docs are shared by its leaves'
         # sizes (a count in whole numbers: 100 / 176 * 176 is 100.00000000000001 in floats)
         share = len(docs) / population if population else 0.0
-        part = -(-sample * len(docs) // population) if isinstance(sample, int) else sample
-        n = sample_size(len(docs), part, math.ceil(min_docs * share))
-        ids = draw_ids(len(docs), n, seed, name)
+        floor = math.ceil(min_docs * share)
+        steps: list[int] = []
+        for size in sizes:
+            part = -(-size * len(docs) // population) if isinstance(size, int) else size
+            n = sample_size(len(docs), part, floor)
+            if not steps or n > steps[-1]:
+                steps.append(n)  # a step at or past the whole leaf ends its steps
+        ids = draw_ids(len(docs), steps[-1], seed, name, steps)
         leaves[name] = LeafSample(
             population=len(docs),
             ids=ids,
             base=[float(docs[i]) for i in ids],
             base_total=float(sum(docs.values())),
+            steps=steps if len(steps) > 1 else None,
         )
     return TaskSample(leaves)
 

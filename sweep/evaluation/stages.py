@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
 from sweep.compress.config import CompressionConfig
-from sweep.evaluation.harness import Evaluator, Scores
+from sweep.evaluation.harness import DocScores, Evaluator, Scores
 from sweep.evaluation.measurement import BaseReference, Measurement, Stage
 from sweep.evaluation.proxy import BaseDistribution, kl_divergence
 from sweep.evaluation.sample import Estimate, estimate, pooled_score
@@ -62,8 +62,9 @@ def estimated_scores(
 
 
 def optimistic(m: Measurement, config: CompressionConfig) -> Measurement:
-    """``m`` at the top of its Sr interval (SrCr with it); a full measurement as it is."""
-    if m.full or m.sr_high is None:
+    """``m`` at the top of its Sr interval (SrCr with it); an exact one (every document
+    scored) as it is."""
+    if m.stage != Stage.SAMPLE or m.sr_high is None:
         return m
     capacity = m.capacity or capacity_kept(m.measured_sparsity, config.bits)
     return replace(m, sr=m.sr_high, srcr=srcr(m.sr_high, capacity))
@@ -123,7 +124,7 @@ class StopRule:
 class StagedScores:
     """What a staged evaluation gives: the scores (estimated, when it stopped after its
     sample; without perplexity, when it stopped before it), the KL proxy, the seconds of its
-    stages, and where it stopped."""
+    stages, where it stopped, and every task's per-document scores so far."""
 
     scores: Scores
     kl: float
@@ -131,10 +132,16 @@ class StagedScores:
     stage: Stage = Stage.FULL
     sr_low: float | None = None
     sr_high: float | None = None
+    documents: dict[str, DocScores] = field(default_factory=dict)
 
     def into(self, m: Measurement) -> Measurement:
         """``m`` (measured from these scores) with where it stopped, its interval and KL."""
         return replace(m, stage=self.stage, kl=self.kl, sr_low=self.sr_low, sr_high=self.sr_high)
+
+
+def _merged(into: dict[str, dict[int, float]], more: DocScores) -> None:
+    for leaf, docs in more.items():
+        into.setdefault(leaf, {}).update(docs)
 
 
 def evaluate_in_stages(
@@ -147,9 +154,9 @@ def evaluate_in_stages(
     on_phase: Callable[[str], None] = lambda phase: None,
 ) -> StagedScores:
     """Evaluate ``model`` (compressed, in memory) in stages against ``base``, whose samples
-    were drawn (``BaseReference.samples``): the KL proxy, each task's sample, then the rest of
-    the documents, then perplexity, stopping as soon as ``stop`` says so of the measurement
-    ``measured`` makes of the scores so far."""
+    were drawn (``BaseReference.samples``): the KL proxy, each task's sample (step by step when
+    it grows in steps), then the rest of the documents, then perplexity, stopping as soon as
+    ``stop`` says so of the measurement ``measured`` makes of the scores so far."""
     stages = evaluator.spec.stages
     samples = base.task_samples()
     assert samples is not None, "the base reference holds no samples: evaluate in full"
@@ -157,20 +164,29 @@ def evaluate_in_stages(
     t = time.perf_counter()
     kl = kl_divergence(model, proxy)
     timings = {"kl_s": time.perf_counter() - t}
-    on_phase("stage 1: sample")
+    scored: dict[str, DocScores] = {task.name: {} for task in evaluator.spec.tasks}
+    steps = max(sample.steps for sample in samples.values())
     t = time.perf_counter()
-    in_sample = {
-        task.name: evaluator.documents(task, samples[task.name].indices())[1]
-        for task in evaluator.spec.tasks
-    }
-    estimates = {name: estimate(samples[name], docs) for name, docs in in_sample.items()}
-    _, low, high = sr_bounds(estimates, base.scores, base.random_scores, stages.z)
-    timings["sample_s"] = time.perf_counter() - t
-    estimated = StagedScores(
-        Scores(estimated_scores(estimates), None), kl, timings, Stage.SAMPLE, low, high
-    )  # measure() takes Sr's point
-    if stop(estimated.into(measured(estimated.scores))):
-        return estimated
+    for k in range(steps):
+        on_phase("stage 1: sample" if steps == 1 else f"stage 1: sample, step {k + 1} of {steps}")
+        for task in evaluator.spec.tasks:
+            sample = samples[task.name]
+            new = sample.new_in_step(k)
+            if not new:
+                continue
+            # a leaf whose steps ended earlier scores one of its documents again: lm-eval reads
+            # a leaf left out (or an empty list) as "all of its documents"
+            wanted = {leaf: new.get(leaf) or s.ids[:1] for leaf, s in sample.leaves.items()}
+            _merged(scored[task.name], evaluator.documents(task, wanted)[1])
+        estimates = {name: estimate(samples[name].step(k), docs) for name, docs in scored.items()}
+        _, low, high = sr_bounds(estimates, base.scores, base.random_scores, stages.z)
+        timings["sample_s"] = time.perf_counter() - t
+        estimated = StagedScores(
+            Scores(estimated_scores(estimates), None), kl, dict(timings), Stage.SAMPLE, low, high,
+            {name: {leaf: dict(d) for leaf, d in docs.items()} for name, docs in scored.items()},
+        )  # fmt: skip
+        if stop(estimated.into(measured(estimated.scores))):  # measure() takes Sr's point
+            return estimated
     on_phase("evaluate the rest")
     t = time.perf_counter()
     tasks = {}
@@ -180,11 +196,15 @@ def evaluate_in_stages(
             complement = sample.complement()
             # lm-eval reads an empty list of documents as "all of them"
             rest = evaluator.documents(task, complement)[1] if complement[task.name] else {}
-            tasks[task.name] = pooled_score(sample, in_sample[task.name], rest)
+            tasks[task.name] = pooled_score(sample, scored[task.name], rest)
+            _merged(scored[task.name], rest)
         else:  # a group: lm-eval's own aggregate over the whole of it
-            tasks[task.name] = evaluator.task_score(task)
+            group_score, scored[task.name] = evaluator.documents(task)
+            tasks[task.name] = (
+                group_score if group_score is not None else evaluator.task_score(task)
+            )
     timings["rest_s"] = time.perf_counter() - t
-    exact = StagedScores(Scores(tasks, None), kl, timings, Stage.TASKS)
+    exact = StagedScores(Scores(tasks, None), kl, timings, Stage.TASKS, documents=scored)
     if not evaluator.spec.perplexity_task:
         return replace(exact, stage=Stage.FULL)
     if stop(exact.into(measured(exact.scores))):
@@ -193,4 +213,4 @@ def evaluate_in_stages(
     t = time.perf_counter()
     ppl = evaluator.perplexity()
     timings["perplexity_s"] = time.perf_counter() - t
-    return StagedScores(Scores(tasks, ppl), kl, timings)
+    return replace(exact, scores=Scores(tasks, ppl), stage=Stage.FULL)

@@ -13,7 +13,7 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
     """Markdown with a YAML header: the configuration, every measurement of the trial beside the
     base model's scores, how to load it, and how to reproduce it."""
     c = bundle.config.canonical()
-    m, base, source = bundle.measurement, bundle.base, bundle.source
+    m, source = bundle.measurement, bundle.source
     lines = [
         "---",
         "library_name: transformers",
@@ -47,11 +47,9 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
         if value is not None:
             lines.append(f"| {metric.title} | {metric.show(value)} |")
     lines.append(f"| checkpoint size (model.safetensors) | {checkpoint_bytes / 1e6:.2f} MB |")
-    lines += ["", "| task | random guess | base model | this model |", "|---|---|---|---|"]
-    for task, score in m.task_scores.items():
-        lines.append(
-            f"| {task} | {base.random_scores[task]:.3f} | {base.scores[task]:.3f} | {score:.3f} |"
-        )
+    if m.sr_low is not None and m.sr_high is not None and m.full:
+        lines.append(f"| Sr, 95% interval | {m.sr_low:.3f} to {m.sr_high:.3f} |")
+    lines += _tasks(bundle)
     lines += [
         "",
         "Sr is the mean over tasks of max(0, n(compressed)) / n(base), with n a score normalised "
@@ -99,6 +97,42 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
     ]
     lines += [f"- {note}" for note in recipe_notes]
     return "\n".join(lines) + "\n"
+
+
+def _tasks(bundle: Bundle) -> list[str]:
+    """Each task against the base model: the scores, recovery (this model's score over the base
+    model's), retention with its 95% interval, and flips, where the trial has them."""
+    m, base = bundle.measurement, bundle.base
+    agreements = m.task_agreement()
+    if not agreements:
+        lines = ["", "| task | random guess | base model | this model |", "|---|---|---|---|"]
+        for task, score in m.task_scores.items():
+            lines.append(
+                f"| {task} | {base.random_scores[task]:.3f} | {base.scores[task]:.3f} "
+                f"| {score:.3f} |"
+            )
+        return lines
+    lines = [
+        "",
+        "| task | random guess | base model | this model | recovery | retention (95%) | flips |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, score in m.task_scores.items():
+        a = agreements[task]
+        lines.append(
+            f"| {task} | {base.random_scores[task]:.3f} | {base.scores[task]:.3f} | {score:.3f} "
+            f"| {a.recovery:.1%} | {a.retention:.3f} ({a.retention_low:.3f}-"
+            f"{a.retention_high:.3f}) | {a.flips} of {a.documents} ({a.flip_rate:.1%}) |"
+        )
+    lines += [
+        "",
+        "Recovery is this model's score over the base model's. Flips are the documents whose "
+        "answer turned right or wrong against the base model's: two models with the same score "
+        "can disagree on many questions. Retention's interval is paired (the standard error of "
+        "the per-document change from the base model), counting the task's documents as a "
+        "sample of the questions it stands for.",
+    ]
+    return lines
 
 
 def _deployment(bundle: Bundle, checkpoint_bytes: int) -> list[str]:

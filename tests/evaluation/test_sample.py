@@ -96,3 +96,42 @@ def test_pairing_narrows_the_interval_of_a_model_close_to_its_base():
     n = sample.size
     unpaired = math.sqrt(0.6 * 0.4 / n * (1 - n / 1000))
     assert est.stderr < unpaired / 2
+
+
+def test_a_sample_in_steps_nests_each_step_in_the_next():
+    base = {"a": _population(3000, 0.8, 0), "b": _population(1000, 0.6, 1)}
+    racing = draw_sample(base, sample=[100, 200, 400], min_docs=50, seed=0)
+    assert racing.steps == 3 and racing.step_sizes() == [100, 200, 400]
+    for k in range(2):
+        for leaf in racing.leaves:
+            assert set(racing.step(k).indices()[leaf]) < set(racing.step(k + 1).indices()[leaf])
+    # what each step adds, and nothing twice
+    added = [racing.new_in_step(k) for k in range(3)]
+    for leaf in racing.leaves:
+        ids = [i for step in added for i in step[leaf]]
+        assert len(ids) == len(set(ids)) == len(racing.leaves[leaf].ids)
+    # a step's estimate is that of its documents: the base scores travel with the ids
+    one = racing.step(1)
+    for leaf, sample in one.leaves.items():
+        assert sample.base == [base[leaf][i] for i in sample.ids]
+    assert TaskSample.from_dict(racing.to_dict()) == racing
+    # the last step alone draws the same documents as one sample of that size
+    assert set(draw_sample(base, 400, 50, seed=0).indices()["a"]) == set(racing.indices()["a"])
+
+
+def test_the_first_step_of_a_race_is_a_simple_random_sample():
+    """Each document is in the first step as often as its share says, not the lowest ids."""
+    hits = [0] * 100
+    for seed in range(400):
+        racing = draw_sample({"t": _population(100, 0.5, 0)}, [10, 50], 1, seed)
+        for i in racing.step(0).indices()["t"]:
+            hits[i] += 1
+    assert sum(hits[:50]) == pytest.approx(sum(hits[50:]), rel=0.1)
+    assert min(hits) > 15 and max(hits) < 70  # 40 expected of each
+
+
+def test_steps_past_the_whole_task_end_the_race():
+    racing = draw_sample({"t": _population(150, 0.5, 0)}, [100, 200, 400], 50, seed=0)
+    assert racing.step_sizes() == [100, 150]
+    assert racing.new_in_step(2) == {}
+    assert draw_sample({"t": _population(80, 0.5, 0)}, [100, 200], 50, 0).steps == 1

@@ -99,6 +99,10 @@ def test_export_records_config_recipe_and_card(exported):
     card = (out / "README.md").read_text()
     assert "rtn-w4-g128-asym" in card and f"{trial.user_attrs['sr']:.4f}" in card
     assert "pack-quantized" in card
+    for task, a in trial.user_attrs["agreement"].items():  # recovery, interval and flips
+        assert f"| {a['recovery']:.1%} | {a['retention']:.3f} ({a['retention_low']:.3f}-" in card
+        assert f"| {a['flips']} of {a['documents']} " in card and f"| {task} | " in card
+    assert f"| Sr, 95% interval | {trial.user_attrs['sr_low']:.3f} to " in card
     spec = yaml.safe_load((out / "sweep-trial.yaml").read_text())
     assert spec["search"]["bits"] == [4] and spec["trials"] == 1
 
