@@ -45,6 +45,8 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
+from bench.documents import document_records
+from bench.racing import FULL, Rule, bench_rules
 from bench.search import CORE_GRID, add_to_front, hypervolume_2d
 from sweep.compress import CompressionConfig
 from sweep.evaluation.measurement import Measurement
@@ -60,8 +62,22 @@ SPECS = {
     "demo": Path("studies/demo.yaml"),
     "smollm2": Path("studies/smollm2-paper.yaml"),
     "smollm2-search": Path("studies/smollm2-search.yaml"),
+    "smollm2-nextword": Path("studies/smollm2-nextword.yaml"),
 }
 BOUND = "exact stage 1"  # the replay mode that bounds what any sample could save
+# grids replayed from per-document records (bench.documents, bench.racing): every sample size
+# and racing rule from one computation
+DOCUMENT_GRIDS = {"smollm2-nextword"}
+RULES = [
+    Rule(FULL),
+    Rule("one sample of 20%", [0.2]),
+    Rule("one sample of 100", [100]),
+    Rule("one sample of 200", [200]),
+    Rule("one sample of 400", [400]),
+    Rule("racing 100, 200, 400", [100, 200, 400]),
+    Rule("racing 50, 100, 200, 400", [50, 100, 200, 400]),
+    Rule(BOUND + " (100)", [100], exact=True),
+]
 PART_OF = {"smollm2-search": "smollm2"}  # a grid whose records another grid's file holds in part
 SMALL_GRID = 24  # configurations: a grid this small is replayed whole only
 
@@ -219,6 +235,9 @@ def run_lengths(size: int) -> list[int]:
 
 def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
     spec = bench_spec(grid)
+    if grid in DOCUMENT_GRIDS:
+        data = document_records(spec, RESULTS / f"documents-{grid}.json", console)
+        return bench_rules(grid, data, spec, RULES, seeds, track=_tracker(grid, console))
     records = grid_records(grid, console)
 
     objectives = list(spec.objectives)
@@ -288,6 +307,13 @@ def bench_grid(grid: str, seeds: int, console: Console) -> list[dict]:
     return rows
 
 
+def _tracker(grid: str, console: Console):
+    def tracked(items, description: str):
+        return track(items, description=f"{grid}: {description}", console=console)
+
+    return tracked
+
+
 def summarise(rows: list[dict], console: Console) -> None:
     table = Table(title="staged vs full evaluation (medians over seeds)")
     columns = ("grid", "run", "mode", "new configs", "trials", "eval s / config", "HV vs grid",
@@ -307,6 +333,18 @@ def summarise(rows: list[dict], console: Console) -> None:
     console.print(table)
     for grid, run in dict.fromkeys((r["grid"], r.get("run")) for r in rows):
         mine = {r["mode"]: r for r in rows if r["grid"] == grid and r.get("run") == run}
+        if "staged" not in mine:  # a grid of per-document records: one line per rule
+            for mode, r in mine.items():
+                if mode != "full":
+                    console.print(
+                        f"{grid} ({r['task_documents']} documents), runs of {run}, {mode}: "
+                        f"{r['saving']:.2f}x less evaluation per new config "
+                        f"({r['saving_range'][0]:.2f}-{r['saving_range'][1]:.2f}x), hypervolume "
+                        f"{r['hypervolume']:.3f} vs {mine['full']['hypervolume']:.3f}, "
+                        f"{r['front_points_stopped']} front configs stopped; interval held "
+                        f"{r['interval_held']:.0%}, first width {r['first_width']:.3f}"
+                    )
+            continue
         ratio = mine["full"]["eval_s"] / mine["staged"]["eval_s"]
         bound = f"; with an exact stage 1, {mine['full']['eval_s'] / mine[BOUND]['eval_s']:.2f}x"
         low, high = mine["staged"].get("saving_range", (ratio, ratio))

@@ -86,3 +86,58 @@ def test_a_grid_holds_the_grid_whose_records_it_reuses():
         inner_keys = {c.key() for c in all_configs(bench_spec(inner).search)}
         assert inner_keys < outer_keys
         assert bench_spec(grid).sampler.name == bench_spec(inner).sampler.name == "tpe"
+
+
+def _document_records(population: int = 1000) -> dict:
+    """Per-document records of the SmolLM2 next-word grid, made up: each configuration turns a
+    share of the base model's answers (more as it compresses more) right or wrong at random."""
+    rng = random.Random(0)
+    base = [float(rng.random() < 0.85) for _ in range(population)]
+    base_score = sum(base) / population
+    data = {
+        "base": {"tasks": {"t": base_score}, "random": {"t": 0.25}, "documents": {"t": {"t": base}},
+                 "eval_s": 100.0, "call_s": 1.0},
+        "records": {},
+    }  # fmt: skip
+    for c in all_configs(bench_spec("smollm2-nextword").search):
+        damage = min(0.9, c.target_sparsity**2 + {2: 0.8, 3: 0.3, 4: 0.08, 8: 0.01}[c.bits])
+        docs = [b if rng.random() > damage else float(rng.random() < 0.25) for b in base]
+        score = sum(docs) / population
+        sr = max(0.0, (score - 0.25) / 0.75) / ((base_score - 0.25) / 0.75)
+        capacity = capacity_kept(c.target_sparsity, c.bits)
+        m = Measurement(
+            measured_sparsity=c.target_sparsity, zero_fraction=c.target_sparsity,
+            tcr=theoretical_compression_rate(c.target_sparsity, c.bits), real_ratio=1.0, sr=sr,
+            srcr=srcr(sr, capacity), perplexity=None, task_scores={"t": score}, kl=damage,
+            capacity=capacity,
+        )  # fmt: skip
+        data["records"][c.key()] = {"config": c.to_dict(), "full": m.to_dict(),
+                                    "documents": {"t": {"t": docs}}, "kl_s": 2.0,
+                                    "eval_s": 101.0}  # fmt: skip
+    return data
+
+
+def test_racing_replay_costs_what_its_steps_score_and_never_stops_a_front_point():
+    from bench.racing import FULL, Rule, bench_rules, schedules
+
+    spec = bench_spec("smollm2-nextword")
+    data = _document_records()
+    rules = [Rule(FULL), Rule("one", [200]), Rule("racing", [50, 100, 200]),
+             Rule("exact", [50], exact=True)]  # fmt: skip
+    rows = {r["mode"]: r for r in bench_rules("g", data, spec, rules, seeds=2)}
+    assert rows[FULL]["eval_s"] == 101.0 and rows[FULL]["saving"] == 1.0
+    for mode in ("one", "racing", "exact"):
+        assert rows[mode]["front_points_stopped"] == 0 and rows[mode]["stopped_share"] > 0
+        assert rows[mode]["saving"] > 1.0
+        assert rows[mode]["task_documents"] == 1000
+    assert rows["racing"]["interval_held"] >= 0.9
+    # stopping after 50 documents costs the KL pass, one lm-eval call and 50 documents
+    per_doc = (101.0 - 1.0) / 1000
+    plan = next(iter(schedules(data, rules[2], spec).values()))
+    assert [s.seconds for s in plan.steps] == pytest.approx(
+        [2.0 + 1.0 + 50 * per_doc, 2.0 + 2.0 + 100 * per_doc, 2.0 + 3.0 + 200 * per_doc]
+    )
+    assert plan.full_seconds == pytest.approx(2.0 + 4.0 + 1000 * per_doc)
+    # the interval narrows as the sample grows
+    widths = [s.sr_high - s.sr_low for s in plan.steps]
+    assert widths == sorted(widths, reverse=True)

@@ -1,0 +1,125 @@
+"""Per-document records of a grid: every configuration's score on every document of its study's
+tasks, with the seconds each step took, computed once with the trial code and kept in
+``bench-results/documents-<grid>.json``.
+
+From them any sample, any sequence of samples (racing) and any interval can be replayed
+exactly, without evaluating again: a sampled stage scores each document as the full pass does
+(lm-eval scores one document's choices on their own). What a stage costs is measured here too,
+as the seconds of the full pass per document (``eval_s / documents``) times the documents it
+scores, plus the KL pass and lm-eval's fixed cost of a call (``call_s``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import track
+
+from sweep.compress import CompressionConfig
+from sweep.compress.activations import quantized_activations
+from sweep.evaluation.harness import Scores, leaf_lists
+from sweep.evaluation.measurement import BaseReference, measure
+from sweep.evaluation.proxy import kl_divergence
+from sweep.events import Events
+from sweep.space import all_configs
+from sweep.spec import StudySpec
+
+
+def grid_order(configs: list[CompressionConfig]) -> list[CompressionConfig]:
+    """Configurations by sparsity, then key: a run cut short leaves whole sparsity levels."""
+    return sorted(configs, key=lambda c: (c.target_sparsity, c.key()))
+
+
+def document_records(spec: StudySpec, path: Path, console: Console) -> dict:
+    """The base model's and every configuration's per-document scores on ``spec``'s tasks,
+    computing only what ``path`` does not hold yet (for this model, tasks and KL settings)."""
+    from sweep.workers import prepare_runner
+
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    with prepare_runner(spec, Events(), progress=False) as runner:
+        evaluator = runner.evaluator
+        assert evaluator is not None
+        stages = spec.evaluation.stages
+        context = [runner.fingerprints.model_dump(), stages.kl_tokens, stages.kl_seq_len]
+        data = stored if stored.get("context") == context else {"context": context}
+        if "base" not in data:
+            runner.loaded.restore()
+            tasks, docs = {}, {}
+            t = time.perf_counter()
+            for task in evaluator.spec.tasks:
+                tasks[task.name], per_doc = evaluator.documents(task)
+                docs[task.name] = leaf_lists(per_doc)
+            seconds = time.perf_counter() - t
+            # lm-eval's fixed cost of a call: one document alone
+            t = time.perf_counter()
+            for task in evaluator.spec.tasks:
+                first_leaf = next(iter(evaluator.populations(task.name)))
+                evaluator.documents(task, {first_leaf: [0]})
+            call_s = (time.perf_counter() - t) / len(evaluator.spec.tasks)
+            data["base"] = {
+                "tasks": tasks,
+                "random": dict(evaluator.random_scores),
+                "documents": docs,
+                "eval_s": seconds,
+                "call_s": call_s,
+            }
+            path.write_text(json.dumps(data))
+        base = BaseReference(data["base"]["tasks"], data["base"]["random"])
+        records = data.setdefault("records", {})
+        configs = grid_order(list(all_configs(spec.search)))
+        todo = [c for c in configs if c.key() not in records]
+        proxy = runner.proxy_base() if todo else None
+        for config in track(todo, description="per-document records", console=console):
+            compressed = runner.compress(config)
+            model = runner.loaded.model
+            if config.key() == "base":  # the base model itself: measured above
+                b = data["base"]
+                kl, kl_s, tasks, docs, eval_s = 0.0, 0.0, b["tasks"], b["documents"], b["eval_s"]
+            else:
+                with quantized_activations(model, config.activations, compressed.input_scales):
+                    t = time.perf_counter()
+                    assert proxy is not None
+                    kl = kl_divergence(model, proxy)
+                    kl_s = time.perf_counter() - t
+                    tasks, docs = {}, {}
+                    t = time.perf_counter()
+                    for task in evaluator.spec.tasks:
+                        tasks[task.name], per_doc = evaluator.documents(task)
+                        docs[task.name] = leaf_lists(per_doc)
+                    eval_s = time.perf_counter() - t
+            m = measure(config, compressed, Scores(tasks, None), base, runner.loaded.inventory, {})
+            records[config.key()] = {
+                "config": config.to_dict(),
+                "full": {**m.to_dict(), "kl": kl},
+                "documents": docs,
+                "kl_s": kl_s,
+                "eval_s": eval_s,
+                "compress_s": compressed.seconds,
+            }
+            path.write_text(json.dumps(data))
+            console.print(
+                f"{config.key()}: Sr {m.sr:.3f}, KL {kl:.3f}, eval {eval_s:.0f} s, "
+                f"compress {compressed.seconds:.0f} s"
+            )
+    # records of configurations another grid of the same study computed are kept, not returned
+    return {**data, "records": {c.key(): records[c.key()] for c in configs}}
+
+
+def main() -> None:
+    import argparse
+
+    from sweep.spec import load_spec
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("spec", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    document_records(load_spec(args.spec), args.out, Console())
+
+
+if __name__ == "__main__":
+    main()

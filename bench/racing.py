@@ -1,0 +1,250 @@
+"""Staged evaluation replayed on per-document records (``bench.documents``): one sample or a
+sample that grows in steps (racing), against the full evaluation, on a task of realistic size.
+
+Each rule's stage-1 estimates are those a study computes: the same seeded draw
+(``draw_sample``), the same paired estimate and interval (``estimate``, ``sr_bounds``), the
+same best case (``optimistic``), taken on the configuration's real per-document scores. A step
+costs what its documents cost in the full pass of that configuration (seconds per document),
+plus lm-eval's fixed cost of a call; stage 0 costs the configuration's KL pass.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import optuna
+import pandas as pd
+
+from bench.search import add_to_front, hypervolume_2d
+from sweep.compress import CompressionConfig
+from sweep.evaluation.measurement import Measurement, Stage
+from sweep.evaluation.sample import SampleSize, TaskSample, draw_sample, estimate
+from sweep.evaluation.stages import dominated_by, optimistic, sr_bounds
+from sweep.metrics import srcr
+from sweep.plan import make_plan
+from sweep.run_loop import REPEAT_LIMIT
+from sweep.space import suggest_config
+from sweep.spec import SamplerSpec, StudySpec
+
+FULL = "full"
+Values = tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How stage 1 samples: ``steps`` (one size, or several: racing); ``exact`` gives every
+    step the exact Sr (an interval of width zero) at the first step's cost: the bound no
+    sample can beat. No steps: the full evaluation (a study with stages off)."""
+
+    name: str
+    steps: Sequence[SampleSize] = ()
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    """A configuration after one step of stage 1: its values as told to the sampler if it
+    stops there, its best case, the seconds spent so far, and its Sr interval."""
+
+    told: Values
+    best: Values
+    seconds: float
+    sr: float
+    sr_low: float
+    sr_high: float
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A configuration under one rule: its steps, and its exact values and cost if it goes on."""
+
+    steps: list[Step]
+    full: Values
+    full_seconds: float
+
+
+def _values(m: Measurement, objectives: Sequence[str]) -> Values:
+    return tuple(float(m.value(o)) for o in objectives)
+
+
+def task_samples(data: dict, steps: Sequence[SampleSize], min_docs: int, seed: int) -> dict:
+    """Each task's sample as a study of this rule draws it, from the base model's documents."""
+    return {
+        task: draw_sample(
+            {leaf: dict(enumerate(scores)) for leaf, scores in leaves.items()},
+            list(steps), min_docs, seed,
+        )
+        for task, leaves in data["base"]["documents"].items()
+    }  # fmt: skip
+
+
+def schedule(
+    record: dict, data: dict, samples: dict[str, TaskSample], rule: Rule, spec: StudySpec
+) -> Schedule:
+    """What ``rule`` does with one configuration's record."""
+    base = data["base"]
+    full = Measurement.from_dict(record["full"])
+    config = CompressionConfig(**record["config"])
+    objectives = list(spec.objectives)
+    population = sum(len(docs) for leaves in base["documents"].values() for docs in leaves.values())
+    call_s = base["call_s"]
+    per_doc = max(0.0, record["eval_s"] - call_s) / population
+    if not rule.steps:
+        return Schedule([], _values(full, objectives), record["eval_s"])
+    capacity = full.capacity
+    steps, seconds, seen = [], record["kl_s"], 0
+    n_steps = max(s.steps for s in samples.values())
+    for k in range(n_steps if not rule.exact else 1):
+        size = sum(s.step(k).size for s in samples.values())
+        seconds += call_s * len(samples) + (size - seen) * per_doc
+        seen = size
+        if rule.exact:
+            point = low = high = full.sr
+        else:
+            estimates = {
+                task: estimate(
+                    sample.step(k),
+                    {leaf: dict(enumerate(d)) for leaf, d in record["documents"][task].items()},
+                )
+                for task, sample in samples.items()
+            }
+            z = spec.evaluation.stages.z
+            point, low, high = sr_bounds(estimates, base["tasks"], base["random"], z)
+        told = replace(full, sr=point, srcr=srcr(point, capacity), stage=Stage.SAMPLE,
+                       sr_low=low, sr_high=high, perplexity=None)  # fmt: skip
+        best = _values(optimistic(told, config), objectives)
+        steps.append(Step(_values(told, objectives), best, seconds, point, low, high))
+    rest = (population - seen) * per_doc + call_s * len(samples)
+    return Schedule(steps, _values(full, objectives), seconds + rest)
+
+
+def schedules(data: dict, rule: Rule, spec: StudySpec) -> dict[str, Schedule]:
+    stages = spec.evaluation.stages
+    samples = task_samples(data, rule.steps or [0.2], stages.min_docs, stages.seed)
+    return {key: schedule(r, data, samples, rule, spec) for key, r in data["records"].items()}
+
+
+def replay(spec: StudySpec, plans: dict[str, Schedule], seed: int, n: int) -> dict:
+    """A default-sampler (TPE) run of ``n`` new configurations, each told what ``plans`` says:
+    its estimate where its best case is dominated by the run's front at a step, else its exact
+    values (and then it joins the front)."""
+    spec = spec.model_copy(update={"sampler": SamplerSpec(name=spec.sampler.name, seed=seed)})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        directions=["maximize"] * len(spec.objectives), sampler=make_plan(spec).sampler
+    )
+    front: list[tuple[float, float]] = []
+    told: dict[str, Values] = {}
+    seconds, stopped, asked, repeats = 0.0, [], 0, 0
+    while len(told) < n and repeats < REPEAT_LIMIT:
+        trial = study.ask()
+        asked += 1
+        key = suggest_config(trial, spec.search).key()
+        if key in told:
+            study.tell(trial, told[key])
+            repeats += 1
+            continue
+        repeats = 0
+        plan = plans[key]
+        at = next((s for s in plan.steps if dominated_by(s.best, front)), None)
+        if at is not None:
+            told[key], cost = at.told, at.seconds
+            stopped.append(key)
+        else:
+            told[key], cost = plan.full, plan.full_seconds
+            add_to_front(front, told[key][:2])
+        seconds += cost
+        study.tell(trial, told[key])
+    return {
+        "trials": asked,
+        "distinct": len(told),
+        "eval_s": seconds / max(1, len(told)),
+        "hypervolume": hypervolume_2d(front),
+        "stopped": stopped,
+    }
+
+
+def grid_front(data: dict, spec: StudySpec) -> list[str]:
+    values = {
+        k: _values(Measurement.from_dict(r["full"]), spec.objectives)
+        for k, r in data["records"].items()
+    }
+    return [k for k, v in values.items() if not dominated_by(v, values.values())]
+
+
+def interval_check(data: dict, plans: dict[str, Schedule]) -> dict[str, float]:
+    """How each step's interval did over the grid: the share of configurations whose full Sr it
+    held, its median width at the first step, and the Spearman rank correlations with the full
+    Sr of the first step's estimate and of the KL proxy (negated: lower is better)."""
+    held, widths = [], []
+    for key, plan in plans.items():
+        sr = data["records"][key]["full"]["sr"]
+        held += [s.sr_low - 1e-12 <= sr <= s.sr_high + 1e-12 for s in plan.steps]
+        if plan.steps:
+            widths.append(plan.steps[0].sr_high - plan.steps[0].sr_low)
+    keys = list(plans)
+    frame = pd.DataFrame(
+        {
+            "sr": [data["records"][k]["full"]["sr"] for k in keys],
+            "neg_kl": [-(data["records"][k]["full"].get("kl") or 0.0) for k in keys],
+            "stage1": [p.steps[0].sr if p.steps else float("nan") for p in plans.values()],
+        }
+    )
+    return {
+        "interval_held": sum(held) / len(held) if held else 1.0,
+        "first_width": statistics.median(widths) if widths else 0.0,
+        "spearman_kl": float(frame["neg_kl"].corr(frame["sr"], method="spearman")),
+        "spearman_stage1": float(frame["stage1"].corr(frame["sr"], method="spearman")),
+    }
+
+
+def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], seeds: int,
+                track=lambda it, **_: it) -> list[dict]:  # fmt: skip
+    """Rows for ``grid``: every rule replayed over ``seeds`` runs as long as the grid."""
+    on_front = set(grid_front(data, spec))
+    front_values = [
+        _values(Measurement.from_dict(data["records"][k]["full"]), spec.objectives)
+        for k in on_front
+    ]
+    grid_hv = hypervolume_2d([v[:2] for v in front_values])
+    population = sum(
+        len(docs) for leaves in data["base"]["documents"].values() for docs in leaves.values()
+    )
+    n = len(data["records"])
+    rows, full_costs = [], []
+    for rule in rules:
+        plans = schedules(data, rule, spec)
+        runs = [replay(spec, plans, seed, n) for seed in track(range(seeds), description=rule.name)]
+        costs = [r["eval_s"] for r in runs]
+        if rule.name == FULL:
+            full_costs = costs
+        savings = [f / c for f, c in zip(full_costs, costs, strict=True)]
+        worst = [k for k in on_front if any(dominated_by(s.best, front_values)
+                                            for s in plans[k].steps)]  # fmt: skip
+        stopped_front = sorted({k for r in runs for k in r["stopped"] if k in on_front})
+        rows.append(
+            {
+                "grid": grid,
+                "task_documents": population,
+                "run": n,
+                "mode": rule.name,
+                "sample": list(rule.steps),
+                "trials": statistics.median(r["trials"] for r in runs),
+                "distinct": statistics.median(r["distinct"] for r in runs),
+                "eval_s": statistics.median(costs),
+                "saving": statistics.median(full_costs) / statistics.median(costs),
+                "saving_range": [min(savings), max(savings)],
+                "hypervolume": statistics.median(r["hypervolume"] for r in runs) / grid_hv,
+                "front_points_stopped": len(stopped_front),
+                "front_points_stoppable": len(worst),
+                "stopped_share": statistics.median(len(r["stopped"]) / r["distinct"] for r in runs),
+                "before_ppl_share": 0.0,
+                "grid_size": n,
+                "grid_front": len(on_front),
+                "seeds": seeds,
+                **interval_check(data, plans),
+            }
+        )
+    return rows
