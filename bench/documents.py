@@ -6,7 +6,8 @@ From them any sample, any sequence of samples (racing) and any interval can be r
 exactly, without evaluating again: a sampled stage scores each document as the full pass does
 (lm-eval scores one document's choices on their own). What a stage costs is measured here too,
 as the seconds of the full pass per document (``eval_s / documents``) times the documents it
-scores, plus the KL pass and lm-eval's fixed cost of a call (``call_s``).
+scores, plus the KL pass and lm-eval's fixed cost of a call (``call_s``); the perplexity task,
+where the study has one, is timed on its own (``perplexity_s``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from rich.progress import track
 
 from sweep.compress import CompressionConfig
 from sweep.compress.activations import quantized_activations
-from sweep.evaluation.harness import Scores, leaf_lists
+from sweep.evaluation.harness import Evaluator, Scores, leaf_lists
 from sweep.evaluation.measurement import BaseReference, measure
 from sweep.evaluation.proxy import kl_divergence
 from sweep.events import Events
@@ -31,6 +32,20 @@ from sweep.spec import StudySpec
 def grid_order(configs: list[CompressionConfig]) -> list[CompressionConfig]:
     """Configurations by sparsity, then key: a run cut short leaves whole sparsity levels."""
     return sorted(configs, key=lambda c: (c.target_sparsity, c.key()))
+
+
+def _score_every_document(evaluator: Evaluator) -> tuple[dict, dict, float, float | None, float]:
+    """The tasks' scores and per-document scores, the seconds they took, the perplexity (None
+    without a perplexity task) and its seconds."""
+    tasks, docs = {}, {}
+    t = time.perf_counter()
+    for task in evaluator.spec.tasks:
+        tasks[task.name], per_doc = evaluator.documents(task)
+        docs[task.name] = leaf_lists(per_doc)
+    eval_s = time.perf_counter() - t
+    t = time.perf_counter()
+    ppl = evaluator.perplexity() if evaluator.spec.perplexity_task else None
+    return tasks, docs, eval_s, ppl, time.perf_counter() - t if ppl is not None else 0.0
 
 
 def document_records(spec: StudySpec, path: Path, console: Console) -> dict:
@@ -47,27 +62,19 @@ def document_records(spec: StudySpec, path: Path, console: Console) -> dict:
         data = stored if stored.get("context") == context else {"context": context}
         if "base" not in data:
             runner.loaded.restore()
-            tasks, docs = {}, {}
-            t = time.perf_counter()
-            for task in evaluator.spec.tasks:
-                tasks[task.name], per_doc = evaluator.documents(task)
-                docs[task.name] = leaf_lists(per_doc)
-            seconds = time.perf_counter() - t
+            tasks, docs, eval_s, ppl, ppl_s = _score_every_document(evaluator)
             # lm-eval's fixed cost of a call: one document alone
             t = time.perf_counter()
             for task in evaluator.spec.tasks:
                 first_leaf = next(iter(evaluator.populations(task.name)))
                 evaluator.documents(task, {first_leaf: [0]})
             call_s = (time.perf_counter() - t) / len(evaluator.spec.tasks)
-            data["base"] = {
-                "tasks": tasks,
-                "random": dict(evaluator.random_scores),
-                "documents": docs,
-                "eval_s": seconds,
-                "call_s": call_s,
-            }
+            data["base"] = {"tasks": tasks, "random": dict(evaluator.random_scores),
+                            "documents": docs, "eval_s": eval_s, "call_s": call_s,
+                            "perplexity": ppl, "perplexity_s": ppl_s}  # fmt: skip
             path.write_text(json.dumps(data))
-        base = BaseReference(data["base"]["tasks"], data["base"]["random"])
+        b = data["base"]
+        base = BaseReference(b["tasks"], b["random"], b.get("perplexity"))
         records = data.setdefault("records", {})
         configs = grid_order(list(all_configs(spec.search)))
         todo = [c for c in configs if c.key() not in records]
@@ -76,33 +83,30 @@ def document_records(spec: StudySpec, path: Path, console: Console) -> dict:
             compressed = runner.compress(config)
             model = runner.loaded.model
             if config.key() == "base":  # the base model itself: measured above
-                b = data["base"]
                 kl, kl_s, tasks, docs, eval_s = 0.0, 0.0, b["tasks"], b["documents"], b["eval_s"]
+                ppl, ppl_s = b.get("perplexity"), b.get("perplexity_s", 0.0)
             else:
                 with quantized_activations(model, config.activations, compressed.input_scales):
                     t = time.perf_counter()
                     assert proxy is not None
                     kl = kl_divergence(model, proxy)
                     kl_s = time.perf_counter() - t
-                    tasks, docs = {}, {}
-                    t = time.perf_counter()
-                    for task in evaluator.spec.tasks:
-                        tasks[task.name], per_doc = evaluator.documents(task)
-                        docs[task.name] = leaf_lists(per_doc)
-                    eval_s = time.perf_counter() - t
-            m = measure(config, compressed, Scores(tasks, None), base, runner.loaded.inventory, {})
+                    tasks, docs, eval_s, ppl, ppl_s = _score_every_document(evaluator)
+            scores = Scores(tasks, ppl)
+            m = measure(config, compressed, scores, base, runner.loaded.inventory, {})
             records[config.key()] = {
                 "config": config.to_dict(),
                 "full": {**m.to_dict(), "kl": kl},
                 "documents": docs,
                 "kl_s": kl_s,
                 "eval_s": eval_s,
+                "perplexity_s": ppl_s,
                 "compress_s": compressed.seconds,
             }
             path.write_text(json.dumps(data))
             console.print(
-                f"{config.key()}: Sr {m.sr:.3f}, KL {kl:.3f}, eval {eval_s:.0f} s, "
-                f"compress {compressed.seconds:.0f} s"
+                f"{config.key()}: Sr {m.sr:.3f}, KL {kl:.3f}, tasks {eval_s:.0f} s, "
+                f"perplexity {ppl_s:.0f} s, compress {compressed.seconds:.0f} s"
             )
     # records of configurations another grid of the same study computed are kept, not returned
     return {**data, "records": {c.key(): records[c.key()] for c in configs}}

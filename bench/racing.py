@@ -4,8 +4,8 @@ sample that grows in steps (racing), against the full evaluation, on a task of r
 Each rule's stage-1 estimates are those a study computes: the same seeded draw
 (``draw_sample``), the same paired estimate and interval (``estimate``, ``sr_bounds``), the
 same best case (``optimistic``), taken on the configuration's real per-document scores. A step
-costs what its documents cost in the full pass of that configuration (seconds per document),
-plus lm-eval's fixed cost of a call; stage 0 costs the configuration's KL pass.
+costs what its documents cost in a full pass (seconds per document, the grid's median pass:
+``Costs``), plus lm-eval's fixed cost of a call; stage 0 costs the KL pass.
 """
 
 from __future__ import annotations
@@ -58,11 +58,14 @@ class Step:
 
 @dataclass(frozen=True)
 class Schedule:
-    """A configuration under one rule: its steps, and its exact values and cost if it goes on."""
+    """A configuration under one rule: its steps; its exact values, and their cost if it stops
+    before its perplexity (``tasks_seconds``; None without a perplexity task: then it never
+    does) and if it goes on to the end."""
 
     steps: list[Step]
     full: Values
     full_seconds: float
+    tasks_seconds: float | None = None
 
 
 def _values(m: Measurement, objectives: Sequence[str]) -> Values:
@@ -80,21 +83,45 @@ def task_samples(data: dict, steps: Sequence[SampleSize], min_docs: int, seed: i
     }  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Costs:
+    """Seconds of one configuration's passes: every configuration is charged the grid's
+    medians, as a compressed model's forward pass costs what the base model's does (its weights
+    stay dense in memory), and a median is not moved by another job's load on a shared machine
+    during one configuration's pass."""
+
+    eval_s: float  # the tasks' full pass
+    kl_s: float
+    perplexity_s: float
+    call_s: float  # lm-eval's fixed cost of a call
+
+    @classmethod
+    def of(cls, data: dict) -> Costs:
+        records = list(data["records"].values())
+
+        def median(name: str) -> float:
+            return statistics.median(r.get(name, 0.0) for r in records) if records else 0.0
+
+        return cls(median("eval_s"), median("kl_s"), median("perplexity_s"), data["base"]["call_s"])
+
+
 def schedule(
-    record: dict, data: dict, samples: dict[str, TaskSample], rule: Rule, spec: StudySpec
-) -> Schedule:
+    record: dict, data: dict, samples: dict[str, TaskSample], rule: Rule, spec: StudySpec,
+    costs: Costs,
+) -> Schedule:  # fmt: skip
     """What ``rule`` does with one configuration's record."""
     base = data["base"]
     full = Measurement.from_dict(record["full"])
     config = CompressionConfig(**record["config"])
     objectives = list(spec.objectives)
     population = sum(len(docs) for leaves in base["documents"].values() for docs in leaves.values())
-    call_s = base["call_s"]
-    per_doc = max(0.0, record["eval_s"] - call_s) / population
+    call_s = costs.call_s
+    per_doc = max(0.0, costs.eval_s - call_s) / population
+    ppl_s = costs.perplexity_s
     if not rule.steps:
-        return Schedule([], _values(full, objectives), record["eval_s"])
+        return Schedule([], _values(full, objectives), costs.eval_s + ppl_s)
     capacity = full.capacity
-    steps, seconds, seen = [], record["kl_s"], 0
+    steps, seconds, seen = [], costs.kl_s, 0
     n_steps = max(s.steps for s in samples.values())
     for k in range(n_steps if not rule.exact else 1):
         size = sum(s.step(k).size for s in samples.values())
@@ -116,20 +143,26 @@ def schedule(
                        sr_low=low, sr_high=high, perplexity=None)  # fmt: skip
         best = _values(optimistic(told, config), objectives)
         steps.append(Step(_values(told, objectives), best, seconds, point, low, high))
-    rest = (population - seen) * per_doc + call_s * len(samples)
-    return Schedule(steps, _values(full, objectives), seconds + rest)
+    tasks_s = seconds + (population - seen) * per_doc + call_s * len(samples)
+    with_ppl = spec.evaluation.perplexity_task is not None
+    return Schedule(
+        steps, _values(full, objectives), tasks_s + ppl_s, tasks_s if with_ppl else None
+    )
 
 
 def schedules(data: dict, rule: Rule, spec: StudySpec) -> dict[str, Schedule]:
     stages = spec.evaluation.stages
     samples = task_samples(data, rule.steps or [0.2], stages.min_docs, stages.seed)
-    return {key: schedule(r, data, samples, rule, spec) for key, r in data["records"].items()}
+    costs = Costs.of(data)
+    return {
+        key: schedule(r, data, samples, rule, spec, costs) for key, r in data["records"].items()
+    }
 
 
 def replay(spec: StudySpec, plans: dict[str, Schedule], seed: int, n: int) -> dict:
     """A default-sampler (TPE) run of ``n`` new configurations, each told what ``plans`` says:
     its estimate where its best case is dominated by the run's front at a step, else its exact
-    values (and then it joins the front)."""
+    values: stopped before its perplexity if the front dominates them, else joining the front."""
     spec = spec.model_copy(update={"sampler": SamplerSpec(name=spec.sampler.name, seed=seed)})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
@@ -137,7 +170,7 @@ def replay(spec: StudySpec, plans: dict[str, Schedule], seed: int, n: int) -> di
     )
     front: list[tuple[float, float]] = []
     told: dict[str, Values] = {}
-    seconds, stopped, asked, repeats = 0.0, [], 0, 0
+    seconds, stopped, before_ppl, asked, repeats = 0.0, [], [], 0, 0
     while len(told) < n and repeats < REPEAT_LIMIT:
         trial = study.ask()
         asked += 1
@@ -152,6 +185,9 @@ def replay(spec: StudySpec, plans: dict[str, Schedule], seed: int, n: int) -> di
         if at is not None:
             told[key], cost = at.told, at.seconds
             stopped.append(key)
+        elif plan.tasks_seconds is not None and dominated_by(plan.full, front):
+            told[key], cost = plan.full, plan.tasks_seconds
+            before_ppl.append(key)
         else:
             told[key], cost = plan.full, plan.full_seconds
             add_to_front(front, told[key][:2])
@@ -163,6 +199,7 @@ def replay(spec: StudySpec, plans: dict[str, Schedule], seed: int, n: int) -> di
         "eval_s": seconds / max(1, len(told)),
         "hypervolume": hypervolume_2d(front),
         "stopped": stopped,
+        "before_ppl": before_ppl,
     }
 
 
@@ -201,8 +238,12 @@ def interval_check(data: dict, plans: dict[str, Schedule]) -> dict[str, float]:
 
 
 def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], seeds: int,
-                track=lambda it, **_: it) -> list[dict]:  # fmt: skip
-    """Rows for ``grid``: every rule replayed over ``seeds`` runs as long as the grid."""
+                runs: Sequence[int] = (), track=lambda it, **_: it) -> list[dict]:  # fmt: skip
+    """Rows for ``grid``: every rule replayed over ``seeds`` runs of each length in ``runs``
+    (default: as long as the grid); the first rule is the full evaluation, which the others'
+    savings are measured against."""
+    if not rules or rules[0].name != FULL:
+        raise ValueError(f"the first rule must be {FULL!r}: the others are measured against it")
     on_front = set(grid_front(data, spec))
     front_values = [
         _values(Measurement.from_dict(data["records"][k]["full"]), spec.objectives)
@@ -212,39 +253,49 @@ def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], s
     population = sum(
         len(docs) for leaves in data["base"]["documents"].values() for docs in leaves.values()
     )
-    n = len(data["records"])
-    rows, full_costs = [], []
-    for rule in rules:
-        plans = schedules(data, rule, spec)
-        runs = [replay(spec, plans, seed, n) for seed in track(range(seeds), description=rule.name)]
-        costs = [r["eval_s"] for r in runs]
-        if rule.name == FULL:
-            full_costs = costs
-        savings = [f / c for f, c in zip(full_costs, costs, strict=True)]
-        worst = [k for k in on_front if any(dominated_by(s.best, front_values)
-                                            for s in plans[k].steps)]  # fmt: skip
-        stopped_front = sorted({k for r in runs for k in r["stopped"] if k in on_front})
-        rows.append(
-            {
-                "grid": grid,
-                "task_documents": population,
-                "run": n,
-                "mode": rule.name,
-                "sample": list(rule.steps),
-                "trials": statistics.median(r["trials"] for r in runs),
-                "distinct": statistics.median(r["distinct"] for r in runs),
-                "eval_s": statistics.median(costs),
-                "saving": statistics.median(full_costs) / statistics.median(costs),
-                "saving_range": [min(savings), max(savings)],
-                "hypervolume": statistics.median(r["hypervolume"] for r in runs) / grid_hv,
-                "front_points_stopped": len(stopped_front),
-                "front_points_stoppable": len(worst),
-                "stopped_share": statistics.median(len(r["stopped"]) / r["distinct"] for r in runs),
-                "before_ppl_share": 0.0,
-                "grid_size": n,
-                "grid_front": len(on_front),
-                "seeds": seeds,
-                **interval_check(data, plans),
-            }
-        )
+    plans = {rule.name: schedules(data, rule, spec) for rule in rules}
+    checks = {name: interval_check(data, p) for name, p in plans.items()}
+    rows = []
+    for n in runs or [len(data["records"])]:
+        full_costs: list[float] = []
+        for rule in rules:
+            label = f"{rule.name}, runs of {n}"
+            done = [replay(spec, plans[rule.name], seed, n)
+                    for seed in track(range(seeds), description=label)]  # fmt: skip
+            costs = [r["eval_s"] for r in done]
+            if rule.name == FULL:
+                full_costs = costs
+            savings = [f / c for f, c in zip(full_costs, costs, strict=True)]
+            worst = [k for k in on_front if any(dominated_by(s.best, front_values)
+                                                for s in plans[rule.name][k].steps)]  # fmt: skip
+            stopped_front = sorted(
+                {k for r in done for k in r["stopped"] + r["before_ppl"] if k in on_front}
+            )
+            rows.append(
+                {
+                    "grid": grid,
+                    "task_documents": population,
+                    "run": n,
+                    "mode": rule.name,
+                    "sample": list(rule.steps),
+                    "trials": statistics.median(r["trials"] for r in done),
+                    "distinct": statistics.median(r["distinct"] for r in done),
+                    "eval_s": statistics.median(costs),
+                    "saving": statistics.median(full_costs) / statistics.median(costs),
+                    "saving_range": [min(savings), max(savings)],
+                    "hypervolume": statistics.median(r["hypervolume"] for r in done) / grid_hv,
+                    "front_points_stopped": len(stopped_front),
+                    "front_points_stoppable": len(worst),
+                    "stopped_share": statistics.median(
+                        len(r["stopped"]) / r["distinct"] for r in done
+                    ),
+                    "before_ppl_share": statistics.median(
+                        len(r["before_ppl"]) / r["distinct"] for r in done
+                    ),
+                    "grid_size": len(data["records"]),
+                    "grid_front": len(on_front),
+                    "seeds": seeds,
+                    **checks[rule.name],
+                }
+            )
     return rows

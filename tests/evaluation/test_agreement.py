@@ -56,3 +56,15 @@ def test_sr_interval_takes_every_task_at_its_bound():
     low, high = sr_interval(tasks)
     assert low == pytest.approx((tasks["x"].retention_low + tasks["y"].retention_low) / 2)
     assert low < (tasks["x"].retention + tasks["y"].retention) / 2 < high
+
+
+def test_a_base_reference_stored_before_per_document_scores_gives_no_agreement():
+    from sweep.evaluation.measurement import BaseReference, Measurement, with_agreement
+
+    m = Measurement(measured_sparsity=0.0, zero_fraction=0.0, tcr=0.75, real_ratio=3.5, sr=0.9,
+                    srcr=0.9, perplexity=None, task_scores={"t": 0.7})  # fmt: skip
+    old = BaseReference({"t": 0.75}, {"t": 0.25})
+    assert with_agreement(m, {"t": {"t": {0: 1.0}}}, old) is m
+    new = BaseReference({"t": 0.75}, {"t": 0.25}, documents={"t": {"t": [1.0, 0.0, 1.0, 1.0]}})
+    kept = with_agreement(m, {"t": {"t": {0: 1.0, 1: 1.0, 2: 0.0, 3: 1.0}}}, new)
+    assert kept.flips == 2 and kept.sr_low < kept.sr < kept.sr_high
