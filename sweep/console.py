@@ -97,8 +97,9 @@ def trial_line(number: int, config: CompressionConfig, m: Measurement) -> str:
     agreements = m.task_agreement()
     if agreements:
         scored = sum(a.documents for a in agreements.values())
-        recovery = " ".join(f"{a.recovery:.1%}" for a in agreements.values())
-        shown.insert(1, f"recovery {recovery} flips {m.flips}/{scored}")
+        recovery = sum(a.recovery for a in agreements.values()) / len(agreements)
+        mean = " (mean)" if len(agreements) > 1 else ""
+        shown.insert(1, f"recovery {recovery:.1%}{mean} flips {m.flips}/{scored}")
     shown.append(f"ratio {METRICS['real_ratio'].show(m.real_ratio)}")
     if m.perplexity is not None:
         shown.append(f"ppl {m.perplexity:.2f}")
