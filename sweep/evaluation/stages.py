@@ -6,13 +6,14 @@ interval. Its optimistic point is its exact TCr and ratio with Sr at the top of 
 (and SrCr from it). If a trial of the study that had its full evaluation, and meets the study's
 constraints, is at least as good on every objective and better on one, the optimistic point is
 dominated: the trial stops (stage SAMPLE), keeping what it measured, and is never drawn on a
-front. A sample that grows in steps (racing) asks this after each step, on the documents so
-far, its interval narrowing as the sample grows. Otherwise the rest of every task's documents are scored, which makes Sr exact; the same
-test is asked again of the exact point, and a trial that is dominated now stops before the
-perplexity task (stage TASKS). Perplexity is never an objective, and a front only grows, so a
-point dominated once is never on a front: what it skips is a figure no front, table or export
-of the study would show. Only a trial that may be on the front pays for every stage. Optuna's
-pruners refuse multi-objective studies, so this decision is the tool's own.
+front. A sample that grows in steps (racing) asks this after each step, on the documents so far,
+its interval narrowing as the sample grows. Otherwise the rest of every task's documents are
+scored, which makes Sr exact; the same test is asked again of the exact point, and a trial that
+is dominated now stops before the perplexity task (stage TASKS). Perplexity is never an
+objective, and a front only grows, so a point dominated once is never on a front: what it skips
+is a figure no front, table or export of the study would show. Only a trial that may be on the
+front pays for every stage. Optuna's pruners refuse multi-objective studies, so this decision is
+the tool's own.
 
 The front a trial is tested against is a snapshot (``Front``), taken when the trial starts. With
 one worker it is the front at every decision; with many, a trial finished meanwhile by another
