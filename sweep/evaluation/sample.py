@@ -152,6 +152,8 @@ def draw_sample(
             n = sample_size(len(docs), part, floor)
             if not steps or n > steps[-1]:
                 steps.append(n)  # a step at or past the whole leaf ends its steps
+        if len(steps) > 1 and steps[-1] == len(docs):
+            steps.pop()  # the whole leaf is the rest of the evaluation, not a step of the sample
         ids = draw_ids(len(docs), steps[-1], seed, name, steps)
         leaves[name] = LeafSample(
             population=len(docs),

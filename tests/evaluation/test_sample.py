@@ -131,7 +131,10 @@ def test_the_first_step_of_a_race_is_a_simple_random_sample():
 
 
 def test_steps_past_the_whole_task_end_the_race():
-    racing = draw_sample({"t": _population(150, 0.5, 0)}, [100, 200, 400], 50, seed=0)
-    assert racing.step_sizes() == [100, 150]
-    assert racing.new_in_step(2) == {}
-    assert draw_sample({"t": _population(80, 0.5, 0)}, [100, 200], 50, 0).steps == 1
+    # a step that would take the whole task is the rest of the evaluation, not a step
+    racing = draw_sample({"t": _population(150, 0.5, 0)}, [50, 100, 200, 400], 10, seed=0)
+    assert racing.step_sizes() == [50, 100]
+    assert racing.new_in_step(2) == {} and len(racing.complement()["t"]) == 50
+    assert draw_sample({"t": _population(150, 0.5, 0)}, [100, 200], 10, 0).step_sizes() == [100]
+    # one step that takes everything stays one (the full evaluation, scored as a sample)
+    assert draw_sample({"t": _population(80, 0.5, 0)}, [100, 200], 50, 0).step_sizes() == [80]
