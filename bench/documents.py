@@ -13,6 +13,7 @@ where the study has one, is timed on its own (``perplexity_s``).
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -48,6 +49,19 @@ def _score_every_document(evaluator: Evaluator) -> tuple[dict, dict, float, floa
     return tasks, docs, eval_s, ppl, time.perf_counter() - t if ppl is not None else 0.0
 
 
+def call_cost(evaluator: Evaluator, repeats: int = 5) -> float:
+    """lm-eval's fixed cost of a call, in seconds: the median over ``repeats`` calls of each
+    task on its first document alone (a median, as another job's load can stall one call)."""
+    times = []
+    for _ in range(repeats):
+        for task in evaluator.spec.tasks:
+            first_leaf = next(iter(evaluator.populations(task.name)))
+            t = time.perf_counter()
+            evaluator.documents(task, {first_leaf: [0]})
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
 def document_records(spec: StudySpec, path: Path, console: Console) -> dict:
     """The base model's and every configuration's per-document scores on ``spec``'s tasks,
     computing only what ``path`` does not hold yet (for this model, tasks and KL settings)."""
@@ -63,14 +77,8 @@ def document_records(spec: StudySpec, path: Path, console: Console) -> dict:
         if "base" not in data:
             runner.loaded.restore()
             tasks, docs, eval_s, ppl, ppl_s = _score_every_document(evaluator)
-            # lm-eval's fixed cost of a call: one document alone
-            t = time.perf_counter()
-            for task in evaluator.spec.tasks:
-                first_leaf = next(iter(evaluator.populations(task.name)))
-                evaluator.documents(task, {first_leaf: [0]})
-            call_s = (time.perf_counter() - t) / len(evaluator.spec.tasks)
             data["base"] = {"tasks": tasks, "random": dict(evaluator.random_scores),
-                            "documents": docs, "eval_s": eval_s, "call_s": call_s,
+                            "documents": docs, "eval_s": eval_s, "call_s": call_cost(evaluator),
                             "perplexity": ppl, "perplexity_s": ppl_s}  # fmt: skip
             path.write_text(json.dumps(data))
         b = data["base"]
@@ -112,6 +120,17 @@ def document_records(spec: StudySpec, path: Path, console: Console) -> dict:
     return {**data, "records": {c.key(): records[c.key()] for c in configs}}
 
 
+def remeasure_call_cost(spec: StudySpec, path: Path, console: Console) -> None:
+    from sweep.workers import prepare_runner
+
+    data = json.loads(path.read_text())
+    with prepare_runner(spec, Events(), progress=False) as runner:
+        assert runner.evaluator is not None
+        before, data["base"]["call_s"] = data["base"]["call_s"], call_cost(runner.evaluator)
+    path.write_text(json.dumps(data))
+    console.print(f"lm-eval's cost of a call: {data['base']['call_s']:.3f} s (was {before:.3f} s)")
+
+
 def main() -> None:
     import argparse
 
@@ -120,9 +139,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--call-cost", action="store_true",
+                        help="measure lm-eval's fixed cost of a call again (on a quiet machine) "
+                             "and store it in --out's records, computing nothing else")  # fmt: skip
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    document_records(load_spec(args.spec), args.out, Console())
+    if args.call_cost:
+        remeasure_call_cost(load_spec(args.spec), args.out, Console())
+    else:
+        document_records(load_spec(args.spec), args.out, Console())
 
 
 if __name__ == "__main__":

@@ -59,10 +59,10 @@ def _hover(row: pd.Series, tasks: list[str]) -> str:
         lines.append(f"{Stage.SAMPLE.stopped}: Sr in [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
     elif pd.notna(row.get("sr_low")):
         lines.append(f"Sr's 95% interval: [{row['sr_low']:.3f}, {row['sr_high']:.3f}]")
+    if row.get("stage") == Stage.TASKS:
+        lines.append(f"{Stage.TASKS.stopped}: the study's front dominated it on its objectives")
     if pd.notna(row.get("flips")):
         lines.append(f"flips against the base model: {row['flips']:.0f} ({row['flip_rate']:.1%})")
-    elif row.get("stage") == Stage.TASKS:
-        lines.append(f"{Stage.TASKS.stopped}: the study's front dominated it on its objectives")
     for column in tasks:
         task = column.removeprefix("score:")
         recovery = row.get(f"recovery:{task}")

@@ -28,7 +28,7 @@ def staged_study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("staged")
     spec = spec_data(REPO / "studies/demo.yaml")
     spec["name"] = "staged"
-    spec["evaluation"]["stages"] = {"mode": "on", "min_docs": 40}
+    spec["evaluation"]["stages"] = {"mode": "on", "min_docs": 40, "sample": 40}  # one step
     spec["evaluation"]["limit"] = 150
     spec["search"] = {
         "sparsity": {"values": [0.0, 0.5]}, "patterns": ["unstructured"],
@@ -79,7 +79,8 @@ def test_trials_dominated_once_exact_stop_before_their_perplexity(staged_study):
     assert exact, "a trial whose sample left it a chance should still be dominated once exact"
     for r in exact:
         m = r.measurement
-        assert m.perplexity is None and m.sr_low is None and m.kl is not None
+        assert m.perplexity is None and m.kl is not None
+        assert m.sr_low < m.sr < m.sr_high  # exact, with its 95% interval
         assert dominated_by((m.srcr, m.tcr), [(f.srcr, f.tcr) for f in full])
         assert study.trials[r.number].values == pytest.approx([m.srcr, m.tcr])
         assert "perplexity_s" not in m.timings and m.timings["rest_s"] > 0

@@ -22,7 +22,7 @@ LIMIT = 100  # documents of each task (of 240-250): the sample is drawn from the
 @pytest.fixture(scope="module")
 def staged_runner():
     spec = load_spec(REPO / "studies/demo.yaml")
-    stages = spec.evaluation.stages.model_copy(update={"mode": "on", "min_docs": 40})
+    stages = spec.evaluation.stages.model_copy(update={"mode": "on", "min_docs": 40, "sample": 0.2})
     evaluation = spec.evaluation.model_copy(update={"stages": stages, "limit": LIMIT})
     spec = spec.model_copy(update={"evaluation": evaluation})
     with prepare_runner(spec, Events(), progress=False) as runner:
