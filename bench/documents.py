@@ -4,10 +4,10 @@ tasks, with the seconds each step took, computed once with the trial code and ke
 
 From them any sample, any sequence of samples (racing) and any interval can be replayed
 exactly, without evaluating again: a sampled stage scores each document as the full pass does
-(lm-eval scores one document's choices on their own). What a stage costs is measured here too,
-as the seconds of the full pass per document (``eval_s / documents``) times the documents it
-scores, plus the KL pass and lm-eval's fixed cost of a call (``call_s``); the perplexity task,
-where the study has one, is timed on its own (``perplexity_s``).
+(lm-eval scores one document's choices on their own). What a stage costs is measured here too:
+each configuration's full pass (``eval_s``), KL pass (``kl_s``) and perplexity task where the
+study has one (``perplexity_s``), and lm-eval's fixed cost of a call (``call_s``), from which
+``bench.racing.Costs`` charges a stage.
 """
 
 from __future__ import annotations

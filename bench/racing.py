@@ -72,6 +72,20 @@ def _values(m: Measurement, objectives: Sequence[str]) -> Values:
     return tuple(float(m.value(o)) for o in objectives)
 
 
+def task_documents(data: dict) -> int:
+    """Documents the grid's tasks hold, over every task and leaf."""
+    tasks = data["base"]["documents"].values()
+    return sum(len(docs) for leaves in tasks for docs in leaves.values())
+
+
+def full_values(data: dict, spec: StudySpec) -> dict[str, Values]:
+    """Each configuration's exact values on the study's objectives."""
+    return {
+        k: _values(Measurement.from_dict(r["full"]), spec.objectives)
+        for k, r in data["records"].items()
+    }
+
+
 def task_samples(data: dict, steps: Sequence[SampleSize], min_docs: int, seed: int) -> dict:
     """Each task's sample as a study of this rule draws it, from the base model's documents."""
     return {
@@ -114,7 +128,7 @@ def schedule(
     full = Measurement.from_dict(record["full"])
     config = CompressionConfig(**record["config"])
     objectives = list(spec.objectives)
-    population = sum(len(docs) for leaves in base["documents"].values() for docs in leaves.values())
+    population = task_documents(data)
     call_s = costs.call_s
     per_doc = max(0.0, costs.eval_s - call_s) / population
     ppl_s = costs.perplexity_s
@@ -123,6 +137,10 @@ def schedule(
     capacity = full.capacity
     steps, seconds, seen = [], costs.kl_s, 0
     n_steps = max(s.steps for s in samples.values())
+    scored = {
+        task: {leaf: dict(enumerate(d)) for leaf, d in leaves.items()}
+        for task, leaves in record["documents"].items()
+    }
     for k in range(n_steps if not rule.exact else 1):
         size = sum(s.step(k).size for s in samples.values())
         seconds += call_s * len(samples) + (size - seen) * per_doc
@@ -130,13 +148,7 @@ def schedule(
         if rule.exact:
             point = low = high = full.sr
         else:
-            estimates = {
-                task: estimate(
-                    sample.step(k),
-                    {leaf: dict(enumerate(d)) for leaf, d in record["documents"][task].items()},
-                )
-                for task, sample in samples.items()
-            }
+            estimates = {task: estimate(s.step(k), scored[task]) for task, s in samples.items()}
             z = spec.evaluation.stages.z
             point, low, high = sr_bounds(estimates, base["tasks"], base["random"], z)
         told = replace(full, sr=point, srcr=srcr(point, capacity), stage=Stage.SAMPLE,
@@ -203,14 +215,6 @@ def replay(spec: StudySpec, plans: dict[str, Schedule], seed: int, n: int) -> di
     }
 
 
-def grid_front(data: dict, spec: StudySpec) -> list[str]:
-    values = {
-        k: _values(Measurement.from_dict(r["full"]), spec.objectives)
-        for k, r in data["records"].items()
-    }
-    return [k for k, v in values.items() if not dominated_by(v, values.values())]
-
-
 def interval_check(data: dict, plans: dict[str, Schedule]) -> dict[str, float]:
     """How each step's interval did over the grid: the share of configurations whose full Sr it
     held, its median width at the first step, and the Spearman rank correlations with the full
@@ -244,17 +248,18 @@ def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], s
     savings are measured against."""
     if not rules or rules[0].name != FULL:
         raise ValueError(f"the first rule must be {FULL!r}: the others are measured against it")
-    on_front = set(grid_front(data, spec))
-    front_values = [
-        _values(Measurement.from_dict(data["records"][k]["full"]), spec.objectives)
-        for k in on_front
-    ]
+    values = full_values(data, spec)
+    on_front = {k for k, v in values.items() if not dominated_by(v, values.values())}
+    front_values = [values[k] for k in on_front]
     grid_hv = hypervolume_2d([v[:2] for v in front_values])
-    population = sum(
-        len(docs) for leaves in data["base"]["documents"].values() for docs in leaves.values()
-    )
+    population = task_documents(data)
     plans = {rule.name: schedules(data, rule, spec) for rule in rules}
     checks = {name: interval_check(data, p) for name, p in plans.items()}
+    # front configurations whose best case at some step the grid's whole front dominates
+    stoppable = {
+        name: sum(any(dominated_by(s.best, front_values) for s in p[k].steps) for k in on_front)
+        for name, p in plans.items()
+    }
     rows = []
     for n in runs or [len(data["records"])]:
         full_costs: list[float] = []
@@ -266,8 +271,6 @@ def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], s
             if rule.name == FULL:
                 full_costs = costs
             savings = [f / c for f, c in zip(full_costs, costs, strict=True)]
-            worst = [k for k in on_front if any(dominated_by(s.best, front_values)
-                                                for s in plans[rule.name][k].steps)]  # fmt: skip
             stopped_front = sorted(
                 {k for r in done for k in r["stopped"] + r["before_ppl"] if k in on_front}
             )
@@ -285,7 +288,7 @@ def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], s
                     "saving_range": [min(savings), max(savings)],
                     "hypervolume": statistics.median(r["hypervolume"] for r in done) / grid_hv,
                     "front_points_stopped": len(stopped_front),
-                    "front_points_stoppable": len(worst),
+                    "front_points_stoppable": stoppable[rule.name],
                     "stopped_share": statistics.median(
                         len(r["stopped"]) / r["distinct"] for r in done
                     ),

@@ -82,9 +82,10 @@ def agreement_columns(m: Measurement) -> dict[str, float | int]:
     if not agreements:
         return {}
     documents = sum(a.documents for a in agreements.values())
+    flips = m.flips or 0
     row: dict[str, float | int] = {
-        "flips": sum(a.flips for a in agreements.values()),
-        "flip_rate": sum(a.flips for a in agreements.values()) / documents if documents else 0.0,
+        "flips": flips,
+        "flip_rate": flips / documents if documents else 0.0,
     }
     for task, a in agreements.items():
         row[f"flips:{task}"] = a.flips

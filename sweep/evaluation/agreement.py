@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from sweep.evaluation.sample import change_variance
 from sweep.metrics import task_retention
 
 Z_95 = 1.959964  # a two-sided 95% interval, in standard errors
@@ -52,8 +53,8 @@ def paired_stderr(
     scored: Mapping[str, Mapping[int, float]], base: Mapping[str, Sequence[float]]
 ) -> float:
     """Standard error of the pooled mean change from the base model, leaves as strata weighted
-    by their documents, without finite population correction (see the module's notes). A leaf
-    of one document, or whose documents all changed alike, counts a variance of ``1/n``."""
+    by their documents, without finite population correction (see the module's notes); each
+    leaf's variance is ``change_variance``'s, floored."""
     population = sum(len(base[leaf]) for leaf in scored)
     var = 0.0
     for leaf, docs in scored.items():
@@ -61,9 +62,7 @@ def paired_stderr(
         if not n:
             continue
         diffs = [score - base[leaf][i] for i, score in docs.items()]
-        mean = sum(diffs) / n
-        s2 = sum((d - mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 1.0
-        var += (len(base[leaf]) / population) ** 2 * max(s2, 1.0 / n) / n
+        var += (len(base[leaf]) / population) ** 2 * change_variance(diffs) / n
     return math.sqrt(var)
 
 

@@ -165,6 +165,17 @@ def draw_sample(
     return TaskSample(leaves)
 
 
+def change_variance(diffs: Sequence[float]) -> float:
+    """The sample variance of per-document changes from the base model, floored at ``1/n`` (as
+    if one more document had changed by a whole point), so that a sample in which every
+    document changed the same way does not claim certainty; 1 for a single document."""
+    n = len(diffs)
+    if n < 2:
+        return 1.0
+    mean = sum(diffs) / n
+    return max(sum((d - mean) ** 2 for d in diffs) / (n - 1), 1.0 / n)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A full-set score estimated from a sample: the point and its standard error."""
@@ -183,9 +194,7 @@ def estimate(sample: TaskSample, compressed: Mapping[str, Mapping[int, float]]) 
     """The compressed model's pooled score over all of the task's documents, from its scores
     on the sampled ones (``compressed[leaf][doc index]``).
 
-    The variance of the per-document change is floored at ``1/n`` (as if one more sampled
-    document had changed by a whole point), so that a sample in which every document changed
-    the same way does not claim certainty.
+    The variance of the per-document change is ``change_variance``'s, floored.
     """
     total_n = sample.population
     mean = var = 0.0
@@ -196,9 +205,7 @@ def estimate(sample: TaskSample, compressed: Mapping[str, Mapping[int, float]]) 
         d_mean = sum(diffs) / n
         mean += weight * (leaf.base_total / leaf.population + d_mean)
         if n < leaf.population:
-            s2 = sum((d - d_mean) ** 2 for d in diffs) / (n - 1) if n > 1 else 1.0
-            s2 = max(s2, 1.0 / n)
-            var += weight**2 * s2 / n * (1 - n / leaf.population)
+            var += weight**2 * change_variance(diffs) / n * (1 - n / leaf.population)
     return Estimate(mean, math.sqrt(var))
 
 

@@ -183,10 +183,10 @@ def evaluate_in_stages(
         estimates = {name: estimate(samples[name].step(k), docs) for name, docs in scored.items()}
         _, low, high = sr_bounds(estimates, base.scores, base.random_scores, stages.z)
         timings["sample_s"] = time.perf_counter() - t
+        # returned as it is, or dropped: nothing changes what it holds once it is returned
         estimated = StagedScores(
-            Scores(estimated_scores(estimates), None), kl, dict(timings), Stage.SAMPLE, low, high,
-            {name: {leaf: dict(d) for leaf, d in docs.items()} for name, docs in scored.items()},
-        )  # fmt: skip
+            Scores(estimated_scores(estimates), None), kl, timings, Stage.SAMPLE, low, high, scored
+        )
         if stop(estimated.into(measured(estimated.scores))):  # measure() takes Sr's point
             return estimated
     on_phase("evaluate the rest")

@@ -100,38 +100,32 @@ def model_card(bundle: Bundle, recipe_notes: list[str], checkpoint_bytes: int) -
 
 
 def _tasks(bundle: Bundle) -> list[str]:
-    """Each task against the base model: the scores, recovery (this model's score over the base
-    model's), retention with its 95% interval, and flips, where the trial has them."""
+    """Each task against the base model: the scores and, where the trial has them, recovery
+    (this model's score over the base model's), retention with its 95% interval, and flips."""
     m, base = bundle.measurement, bundle.base
     agreements = m.task_agreement()
-    if not agreements:
-        lines = ["", "| task | random guess | base model | this model |", "|---|---|---|---|"]
-        for task, score in m.task_scores.items():
-            lines.append(
-                f"| {task} | {base.random_scores[task]:.3f} | {base.scores[task]:.3f} "
-                f"| {score:.3f} |"
-            )
-        return lines
-    lines = [
-        "",
-        "| task | random guess | base model | this model | recovery | retention (95%) | flips |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    head = ["task", "random guess", "base model", "this model"]
+    if agreements:
+        head += ["recovery", "retention (95%)", "flips"]
+    lines = ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for task, score in m.task_scores.items():
-        a = agreements[task]
-        lines.append(
-            f"| {task} | {base.random_scores[task]:.3f} | {base.scores[task]:.3f} | {score:.3f} "
-            f"| {a.recovery:.1%} | {a.retention:.3f} ({a.retention_low:.3f}-"
-            f"{a.retention_high:.3f}) | {a.flips} of {a.documents} ({a.flip_rate:.1%}) |"
-        )
-    lines += [
-        "",
-        "Recovery is this model's score over the base model's. Flips are the documents whose "
-        "answer turned right or wrong against the base model's: two models with the same score "
-        "can disagree on many questions. Retention's interval is paired (the standard error of "
-        "the per-document change from the base model), counting the task's documents as a "
-        "sample of the questions it stands for.",
-    ]
+        cells = [task, f"{base.random_scores[task]:.3f}", f"{base.scores[task]:.3f}"]
+        cells.append(f"{score:.3f}")
+        if agreements:
+            a = agreements[task]
+            cells += [f"{a.recovery:.1%}",
+                      f"{a.retention:.3f} ({a.retention_low:.3f}-{a.retention_high:.3f})",
+                      f"{a.flips} of {a.documents} ({a.flip_rate:.1%})"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    if agreements:
+        lines += [
+            "",
+            "Recovery is this model's score over the base model's. Flips are the documents whose "
+            "answer turned right or wrong against the base model's: two models with the same "
+            "score can disagree on many questions. Retention's interval is paired (the standard "
+            "error of the per-document change from the base model), counting the task's "
+            "documents as a sample of the questions it stands for.",
+        ]
     return lines
 
 
