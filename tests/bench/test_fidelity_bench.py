@@ -12,13 +12,22 @@ from bench.racing import FULL, Rule, bench_rules, schedules
 from sweep.evaluation.measurement import Measurement
 from sweep.metrics import capacity_kept, srcr, theoretical_compression_rate
 from sweep.space import all_configs
+from sweep.spec import StudySpec
 
 DAMAGE = {2: 0.8, 3: 0.3, 4: 0.08, 8: 0.01, 16: 0.0}  # share of answers redrawn, by bits
 
 
-def _document_records(grid: str, population: int = 1000, ppl_s: float = 0.0) -> dict:
-    """Per-document records of ``grid``, made up: each configuration redraws a share of the
-    base model's answers at random (more as it compresses more); ``ppl_s`` of perplexity."""
+def _nextword_spec() -> StudySpec:
+    """The next-word grid's study on 16 configurations (4 sparsities x 4 bits), whatever its
+    file searches: replays of a larger grid count the same things, only slower."""
+    spec = bench_spec("smollm2-nextword")
+    small = {"patterns": ["unstructured"], "bits": [2, 3, 4, 8], "orders": ["prune_first"]}
+    return spec.model_copy(update={"search": spec.search.model_copy(update=small)})
+
+
+def _document_records(spec: StudySpec, population: int = 1000, ppl_s: float = 0.0) -> dict:
+    """Per-document records of ``spec``'s grid, made up: each configuration redraws a share of
+    the base model's answers at random (more as it compresses more); ``ppl_s`` of perplexity."""
     rng = random.Random(0)
     base = [float(rng.random() < 0.85) for _ in range(population)]
     base_score = sum(base) / population
@@ -27,7 +36,7 @@ def _document_records(grid: str, population: int = 1000, ppl_s: float = 0.0) -> 
                  "eval_s": 100.0, "call_s": 1.0},
         "records": {},
     }  # fmt: skip
-    for c in all_configs(bench_spec(grid).search):
+    for c in all_configs(spec.search):
         damage = min(0.9, c.target_sparsity**2 + DAMAGE[c.bits])
         docs = [b if rng.random() > damage else float(rng.random() < 0.25) for b in base]
         score = sum(docs) / population
@@ -46,8 +55,8 @@ def _document_records(grid: str, population: int = 1000, ppl_s: float = 0.0) -> 
 
 
 def test_racing_replay_costs_what_its_steps_score_and_never_stops_a_front_point():
-    spec = bench_spec("smollm2-nextword")
-    data = _document_records("smollm2-nextword")
+    spec = _nextword_spec()
+    data = _document_records(spec)
     rules = [Rule(FULL), Rule("one", [200]), Rule("racing", [50, 100, 200]),
              Rule("exact", [50], exact=True)]  # fmt: skip
     rows = {r["mode"]: r for r in bench_rules("g", data, spec, rules, seeds=2)}
@@ -72,8 +81,8 @@ def test_racing_replay_costs_what_its_steps_score_and_never_stops_a_front_point(
 
 
 def test_a_wider_interval_stops_fewer_trials():
-    spec = bench_spec("smollm2-nextword")
-    data = _document_records("smollm2-nextword")
+    spec = _nextword_spec()
+    data = _document_records(spec)
 
     def stopped(z: float) -> float:
         stages = spec.evaluation.stages.model_copy(update={"z": z})
@@ -89,7 +98,7 @@ def test_a_wider_interval_stops_fewer_trials():
 def test_a_trial_dominated_once_exact_stops_before_its_perplexity():
     spec = bench_spec("smollm2")  # realtext_cloze and a perplexity task
     assert spec.evaluation.perplexity_task
-    data = _document_records("smollm2", ppl_s=50.0)
+    data = _document_records(spec, ppl_s=50.0)
     rules = [Rule(FULL), Rule("one", [100])]
     full, staged = bench_rules("g", data, spec, rules, seeds=3)
     assert full["eval_s"] == 151.0  # tasks and perplexity
