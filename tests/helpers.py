@@ -84,10 +84,12 @@ def run_spec(
     return url, done
 
 
-def sweep_async(*args: str, cwd: Path) -> subprocess.Popen:
-    """Start the CLI in the background, its output going to ``cwd/sweep.log``."""
+def sweep_async(*args: str, cwd: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start the CLI in the background, its output going to ``cwd/sweep.log``, with
+    ``extra_env`` added to its environment."""
     log = (cwd / "sweep.log").open("w")
-    return subprocess.Popen([*SWEEP, *args], cwd=cwd, env=env(), stdout=log, stderr=log)
+    process_env = {**env(), **(extra_env or {})}
+    return subprocess.Popen([*SWEEP, *args], cwd=cwd, env=process_env, stdout=log, stderr=log)
 
 
 def db_contents(url: str) -> str | None:

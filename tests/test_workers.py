@@ -121,10 +121,14 @@ def _wait_for_running_trial(
 
 def _start_until_mid_trial(tmp: Path, toy: Path, name: str, trials: int):
     """Start `sweep run` and wait until a trial is running after one completed; return the
-    process, the running trial's number and the complete trials' values and attributes."""
+    process, the running trial's number and the complete trials' values and attributes. Its
+    trials take seconds (a trial of one second, caught running on a loaded machine, could
+    complete before the caller kills it); later workers of the study, in this process, run at
+    full speed."""
     url = f"sqlite:///{tmp / f'{name}.db'}"
-    spec = toy_spec(toy, name)
-    proc = sweep_async("run", str(spec), "--trials", str(trials), "--storage", url, cwd=tmp)
+    spec = slow_toy_spec(toy, tmp, name)
+    args = ("run", str(spec), "--trials", str(trials), "--storage", url)
+    proc = sweep_async(*args, cwd=tmp, extra_env={SLOW_ENV: "0.005"})
     running, kept = _wait_for_running_trial(url, name)
     return url, proc, running, kept
 
