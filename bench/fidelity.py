@@ -64,6 +64,7 @@ RULES = [
     Rule("one sample of 400", [400]),
     Rule("racing 100, 200, 400", [100, 200, 400]),
     Rule("racing 50, 100, 200, 400", [50, 100, 200, 400]),
+    Rule("racing 50, 100, 200, 400, 800, 1600", [50, 100, 200, 400, 800, 1600]),  # the default
     Rule(f"{BOUND} (50)", [50], exact=True),
 ]
 SMALL_GRID = 24  # configurations: a grid this small is replayed whole only

@@ -316,7 +316,8 @@ class StagesSpec(_Strict):
     # each task's sample in stage 1: a fraction of its documents (0.2), or a number of them
     # (200); a list of increasing sizes races ([100, 200, 400]): the sample grows step by step,
     # and a trial stops at the first step where its best case is dominated
-    sample: int | float | list[int | float] = [50, 100, 200, 400]  # measured: bench-fidelity
+    # measured: make bench-fidelity; steps at or past a task's size are dropped
+    sample: int | float | list[int | float] = [50, 100, 200, 400, 800, 1600]
     min_docs: int = Field(50, gt=0)  # at least this many documents of each task in stage 1
     z: float = Field(2.5, gt=0.0)  # stage 1's interval: estimate +/- z standard errors
     seed: int = 0  # draws the sample; the same sample for every trial of a study
