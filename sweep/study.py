@@ -17,6 +17,7 @@ import optuna
 
 from sweep.errors import UserError
 from sweep.evaluation.measurement import BaseReference
+from sweep.evaluation.sample import draw_sample
 from sweep.identity import InputsChangedError, changes
 from sweep.metrics import METRICS
 from sweep.spec import (
@@ -45,6 +46,9 @@ PINNED_FIELDS = (
     "model", "dtype", "calibration", "evaluation", "search", "objectives", "constraints",
     "deploy",
 )  # fmt: skip
+# what draws a study's samples, once, with its base (``sweep.trial``): a new value that draws the
+# same samples on the study's tasks (a new default whose steps end past them) changes nothing
+_SAMPLE_FIELDS = ("sample", "min_docs", "seed")
 
 
 class SpecChangedError(UserError, ValueError):
@@ -87,10 +91,29 @@ def _differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {json.dumps(old)} -> {json.dumps(new)}"]
 
 
+def _draws_the_stored_samples(study: optuna.Study, spec: StudySpec) -> bool:
+    """Whether ``spec`` draws, on the study's tasks, the samples its base reference holds."""
+    base = stored_base(study)
+    if base is None or base.samples is None or base.documents is None:
+        return False
+    stages = spec.evaluation.stages
+    for task, leaves in base.documents.items():
+        docs = {leaf: dict(enumerate(scores)) for leaf, scores in leaves.items()}
+        drawn = draw_sample(docs, stages.sample, stages.min_docs, stages.seed)
+        if json.loads(json.dumps(drawn.to_dict())) != base.samples.get(task):
+            return False
+    return True
+
+
 def check_spec_unchanged(study: optuna.Study, spec: StudySpec) -> None:
     if study.user_attrs.get(_SPEC_ATTR) is None:
         return
-    changes = _differences(_pinned(stored_spec(study)), _pinned(spec))
+    then, now = _pinned(stored_spec(study)), _pinned(spec)
+    if _draws_the_stored_samples(study, spec):
+        for stages in (then["evaluation"]["stages"], now["evaluation"]["stages"]):
+            for name in _SAMPLE_FIELDS:
+                stages.pop(name)
+    changes = _differences(then, now)
     if changes:
         lines = "\n".join(f"  {c}" for c in changes)
         raise SpecChangedError(
