@@ -406,7 +406,7 @@ def compress(
         console.print(f"wrote {path}")
 
 
-@command()
+@command(interrupted="dashboard stopped")
 def dashboard(
     study: SpecArg = DEFAULT_STUDY,
     storage: StorageOpt = None,
@@ -414,14 +414,16 @@ def dashboard(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8080,
 ) -> None:
     """Serve the study's storage with optuna-dashboard."""
-    from optuna_dashboard import run_server
-
+    from sweep.dashboard import serve_dashboard
     from sweep.spec import load_spec
     from sweep.storage import existing_storage
 
     backend = existing_storage(storage or load_spec(study).storage_url())
-    console.print(f"optuna-dashboard on http://{host}:{port} (Ctrl-C to stop)")
-    run_server(backend, host=host, port=port)
+
+    def ready(bound: int) -> None:
+        console.print(f"optuna-dashboard on http://{host}:{bound} (Ctrl-C to stop)")
+
+    serve_dashboard(backend, host, port, on_ready=ready)
 
 
 if __name__ == "__main__":
