@@ -9,8 +9,11 @@ thread only waits, so an interruption always reaches it and shuts the server dow
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import optuna
 
 from sweep.errors import UserError
 
@@ -24,7 +27,12 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # a line per request would bury what the command prints
 
 
-def serve_dashboard(storage: Any, host: str, port: int, on_ready: Any = None) -> None:
+def serve_dashboard(
+    storage: optuna.storages.BaseStorage,
+    host: str,
+    port: int,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
     """Serve optuna-dashboard on ``storage`` (an Optuna storage) at ``host:port`` until
     interrupted; ``on_ready(port)`` is called once it listens."""
     from optuna_dashboard import wsgi
