@@ -4,10 +4,11 @@ point, for one sample and for a sample that grows in steps (racing).
 Every configuration of a grid is computed once with the trial code (``bench.documents``): its
 score on every document of the study's tasks, its KL, its perplexity, each step timed, kept in
 ``bench-results/documents-<records>.json``, so later runs only replay. Each rule of ``RULES``
-(the full evaluation; one sample of a fraction or of N documents; racing in steps; an exact
-stage 1, the bound no sample can beat) is then replayed on those records (``bench.racing``),
-with the study's own draw, estimate, interval and best case, in default-sampler (TPE) runs over
-seeds. Per grid, run length and rule, ``bench-results/fidelity.json`` holds:
+(the full evaluation; one sample of a fraction or of N documents; racing in steps, with the
+study's interval and with narrower ones; an exact stage 1, the bound no sample can beat) is
+then replayed on those records (``bench.racing``), with the study's own draw, estimate,
+interval and best case, in default-sampler (TPE) runs over seeds. Per grid, run length and
+rule, ``bench-results/fidelity.json`` holds:
 
 (a) ``front_points_stopped``: configurations on the grid's full-fidelity front that a replayed
     run stopped (target: none), and ``front_points_stoppable``: those whose best case at some
@@ -65,6 +66,9 @@ RULES = [
     Rule("racing 100, 200, 400", [100, 200, 400]),
     Rule("racing 50, 100, 200, 400", [50, 100, 200, 400]),
     Rule("racing 50, 100, 200, 400, 800, 1600", [50, 100, 200, 400, 800, 1600]),  # the default
+    # narrower intervals than the default z (2.5): what they would save, and what they risk
+    Rule("racing 50-1600, z 2.0", [50, 100, 200, 400, 800, 1600], z=2.0),
+    Rule("racing 50-1600, z 1.5", [50, 100, 200, 400, 800, 1600], z=1.5),
     Rule(f"{BOUND} (50)", [50], exact=True),
 ]
 SMALL_GRID = 24  # configurations: a grid this small is replayed whole only

@@ -36,11 +36,13 @@ Values = tuple[float, ...]
 class Rule:
     """How stage 1 samples: ``steps`` (one size, or several: racing); ``exact`` gives every
     step the exact Sr (an interval of width zero) at the first step's cost: the bound no
-    sample can beat. No steps: the full evaluation (a study with stages off)."""
+    sample can beat; ``z``: the interval's half-width in standard errors, where not the
+    study's. No steps: the full evaluation (a study with stages off)."""
 
     name: str
     steps: Sequence[SampleSize] = ()
     exact: bool = False
+    z: float | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ def schedule(
             point = low = high = full.sr
         else:
             estimates = {task: estimate(s.step(k), scored[task]) for task, s in samples.items()}
-            z = spec.evaluation.stages.z
+            z = spec.evaluation.stages.z if rule.z is None else rule.z
             point, low, high = sr_bounds(estimates, base["tasks"], base["random"], z)
         told = replace(full, sr=point, srcr=srcr(point, capacity), stage=Stage.SAMPLE,
                        sr_low=low, sr_high=high, perplexity=None)  # fmt: skip
@@ -281,6 +283,7 @@ def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], s
                     "run": n,
                     "mode": rule.name,
                     "sample": list(rule.steps),
+                    "z": spec.evaluation.stages.z if rule.z is None else rule.z,
                     "trials": statistics.median(r["trials"] for r in done),
                     "distinct": statistics.median(r["distinct"] for r in done),
                     "eval_s": statistics.median(costs),

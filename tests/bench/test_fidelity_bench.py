@@ -93,6 +93,10 @@ def test_a_wider_interval_stops_fewer_trials():
         return row["stopped_share"]
 
     assert stopped(8.0) < stopped(1.0)
+    rules = [Rule(FULL), Rule("wide", [100], z=8.0), Rule("narrow", [100], z=1.0)]
+    _, wide_rule, narrow_rule = bench_rules("g", data, spec, rules, seeds=2)
+    assert (wide_rule["z"], narrow_rule["z"]) == (8.0, 1.0)
+    assert wide_rule["stopped_share"] == stopped(8.0) < narrow_rule["stopped_share"]
 
 
 def test_a_trial_dominated_once_exact_stops_before_its_perplexity():
