@@ -57,6 +57,7 @@ SPECS = {
 RECORDS = {"demo": "demo", "smollm2": "smollm2", "smollm2-search": "smollm2",
            "smollm2-nextword": "smollm2-nextword"}  # fmt: skip
 BOUND = "exact stage 1"  # the rule that bounds what any sample could save
+TO_1600 = [50, 100, 200, 400, 800, 1600]  # the default steps
 RULES = [
     Rule(FULL),
     Rule("one sample of 20%", [0.2]),  # the default before racing
@@ -65,10 +66,10 @@ RULES = [
     Rule("one sample of 400", [400]),
     Rule("racing 100, 200, 400", [100, 200, 400]),
     Rule("racing 50, 100, 200, 400", [50, 100, 200, 400]),
-    Rule("racing 50, 100, 200, 400, 800, 1600", [50, 100, 200, 400, 800, 1600]),  # the default
+    Rule("racing 50, 100, 200, 400, 800, 1600", TO_1600),  # the default
     # narrower intervals than the default z (2.5): what they would save, and what they risk
-    Rule("racing 50-1600, z 2.0", [50, 100, 200, 400, 800, 1600], z=2.0),
-    Rule("racing 50-1600, z 1.5", [50, 100, 200, 400, 800, 1600], z=1.5),
+    Rule("racing 50-1600, z 2.0", TO_1600, z=2.0),
+    Rule("racing 50-1600, z 1.5", TO_1600, z=1.5),
     Rule(f"{BOUND} (50)", [50], exact=True),
 ]
 SMALL_GRID = 24  # configurations: a grid this small is replayed whole only

@@ -44,6 +44,9 @@ class Rule:
     exact: bool = False
     z: float | None = None
 
+    def interval_z(self, spec: StudySpec) -> float:
+        return spec.evaluation.stages.z if self.z is None else self.z
+
 
 @dataclass(frozen=True)
 class Step:
@@ -151,7 +154,7 @@ def schedule(
             point = low = high = full.sr
         else:
             estimates = {task: estimate(s.step(k), scored[task]) for task, s in samples.items()}
-            z = spec.evaluation.stages.z if rule.z is None else rule.z
+            z = rule.interval_z(spec)
             point, low, high = sr_bounds(estimates, base["tasks"], base["random"], z)
         told = replace(full, sr=point, srcr=srcr(point, capacity), stage=Stage.SAMPLE,
                        sr_low=low, sr_high=high, perplexity=None)  # fmt: skip
@@ -283,7 +286,7 @@ def bench_rules(grid: str, data: dict, spec: StudySpec, rules: Sequence[Rule], s
                     "run": n,
                     "mode": rule.name,
                     "sample": list(rule.steps),
-                    "z": spec.evaluation.stages.z if rule.z is None else rule.z,
+                    "z": rule.interval_z(spec),
                     "trials": statistics.median(r["trials"] for r in done),
                     "distinct": statistics.median(r["distinct"] for r in done),
                     "eval_s": statistics.median(costs),

@@ -17,7 +17,7 @@ import optuna
 
 from sweep.errors import UserError
 from sweep.evaluation.measurement import BaseReference
-from sweep.evaluation.sample import draw_sample
+from sweep.evaluation.sample import draw_samples
 from sweep.identity import InputsChangedError, changes
 from sweep.metrics import METRICS
 from sweep.spec import (
@@ -96,13 +96,11 @@ def _draws_the_stored_samples(study: optuna.Study, spec: StudySpec) -> bool:
     base = stored_base(study)
     if base is None or base.samples is None or base.documents is None:
         return False
-    stages = spec.evaluation.stages
-    for task, leaves in base.documents.items():
-        docs = {leaf: dict(enumerate(scores)) for leaf, scores in leaves.items()}
-        drawn = draw_sample(docs, stages.sample, stages.min_docs, stages.seed)
-        if json.loads(json.dumps(drawn.to_dict())) != base.samples.get(task):
-            return False
-    return True
+    documents = {
+        task: {leaf: dict(enumerate(scores)) for leaf, scores in leaves.items()}
+        for task, leaves in base.documents.items()
+    }
+    return draw_samples(documents, spec.evaluation.stages) == base.task_samples()
 
 
 def check_spec_unchanged(study: optuna.Study, spec: StudySpec) -> None:

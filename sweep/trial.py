@@ -16,7 +16,7 @@ from sweep.errors import TrialError
 from sweep.evaluation.harness import Evaluator, Scores, TaskError, leaf_lists
 from sweep.evaluation.measurement import BaseReference, Measurement, measure, with_agreement
 from sweep.evaluation.proxy import BaseDistribution, base_distribution, held_out_tokens
-from sweep.evaluation.sample import draw_sample
+from sweep.evaluation.sample import draw_samples
 from sweep.evaluation.stages import StopRule, evaluate_in_stages
 from sweep.identity import calibration_fingerprint
 from sweep.loaded_model import LoadedModel
@@ -85,11 +85,8 @@ class TrialRunner:
         scores, documents = evaluator.score_documents()
         samples = None
         if evaluator.staged():
-            stages = evaluator.spec.stages
-            samples = {
-                task: draw_sample(docs, stages.sample, stages.min_docs, stages.seed).to_dict()
-                for task, docs in documents.items()
-            }
+            drawn = draw_samples(documents, evaluator.spec.stages)
+            samples = {task: sample.to_dict() for task, sample in drawn.items()}
         random = dict(evaluator.random_scores)
         at_chance = {t: s for t, s in scores.tasks.items() if s <= random[t]}
         if at_chance:

@@ -26,6 +26,10 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweep.spec import StagesSpec
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,17 @@ def draw_sample(
             steps=steps if len(steps) > 1 else None,
         )
     return TaskSample(leaves)
+
+
+def draw_samples(
+    per_task: Mapping[str, Mapping[str, Mapping[int, float]]], stages: StagesSpec
+) -> dict[str, TaskSample]:
+    """Every task's sample as a study with ``stages`` draws it, once, from the base model's
+    score on every document of each task's leaves."""
+    return {
+        task: draw_sample(docs, stages.sample, stages.min_docs, stages.seed)
+        for task, docs in per_task.items()
+    }
 
 
 def change_variance(diffs: Sequence[float]) -> float:
